@@ -1,0 +1,814 @@
+"""train_gpt.py: train a small GPT for the parameter-golf speedrun, pack it, score it, write the record.
+
+    python train_gpt.py [--preset NAME] [key=value ...]                      # one process (GPU or CPU)
+    torchrun --standalone --nproc_per_node=8 train_gpt.py [...]              # any number of GPUs
+    python train_gpt.py --print-config | --help
+
+Read top to bottom: config, data, model, optimizers, training loop, record folder, main.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import eval_ngram
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CODE_FILES = [os.path.join(HERE, "train_gpt.py"), os.path.join(HERE, "eval_ngram.py")]
+
+
+# ============================================================================ config
+def opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # data
+    data_dir: str = opt("data/datasets/fineweb10B_sp1024", "folder of *_train_*.bin / *_val_*.bin shards")
+    tokenizer: str = opt("data/tokenizers/fineweb_1024_bpe.model", "sentencepiece model, or 'bytes'")
+    vocab_size: int = opt(1024, "vocabulary size (256 for bytes)")
+    seq_len: int = opt(2048, "training sequence length")
+    train_batch_tokens: int = opt(786_432, "global batch in tokens per optimizer step")
+    grad_accum_steps: int = opt(0, "micro-steps per step; 0 = 8 // world_size, so the global batch fits any GPU count")
+    # model
+    num_layers: int = opt(11, "transformer blocks")
+    model_dim: int = opt(512, "residual width")
+    num_heads: int = opt(8, "query heads")
+    num_kv_heads: int = opt(4, "key/value heads (grouped-query attention)")
+    mlp_mult: float = opt(3.0, "MLP hidden width / model_dim")
+    mlp_act: str = opt("leaky_relu2", "MLP activation: leaky_relu2 | relu2 | gelu")
+    rope_fraction: float = opt(0.25, "fraction of each head's dims that get rotary position (partial RoPE)")
+    rope_base: float = opt(10000.0, "rotary base")
+    qk_gain_init: float = opt(1.5, "initial per-head query gain after QK RMSNorm")
+    xsa_layers: int = opt(4, "exclusive self-attention on the last k blocks (0 = off)")
+    unet_skips: bool = opt(True, "U-Net skip connections from the first half of blocks to the second")
+    smear_gate: bool = opt(True, "gate that mixes each token's embedding with the previous token's")
+    bigram_buckets: int = opt(2048, "hashed bigram embedding buckets (0 = off)")
+    bigram_dim: int = opt(128, "bigram embedding width before projection")
+    pre_enrich: bool = opt(True, "embedding -> Linear -> GELU -> Linear -> RMSNorm before the blocks")
+    enrich_hidden: int = opt(768, "hidden width of the pre-enrichment MLP")
+    encoder_recurrence: bool = opt(False, "run the first-half blocks twice (more depth, no extra parameters)")
+    recurrence_reverse: bool = opt(True, "second encoder pass runs the blocks in reverse order")
+    overtone_init: bool = opt(True, "power-law singular spectrum for the embedding init")
+    logit_softcap: float = opt(30.0, "soft cap on logits: c * tanh(logits / c)")
+    tied_embed_init_std: float = opt(0.005, "std of the tied embedding at init")
+    # optimizers
+    matrix_lr: float = opt(0.025, "Muon learning rate for block matrices")
+    scalar_lr: float = opt(0.025, "AdamW learning rate for gains, scales and gates")
+    embed_lr: float = opt(0.035, "AdamW learning rate for the tied embedding")
+    muon_momentum: float = opt(0.99, "Muon momentum after warm-up")
+    muon_momentum_start: float = opt(0.92, "Muon momentum at step 0")
+    muon_momentum_warmup: float = opt(0.25, "fraction of the budget over which Muon momentum warms up")
+    muon_ns_steps: int = opt(5, "Newton-Schulz iterations")
+    muon_wd: float = opt(0.04, "decoupled weight decay for Muon matrices")
+    adam_wd: float = opt(0.04, "decoupled weight decay for AdamW embeddings")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.95, "AdamW beta2")
+    grad_clip: float = opt(0.3, "global gradient-norm clip (0 = off)")
+    warmup_steps: int = opt(20, "linear learning-rate warm-up steps")
+    warmdown_frac: float = opt(0.5, "final fraction of the budget (time or steps) with linearly decaying LR")
+    ema: bool = opt(True, "keep an EMA of the weights on the GPU; pack and evaluate the EMA")
+    ema_decay: float = opt(0.997, "EMA decay; warms up as min(decay, (1+t)/(10+t)) so short runs work")
+    # run
+    max_wallclock_seconds: float = opt(600.0, "training budget in seconds (training steps only; 0 = no limit)")
+    iterations: int = opt(20000, "maximum optimizer steps")
+    seed: int = opt(1337, "random seed")
+    device: str = opt("auto", "auto | cuda | cpu")
+    compile: str = opt("auto", "torch.compile: auto (on for CUDA) | on | off")
+    compile_warmup_steps: int = opt(10, "untimed steps to compile before the clock starts (state is restored)")
+    log_every: int = opt(50, "steps between progress lines")
+    # artifact and evaluation
+    quant_bits: int = opt(6, "bits per weight for block matrices in the artifact (stored as int8 + LZMA)")
+    embed_quant_bits: int = opt(8, "bits per weight for the embedding tables")
+    eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
+    eval_batch_windows: int = opt(32, "windows per evaluation forward")
+    eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
+    ngram_order: int = opt(0, "n-gram mixture order at evaluation (0 = neural only)")
+    # records
+    run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
+    track: str = opt("track_10min_16mb", "records/<track>/ folder")
+    records_dir: str = opt("records", "where record folders are written")
+    author: str = opt("parameter-golf toolkit", "submission.json author")
+    github_id: str = opt("", "submission.json github_id")
+
+
+PRESETS: dict[str, dict] = {
+    "record": {},
+    "smoke": dict(data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
+                  num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1,
+                  bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0, iterations=400,
+                  warmup_steps=5, compile_warmup_steps=0, log_every=20, eval_stride=64, eval_batch_windows=64,
+                  eval_max_tokens=32768, track="smoke"),
+    "baseline": dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction=1.0, seq_len=1024,
+                     train_batch_tokens=524_288, xsa_layers=0, unet_skips=False, smear_gate=False, bigram_buckets=0,
+                     pre_enrich=False, overtone_init=False, ema=False, quant_bits=8, matrix_lr=0.04, scalar_lr=0.04,
+                     embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_wd=0.0, adam_wd=0.0,
+                     grad_clip=0.0, warmdown_frac=0.2),
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def parse_value(field_type: str, key: str, text: str):
+    try:
+        if field_type == "bool":
+            if text.lower() not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("1", "true", "on", "yes")
+        return {"int": int, "float": float, "str": str}[field_type](text)
+    except ValueError:
+        raise ConfigError(f"{key}={text!r}: expected a {field_type}") from None
+
+
+def resolve_config(preset: str = "record", overrides: list[str] | None = None) -> tuple[Config, str]:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    values = dict(PRESETS[preset])
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{item!r}: arguments are key=value (see --help)")
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            raise ConfigError(f"unknown config key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        values[key] = parse_value(fields[key].type, key, text)
+    return Config(**values), preset
+
+
+def help_text() -> str:
+    lines = [__doc__.strip(), "", "presets: " + ", ".join(PRESETS), "", "config keys (key=value):"]
+    for f in dataclasses.fields(Config):
+        lines.append(f"  {f.name:<24} {str(f.default):<36} {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+# ============================================================================ data
+class TrainStream:
+    """Reads training shards in order, forever (wrapping at the end); validation shards are never opened here.
+
+    Every rank walks the same stream and takes its own slice of each step's tokens, so ranks see disjoint data.
+    """
+
+    def __init__(self, data_dir: str, vocab_size: int):
+        self.paths = eval_ngram.find_shards(data_dir, "train")
+        self.vocab_size = vocab_size
+        self.shard_index, self.position, self.epoch = 0, 0, 0
+        self.tokens = self._load(0)
+
+    def _load(self, index: int) -> np.ndarray:
+        tokens = eval_ngram.read_shard(self.paths[index])
+        if tokens.size and int(tokens.max()) >= self.vocab_size:
+            raise eval_ngram.DataError(f"{self.paths[index]}: token id {int(tokens.max())} >= vocab_size "
+                                       f"{self.vocab_size}; wrong tokenizer or vocab_size")
+        return tokens
+
+    def take(self, n: int) -> np.ndarray:
+        parts = []
+        while n > 0:
+            if self.position >= self.tokens.size:
+                self.shard_index = (self.shard_index + 1) % len(self.paths)
+                self.epoch += self.shard_index == 0
+                self.position, self.tokens = 0, self._load(self.shard_index)
+            part = self.tokens[self.position:self.position + n]
+            parts.append(part)
+            self.position += part.size
+            n -= part.size
+        return np.concatenate(parts)
+
+    def next_batch(self, micro_tokens: int, seq_len: int, rank: int, world: int, device) -> tuple[Tensor, Tensor]:
+        span = self.take(world * micro_tokens + 1)  # one extra token so the last target exists
+        mine = torch.from_numpy(span[rank * micro_tokens: (rank + 1) * micro_tokens + 1].astype(np.int64))
+        x, y = mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def state(self) -> dict:
+        return {"shard_index": self.shard_index, "position": self.position, "epoch": self.epoch}
+
+    def restore(self, state: dict) -> None:
+        self.shard_index, self.position, self.epoch = state["shard_index"], state["position"], state["epoch"]
+        self.tokens = self._load(self.shard_index)
+
+
+# ============================================================================ model
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Linear(nn.Linear):
+    """Bias-free linear whose fp32 master weight is cast to the activation dtype (bf16 under autocast)."""
+
+    def __init__(self, fan_in: int, fan_out: int, zero_init: bool = False):
+        super().__init__(fan_in, fan_out, bias=False)
+        nn.init.zeros_(self.weight) if zero_init else nn.init.normal_(self.weight, std=fan_in ** -0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE)."""
+
+    def __init__(self, head_dim: int, fraction: float, base: float):
+        super().__init__()
+        self.dims = max(2, int(head_dim * fraction) // 2 * 2)
+        self.register_buffer("inv_freq", base ** (-torch.arange(0, self.dims, 2).float() / self.dims), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: [B, H, T, D]
+        t = torch.arange(x.size(2), device=x.device, dtype=torch.float32)
+        angles = torch.outer(t, self.inv_freq)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        rot, rest = x[..., :self.dims], x[..., self.dims:]
+        a, b = rot[..., : self.dims // 2], rot[..., self.dims // 2:]
+        return torch.cat([a * cos - b * sin, a * sin + b * cos, rest], dim=-1)
+
+
+def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
+    """XSA: remove from each head's output its component along that head's own value vector at the same position.
+
+    y: [B, H, T, D]; v: [B, H_kv, T, D] with H a multiple of H_kv (query head h reads value head h // (H / H_kv)).
+    """
+    groups = y.size(1) // v.size(1)
+    y = y.unflatten(1, (v.size(1), groups))
+    v_hat = F.normalize(v, dim=-1).unsqueeze(2)
+    return (y - (y * v_hat).sum(-1, keepdim=True) * v_hat).flatten(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: Config, xsa: bool):
+        super().__init__()
+        self.heads, self.kv_heads = cfg.num_heads, cfg.num_kv_heads
+        self.head_dim = cfg.model_dim // cfg.num_heads
+        kv_dim = self.kv_heads * self.head_dim
+        self.q, self.k, self.v = Linear(cfg.model_dim, cfg.model_dim), Linear(cfg.model_dim, kv_dim), Linear(cfg.model_dim, kv_dim)
+        self.proj = Linear(cfg.model_dim, cfg.model_dim, zero_init=True)
+        self.q_gain = nn.Parameter(torch.full((self.heads,), cfg.qk_gain_init))
+        self.rotary = Rotary(self.head_dim, cfg.rope_fraction, cfg.rope_base)
+        self.xsa = xsa
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
+        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
+        groups = self.heads // self.kv_heads
+        y = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), is_causal=True)
+        if self.xsa:
+            y = exclusive_self_attention(y, v)
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+ACTIVATIONS = {
+    "leaky_relu2": lambda h: F.leaky_relu(h, 0.5).square(),
+    "relu2": lambda h: F.relu(h).square(),
+    "gelu": F.gelu,
+}
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        hidden = int(cfg.mlp_mult * cfg.model_dim)
+        self.fc, self.proj = Linear(cfg.model_dim, hidden), Linear(hidden, cfg.model_dim, zero_init=True)
+        if cfg.mlp_act not in ACTIVATIONS:
+            raise ConfigError(f"mlp_act={cfg.mlp_act!r}: choose one of {', '.join(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[cfg.mlp_act]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.act(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: Config, xsa: bool):
+        super().__init__()
+        self.attn, self.mlp = Attention(cfg, xsa), MLP(cfg)
+        self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
+        self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
+        self.resid_mix = nn.Parameter(torch.tensor([1.0, 0.0]))  # how much of the block input vs. the embedding
+
+    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+
+
+class SmearGate(nn.Module):
+    """Blend each position's embedding with the previous position's through a learned per-channel gate."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = torch.sigmoid(self.gate).to(x.dtype)
+        return (1 - g) * x + g * F.pad(x[:, :-1], (0, 0, 1, 0))
+
+
+class BigramHash(nn.Module):
+    """Embedding of (previous token, token) hashed into buckets, projected to the model width."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.buckets = cfg.bigram_buckets
+        self.table = nn.Embedding(cfg.bigram_buckets, cfg.bigram_dim)
+        nn.init.normal_(self.table.weight, std=0.01)
+        self.proj = Linear(cfg.bigram_dim, cfg.model_dim, zero_init=True)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        prev = F.pad(idx[:, :-1], (1, 0))
+        return self.proj(self.table((prev * 1_000_003 + idx) % self.buckets))
+
+
+class PreEnrich(nn.Module):
+    """Embedding -> Linear -> GELU -> Linear (residual) -> RMSNorm; also reports how much it moved each token."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.up, self.down = Linear(cfg.model_dim, cfg.enrich_hidden), Linear(cfg.enrich_hidden, cfg.model_dim, zero_init=True)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        delta = self.down(F.gelu(self.up(x)))
+        return rms_norm(x + delta), delta.float().norm(dim=-1) / x.float().norm(dim=-1).clamp_min(1e-6)
+
+
+def overtone_embedding(vocab: int, dim: int, std: float, generator: torch.Generator) -> Tensor:
+    """Random embedding whose singular values fall as a power law (1/sqrt(k)), rescaled to `std`."""
+    u, _, vt = torch.linalg.svd(torch.randn(vocab, dim, generator=generator), full_matrices=False)
+    spectrum = torch.arange(1, min(vocab, dim) + 1, dtype=torch.float32) ** -0.5
+    w = u @ torch.diag(spectrum) @ vt
+    return w * (std / w.std())
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.model_dim % cfg.num_heads or cfg.num_heads % cfg.num_kv_heads:
+            raise ConfigError("model_dim must divide by num_heads, and num_heads by num_kv_heads")
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        with torch.no_grad():
+            if cfg.overtone_init:
+                self.tok_emb.weight.copy_(overtone_embedding(cfg.vocab_size, cfg.model_dim, cfg.tied_embed_init_std, generator))
+            else:
+                self.tok_emb.weight.normal_(std=cfg.tied_embed_init_std, generator=generator)
+        self.bigram = BigramHash(cfg) if cfg.bigram_buckets else None
+        self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
+        self.enrich = PreEnrich(cfg) if cfg.pre_enrich else None
+        first_xsa = cfg.num_layers - cfg.xsa_layers
+        self.blocks = nn.ModuleList(Block(cfg, xsa=i >= first_xsa) for i in range(cfg.num_layers))
+        self.encoder_layers = cfg.num_layers // 2
+        self.skip_weights = nn.Parameter(torch.ones(cfg.num_layers - self.encoder_layers, cfg.model_dim)) if cfg.unet_skips else None
+
+    def hidden(self, idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx)
+        if self.smear is not None:
+            x = self.smear(x)
+        aux = {}
+        if self.enrich is not None:
+            x, aux["enrich_delta"] = self.enrich(x)
+        else:
+            x = rms_norm(x)
+        x0, skips = x, []
+        encoder = list(self.blocks[:self.encoder_layers])
+        passes = [encoder]
+        if self.cfg.encoder_recurrence:
+            passes.append(encoder[::-1] if self.cfg.recurrence_reverse else encoder)
+        for p, blocks in enumerate(passes):
+            if p:
+                x, skips = rms_norm(x), []
+            for block in blocks:
+                x = block(x, x0)
+                skips.append(x)
+        for i, block in enumerate(self.blocks[self.encoder_layers:]):
+            if self.skip_weights is not None and skips:
+                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
+            x = block(x, x0)
+        return rms_norm(x), aux
+
+    def logits(self, h: Tensor) -> Tensor:
+        logits = F.linear(h, self.tok_emb.weight.to(h.dtype)).float()
+        c = self.cfg.logit_softcap
+        return c * torch.tanh(logits / c) if c > 0 else logits
+
+    def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
+        h, _ = self.hidden(idx)
+        return F.cross_entropy(self.logits(h).flatten(0, 1), targets.flatten())
+
+    def forward_logits(self, idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        h, aux = self.hidden(idx)
+        return self.logits(h), aux
+
+
+def matmul_params(model: GPT) -> int:
+    """Parameters that take part in a matrix product per token (embedding lookups excluded, tied head included)."""
+    return sum(p.numel() for n, p in model.named_parameters() if p.ndim == 2 and "table" not in n)
+
+
+def flops_per_token(model: GPT, seq_len: int) -> float:
+    """Training FLOPs per token: 6 per matmul parameter plus causal attention scores and values."""
+    cfg = model.cfg
+    layers = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
+    return 6 * matmul_params(model) + 6 * layers * seq_len * cfg.model_dim
+
+
+# ============================================================================ optimizers
+def newton_schulz(g: Tensor, steps: int) -> Tensor:
+    """Approximately orthogonalize g (the nearest semi-orthogonal matrix) with a quintic iteration in bf16."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16() if g.is_cuda else g.float()
+    x = x / (x.norm() + 1e-7)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        s = x @ x.T
+        x = a * x + (b * s + c * s @ s) @ x
+    return (x.T if tall else x).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum + Newton-Schulz orthogonalized updates for matrices; each rank orthogonalizes every
+    world-th matrix and one all-reduce shares the results."""
+
+    def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float, rank: int, world: int):
+        super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
+        self.rank, self.world = rank, world
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            params = group["params"]
+            if not params:
+                continue
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.bfloat16 if params[0].is_cuda else torch.float32)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % self.world == self.rank and p.grad is not None:
+                    state = self.state[p]
+                    buf = state.setdefault("momentum", torch.zeros_like(p.grad))
+                    buf.mul_(group["momentum"]).add_(p.grad)
+                    update = newton_schulz(p.grad.add(buf, alpha=group["momentum"]), group["ns_steps"])  # Nesterov
+                    update *= max(1.0, p.size(0) / p.size(1)) ** 0.5
+                    flat[offset:offset + p.numel()] = update.flatten().to(flat.dtype)
+                offset += p.numel()
+            if self.world > 1:
+                dist.all_reduce(flat)
+            offset = 0
+            for p in params:
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(flat[offset:offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
+                offset += p.numel()
+
+
+def build_optimizers(model: GPT, cfg: Config, rank: int, world: int) -> list[torch.optim.Optimizer]:
+    matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and p.requires_grad and "tok_emb" not in n and "table" not in n]
+    embeddings = [p for n, p in model.named_parameters() if p.requires_grad and ("tok_emb" in n or "table" in n)]
+    scalars = [p for p in model.parameters() if p.ndim < 2 and p.requires_grad]
+    fused = next(model.parameters()).is_cuda
+    adam = torch.optim.AdamW([dict(params=embeddings, lr=cfg.embed_lr, base_lr=cfg.embed_lr, weight_decay=cfg.adam_wd),
+                              dict(params=scalars, lr=cfg.scalar_lr, base_lr=cfg.scalar_lr, weight_decay=0.0)],
+                             betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
+    muon = Muon(matrices, cfg.matrix_lr, cfg.muon_momentum, cfg.muon_ns_steps, cfg.muon_wd, rank, world)
+    muon.param_groups[0]["base_lr"] = cfg.matrix_lr
+    return [adam, muon]
+
+
+def lr_multiplier(step: int, progress: float, cfg: Config) -> float:
+    """Linear warm-up in steps, then flat, then linear decay to 0 over the last warmdown_frac of the budget."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    down = min(1.0, (1.0 - progress) / cfg.warmdown_frac) if cfg.warmdown_frac > 0 else 1.0
+    return warm * max(0.0, down)
+
+
+class EMA:
+    """Exponential moving average of all weights, kept on the weights' device (no host round trips)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.params = [p.detach().clone().float() for p in model.parameters()]
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        torch._foreach_lerp_(self.params, [p.detach().float() for p in model.parameters()], 1 - self.current_decay())
+        self.updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        for p, e in zip(model.parameters(), self.params):
+            p.copy_(e)
+
+
+# ============================================================================ training loop
+class Logger:
+    """Prints on rank 0 and appends every line to the run's log file as it happens (nothing is lost on a crash)."""
+
+    def __init__(self, path: str | None):
+        self.path, self.lines = path, []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+def setup_distributed(cfg: Config) -> tuple[int, int, int, torch.device]:
+    rank, world, local = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu")
+    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if world > 1:
+        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    return rank, world, local, device
+
+
+def accumulation_steps(cfg: Config, world: int) -> int:
+    accum = cfg.grad_accum_steps or max(1, 8 // world)
+    micro = cfg.train_batch_tokens // (world * accum)
+    if micro * world * accum != cfg.train_batch_tokens or micro % cfg.seq_len:
+        raise ConfigError(f"train_batch_tokens={cfg.train_batch_tokens} must split into {world} ranks x {accum} "
+                          f"micro-steps of whole {cfg.seq_len}-token sequences")
+    return accum
+
+
+def all_reduce_max(value: float, world: int, device) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor(value, device=device, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
+def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: int, device) -> dict:
+    """Train until the wall-clock budget or the step limit; returns timing facts for the record."""
+    accum = accumulation_steps(cfg, world)
+    micro_tokens = cfg.train_batch_tokens // (world * accum)
+    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+    fwd = torch.compile(model) if use_compile else model
+    ddp = nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else fwd
+    optimizers = build_optimizers(model, cfg, rank, world)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step_once(step: int, progress: float) -> Tensor:
+        total = torch.zeros((), device=device)
+        for micro in range(accum):
+            x, y = stream.next_batch(micro_tokens, cfg.seq_len, rank, world, device)
+            sync = micro == accum - 1 or world == 1
+            context = ddp.no_sync() if not sync else torch.enable_grad()
+            with context, autocast:
+                loss = ddp(x, y)
+                (loss / accum).backward()
+            total += loss.detach() / accum
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        mult = lr_multiplier(step, progress, cfg)
+        momentum_warm = min(1.0, progress / cfg.muon_momentum_warmup) if cfg.muon_momentum_warmup > 0 else 1.0
+        for opt_ in optimizers:
+            for group in opt_.param_groups:
+                group["lr"] = group["base_lr"] * mult
+                if "momentum" in group:
+                    group["momentum"] = cfg.muon_momentum_start + (cfg.muon_momentum - cfg.muon_momentum_start) * momentum_warm
+            opt_.step()
+            opt_.zero_grad(set_to_none=True)
+        return total
+
+    if cfg.compile_warmup_steps > 0:  # compile and autotune, then put everything back as it was
+        snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+        stream_state, opt_states = stream.state(), [o.state_dict() for o in optimizers]
+        started = time.perf_counter()
+        for s in range(cfg.compile_warmup_steps):
+            step_once(s, 0.0)
+        model.load_state_dict(snapshot)
+        for o, st in zip(optimizers, opt_states):
+            o.load_state_dict(st)
+        stream.restore(stream_state)
+        log(f"warmup compile_steps={cfg.compile_warmup_steps} seconds={time.perf_counter() - started:.1f} (not counted)")
+
+    ema = EMA(model, cfg.ema_decay) if cfg.ema else None
+    flops_token = flops_per_token(model, cfg.seq_len)
+    peak_flops = 989e12 * world if device.type == "cuda" else 0.0  # H100/H200 dense bf16
+    losses, step, train_time, last_log_time, last_log_step = [], 0, 0.0, 0.0, 0
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    while True:
+        elapsed = all_reduce_max(time.perf_counter() - t0, world, device)
+        progress = max(step / cfg.iterations, elapsed / cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else 0.0)
+        if progress >= 1.0:
+            break
+        loss = step_once(step, progress)
+        if ema is not None:
+            ema.update(model)
+        step += 1
+        if step % cfg.log_every == 0 or step == 1:
+            loss_value = loss.item()  # synchronizes
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"train loss became {loss_value} at step {step}")
+            now = time.perf_counter() - t0
+            ms = 1000 * (now - last_log_time) / (step - last_log_step)
+            tok_s = cfg.train_batch_tokens / (ms / 1000)
+            mfu = f"{100 * tok_s * flops_token / peak_flops:.1f}%" if peak_flops else "n/a"
+            eta = (cfg.max_wallclock_seconds - now) if cfg.max_wallclock_seconds > 0 else (cfg.iterations - step) * ms / 1000
+            losses.append((step, loss_value))
+            log(f"step={step} train_loss={loss_value:.4f} tok_s={tok_s:.0f} ms_step={ms:.1f} mfu={mfu} "
+                f"elapsed_s={now:.1f} eta_s={max(0.0, eta):.1f}")
+            last_log_time, last_log_step = now, step
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_time = time.perf_counter() - t0
+    peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
+    tok_s = step * cfg.train_batch_tokens / max(train_time, 1e-9)
+    log(f"train_done steps={step} peak_mem_mib={peak_mib:.0f} tok_s={tok_s:.0f} ms_step={1000 * train_time / max(step, 1):.1f} "
+        f"train_time_s={train_time:.1f} epochs={stream.epoch}")
+    if ema is not None:
+        ema.copy_to(model)
+    return {"steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
+            "mfu": tok_s * flops_token / peak_flops if peak_flops else None, "losses": losses}
+
+
+# ============================================================================ pack, evaluate, record
+def quant_plan(model: GPT, cfg: Config) -> dict[str, int]:
+    """Bits per packed tensor: block matrices at quant_bits, embedding tables at embed_quant_bits; the rest fp16."""
+    plan = {}
+    for name, p in model.state_dict().items():
+        if p.ndim == 2 and p.numel() > 65_536:
+            plan[name] = cfg.embed_quant_bits if ("tok_emb" in name or "table" in name) else cfg.quant_bits
+    return plan
+
+
+def pack_model(model: GPT, cfg: Config, train_facts: dict) -> bytes:
+    meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.code_sha256(CODE_FILES),
+            "train_time_s": train_facts["train_time_s"]}
+    return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg))
+
+
+def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
+    """Rebuild the model an artifact was packed from (called by eval_ngram.py)."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    model = GPT(Config(**{k: v for k, v in meta["config"].items() if k in fields}))
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise eval_ngram.ArtifactError(f"artifact lacks tensors {sorted(missing)[:3]}...; it was made by other code")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def loss_curve_svg(losses: list[tuple[int, float]], title: str) -> str:
+    """A dependency-free SVG line plot of train loss against step."""
+    w, h, pad = 640, 360, 48
+    if not losses:
+        losses = [(0, 0.0)]
+    steps, values = [s for s, _ in losses], [v for _, v in losses]
+    s0, s1, v0, v1 = min(steps), max(steps) or 1, min(values), max(values)
+    sx = lambda s: pad + (w - 2 * pad) * (s - s0) / max(s1 - s0, 1)
+    sy = lambda v: h - pad - (h - 2 * pad) * (v - v0) / max(v1 - v0, 1e-9)
+    points = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in losses)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">'
+            f'<rect width="{w}" height="{h}" fill="white"/><text x="{pad}" y="24">{title}</text>'
+            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>'
+            f'<text x="{pad}" y="{h - 16}">step {s0}</text><text x="{w - pad - 60}" y="{h - 16}">step {s1}</text>'
+            f'<text x="4" y="{pad}">{v1:.3f}</text><text x="4" y="{h - pad}">{v0:.3f}</text>'
+            f'<polyline fill="none" stroke="steelblue" stroke-width="2" points="{points}"/></svg>')
+
+
+def record_folder(cfg: Config, preset: str) -> str:
+    name = cfg.run_name or f"{preset}_seed{cfg.seed}"
+    base = os.path.join(cfg.records_dir, cfg.track, f"{datetime.date.today().isoformat()}_{name}")
+    folder, n = base, 2
+    while os.path.exists(folder):
+        folder, n = f"{base}_{n}", n + 1
+    return folder
+
+
+def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dict, hardware: str, argv: list[str]) -> None:
+    for path in CODE_FILES:
+        shutil.copy(path, folder)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(cfg), f, indent=2)
+    submission = {"author": cfg.author, "github_id": cfg.github_id, "name": os.path.basename(folder),
+                  "blurb": f"preset {preset}: {cfg.num_layers}x{cfg.model_dim} GQA {cfg.num_heads}/{cfg.num_kv_heads}, "
+                           f"{facts['steps']} steps in {facts['train_time_s']:.0f} s, int{cfg.quant_bits}+LZMA artifact",
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "bytes_total": result["bytes_total"],
+                  "bytes_code": result["bytes_code"], "config": dataclasses.asdict(cfg), "preset": preset,
+                  "hardware": hardware, "seed": cfg.seed, "train_time_s": facts["train_time_s"],
+                  "eval_time_s": result["eval_time_s"], "steps": facts["steps"], "tokens_per_s": facts["tok_s"],
+                  "peak_mem_mib": facts["peak_mem_mib"], "mfu": facts["mfu"], "ngram_order": cfg.ngram_order}
+    with open(os.path.join(folder, "submission.json"), "w") as f:
+        json.dump(submission, f, indent=2)
+    with open(os.path.join(folder, "loss_curve.svg"), "w") as f:
+        f.write(loss_curve_svg(facts["losses"], f"train loss, {os.path.basename(folder)}"))
+    overrides = " ".join(a for a in argv if "=" in a)
+    command = f"torchrun --standalone --nproc_per_node=<GPUs> train_gpt.py --preset {preset} {overrides}".strip()
+    with open(os.path.join(folder, "README.md"), "w") as f:
+        f.write(f"# {os.path.basename(folder)}\n\nval_bpb **{result['val_bpb']:.4f}** (val_loss {result['val_loss']:.4f}), "
+                f"{result['bytes_total']:,} bytes in total ({result['bytes_code']:,} of code), {facts['steps']} steps in "
+                f"{facts['train_time_s']:.1f} s on {hardware}; evaluation {result['eval_time_s']:.1f} s.\n\n"
+                f"Reproduce from this folder (no environment variables):\n\n```\n{command}\n```\n\n"
+                f"`config.json` is the full resolved config; `train_seed{cfg.seed}.log` the log; `loss_curve.svg` the curve.\n")
+
+
+# ============================================================================ main
+def main(argv: list[str]) -> int:
+    if "--help" in argv or "-h" in argv:
+        print(help_text())
+        return 0
+    preset, rest = "record", []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--preset":
+            preset = next(it, "")
+        elif arg.startswith("--preset="):
+            preset = arg.split("=", 1)[1]
+        elif arg != "--print-config":
+            rest.append(arg)
+    cfg, preset = resolve_config(preset, rest)
+    if "--print-config" in argv:
+        print(json.dumps(dataclasses.asdict(cfg), indent=2))
+        return 0
+    rank, world, _, device = setup_distributed(cfg)
+    torch.manual_seed(cfg.seed + rank)
+    folder = record_folder(cfg, preset) if rank == 0 else None
+    if rank == 0:
+        os.makedirs(folder)
+    log = Logger(os.path.join(folder, f"train_seed{cfg.seed}.log")) if rank == 0 else (lambda line: None)
+    hardware = f"{world}x {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{world}x CPU"
+    log(f"preset={preset} world={world} device={hardware} accum={accumulation_steps(cfg, world)} folder={folder}")
+    log("config " + json.dumps(dataclasses.asdict(cfg)))
+    tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
+    stream = TrainStream(cfg.data_dir, cfg.vocab_size)
+    val_tokens = eval_ngram.load_val_tokens(cfg.data_dir)
+    if cfg.eval_max_tokens:
+        val_tokens = val_tokens[:cfg.eval_max_tokens]
+    model = GPT(cfg).to(device)
+    log(f"model params={sum(p.numel() for p in model.parameters()):,} flops_per_token={flops_per_token(model, cfg.seq_len):.3e}")
+    facts = train(cfg, model, stream, log, rank, world, device)
+
+    blob = pack_model(model, cfg, facts)
+    bytes_code = sum(os.path.getsize(p) for p in CODE_FILES)
+    if rank == 0:
+        with open(os.path.join(folder, "artifact.pgolf"), "wb") as f:
+            f.write(blob)
+    bytes_total = eval_ngram.check_artifact_size(len(blob), bytes_code)
+    log(f"artifact bytes={len(blob)} code_bytes={bytes_code} total={bytes_total} limit={eval_ngram.ARTIFACT_LIMIT}")
+    state, meta, _ = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
+    scored = model_from_artifact(state, meta).to(device).eval()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def forward_logits(x):
+        with autocast:
+            return scored.forward_logits(x)
+
+    result = eval_ngram.evaluate(forward_logits, val_tokens, tables, cfg.seq_len, cfg.eval_stride,
+                                 batch_windows=cfg.eval_batch_windows, rank=rank, world=world, device=device, log=log)
+    result.update(bytes_total=bytes_total, bytes_code=bytes_code)
+    if rank == 0:
+        write_record(folder, cfg, preset, result, facts, hardware, argv)
+    log(f"record: {folder}")
+    log(f"final val_bpb={result['val_bpb']:.6f} val_loss={result['val_loss']:.6f} bytes_total={bytes_total} "
+        f"bytes_code={bytes_code} train_time_s={facts['train_time_s']:.1f} eval_time_s={result['eval_time_s']:.1f}")
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (ConfigError, eval_ngram.DataError, eval_ngram.ArtifactError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
