@@ -12,6 +12,7 @@ import lzma
 import math
 import os
 import struct
+import sys
 import time
 
 import numpy as np
@@ -112,6 +113,8 @@ def target_bytes(prev: torch.Tensor, target: torch.Tensor, tables) -> torch.Tens
 # ---------------------------------------------------------------- artifact packing
 ARTIFACT_MAGIC, ARTIFACT_FORMAT = b"PGOLF\x00", 1
 ARTIFACT_LIMIT = 16_000_000
+HERE = os.path.dirname(os.path.abspath(__file__))
+CODE_FILES = [os.path.join(HERE, "train_gpt.py"), os.path.join(HERE, "eval_ngram.py")]  # what an artifact needs
 
 
 class ArtifactError(Exception):
@@ -259,18 +262,21 @@ def score_chunks(windows, chunk_tokens: int) -> list[list[tuple[int, int, int]]]
 
 @torch.no_grad()
 def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride: int, *, batch_windows: int = 16,
-             chunk_tokens: int = 65536, mixer=None, learners=(), rank: int = 0, world: int = 1,
+             chunk_tokens: int = 65536, mixer=None, learners=(), audit: int = 0, rank: int = 0, world: int = 1,
              device="cpu", log=None) -> dict:
     """Score every target of `tokens` with sliding windows; returns val_loss (nats/token) and val_bpb.
 
     forward_logits(x[B, L]) -> (logits[B, L, V], aux{name: [B, L]}). Validation is walked in chunks: each chunk
     is scored by all ranks (window i of the chunk on rank i % world) before `mixer.observe` and every learner's
     `observe(start, end)` may learn from it, so nothing is ever scored by something that has seen it.
+    audit=K checks that the full scoring distribution sums to 1 at about K evenly spaced positions.
     """
     windows = sliding_windows(tokens.numel(), seq_len, stride)
     chunks = score_chunks(windows, chunk_tokens)
     tokens_dev = tokens.to(device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # nll, bytes, targets
+    audit_stats = torch.zeros(2, dtype=torch.float64, device=device)  # max |sum p - 1|, positions audited
+    audit_every = max(1, (tokens.numel() - 1) // audit) if audit else 0
     length = min(seq_len, tokens.numel() - 1)
     started = time.perf_counter()
     for chunk_index, chunk in enumerate(chunks):
@@ -287,6 +293,14 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
             positions = (starts[:, None] + 1 + torch.arange(length, device=device))[keep]
             flat_logits = logits[keep].float()
             targets = tokens_dev[positions]
+            if audit_every:
+                picked = positions % audit_every == 0
+                if picked.any():
+                    sel_aux = {k: v[keep][picked].float() for k, v in aux.items()}
+                    err = (mixer.audit(flat_logits[picked], positions[picked], sel_aux) if mixer is not None else
+                           (torch.softmax(flat_logits[picked].double(), -1).sum(-1) - 1).abs().max().item())
+                    audit_stats[0] = max(audit_stats[0].item(), err)
+                    audit_stats[1] += int(picked.sum())
             if mixer is None:
                 nll = torch.nn.functional.cross_entropy(flat_logits, targets, reduction="sum")
             else:
@@ -300,11 +314,96 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
             log(f"eval chunk={chunk_index + 1}/{len(chunks)} scored_to={hi} elapsed_s={time.perf_counter() - started:.1f}")
     if world > 1:
         torch.distributed.all_reduce(sums)
+        torch.distributed.all_reduce(audit_stats[1:])
+        torch.distributed.all_reduce(audit_stats[:1], op=torch.distributed.ReduceOp.MAX)
     nll, n_bytes, n_targets = sums.tolist()
     return {"val_loss": nll / n_targets, "val_bpb": nll / math.log(2) / n_bytes, "targets": int(n_targets),
-            "bytes": int(n_bytes), "eval_time_s": time.perf_counter() - started}
+            "bytes": int(n_bytes), "eval_time_s": time.perf_counter() - started,
+            "audit_max_err": audit_stats[0].item(), "audit_count": int(audit_stats[1].item())}
 
 
 # ---------------------------------------------------------------- n-gram mixture (score-first)
 
 # ---------------------------------------------------------------- command line
+def load_artifact(path: str):
+    """(model, meta, tables) from an artifact file; the model class comes from train_gpt.py beside this file."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as error:
+        raise ArtifactError(f"{path}: cannot read artifact ({error.strerror})") from None
+    state, meta, tables = unpack_artifact(blob)
+    if meta.get("code_sha256") != code_sha256(CODE_FILES):
+        print(f"warning: {path} was packed by different code (sha256 mismatch); scores may differ", file=sys.stderr)
+    import train_gpt
+    return train_gpt.model_from_artifact(state, meta), meta, tables, len(blob)
+
+
+def score(model, val_tokens: torch.Tensor, tables, *, seq_len: int, stride: int, ngram_order: int = 0,
+          artifact_tables: dict | None = None, audit: int = 0, batch_windows: int = 32, rank: int = 0,
+          world: int = 1, device="cpu", log=None) -> dict:
+    """Evaluate a model (neural alone, or mixed with the score-first n-gram cache) on validation tokens."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
+
+    def forward_logits(x):
+        with autocast:
+            return model.forward_logits(x)
+
+    mixer = None
+    if ngram_order > 0:
+        blob = (artifact_tables or {}).get("ngram")
+        prior = NGramCounts.from_bytes(blob, device) if blob else None
+        mixer = NGramMixer(val_tokens.to(device), ngram_order, model.cfg.vocab_size, device, prior=prior)
+    return evaluate(forward_logits, val_tokens, tables, seq_len, stride, batch_windows=batch_windows, mixer=mixer,
+                    audit=audit, rank=rank, world=world, device=device, log=log)
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(description="Score a packed parameter-golf artifact on validation shards.")
+    parser.add_argument("artifact")
+    parser.add_argument("--data-dir", help="shard folder (default: the one the artifact was trained on)")
+    parser.add_argument("--tokenizer", help="sentencepiece model or 'bytes' (default: the artifact's)")
+    parser.add_argument("--ngram-order", type=int, help="n-gram mixture order (default: the artifact's config)")
+    parser.add_argument("--no-ngram", action="store_true", help="neural model alone")
+    parser.add_argument("--stride", type=int, help="sliding-window stride (default: the artifact's eval_stride)")
+    parser.add_argument("--audit", type=int, default=0, metavar="K",
+                        help="check sum p = 1 over the whole vocabulary at K positions; fail if any is off by > 1e-6")
+    parser.add_argument("--max-tokens", type=int, default=0, help="score only the first N validation tokens")
+    parser.add_argument("--batch-windows", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    model, meta, artifact_tables, artifact_bytes = load_artifact(args.artifact)
+    cfg = meta["config"]
+    val_tokens = load_val_tokens(args.data_dir or cfg["data_dir"])
+    if args.max_tokens:
+        val_tokens = val_tokens[:args.max_tokens]
+    order = 0 if args.no_ngram else (args.ngram_order if args.ngram_order is not None else cfg.get("ngram_order", 0))
+    result = score(model.to(device).eval(), val_tokens, byte_tables(args.tokenizer or cfg["tokenizer"], cfg["vocab_size"]),
+                   seq_len=cfg["seq_len"], stride=args.stride or cfg["eval_stride"], ngram_order=order,
+                   artifact_tables=artifact_tables, audit=args.audit, batch_windows=args.batch_windows,
+                   rank=rank, world=world, device=device)
+    code_bytes = sum(os.path.getsize(p) for p in CODE_FILES)
+    if rank == 0:
+        if args.audit:
+            print(f"audit positions={result['audit_count']} max_abs_sum_err={result['audit_max_err']:.3e} "
+                  f"{'PASS' if result['audit_max_err'] <= 1e-6 else 'FAIL'}")
+        print(f"final val_bpb={result['val_bpb']:.6f} val_loss={result['val_loss']:.6f} "
+              f"bytes_total={artifact_bytes + code_bytes} bytes_code={code_bytes} "
+              f"train_time_s={meta.get('train_time_s', 0.0):.1f} eval_time_s={result['eval_time_s']:.1f}")
+    if args.audit and result["audit_max_err"] > 1e-6:
+        raise ArtifactError(f"normalization audit failed: max |sum p - 1| = {result['audit_max_err']:.3e} > 1e-6")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (ArtifactError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

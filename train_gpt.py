@@ -27,8 +27,7 @@ from torch import Tensor, nn
 
 import eval_ngram
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CODE_FILES = [os.path.join(HERE, "train_gpt.py"), os.path.join(HERE, "eval_ngram.py")]
+CODE_FILES = eval_ngram.CODE_FILES
 
 
 # ============================================================================ config
@@ -99,6 +98,7 @@ class Config:
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
     eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
     ngram_order: int = opt(0, "n-gram mixture order at evaluation (0 = neural only)")
+    eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
     # records
     run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
     track: str = opt("track_10min_16mb", "records/<track>/ folder")
@@ -785,16 +785,14 @@ def main(argv: list[str]) -> int:
             f.write(blob)
     bytes_total = eval_ngram.check_artifact_size(len(blob), bytes_code)
     log(f"artifact bytes={len(blob)} code_bytes={bytes_code} total={bytes_total} limit={eval_ngram.ARTIFACT_LIMIT}")
-    state, meta, _ = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
+    state, meta, artifact_tables = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
     scored = model_from_artifact(state, meta).to(device).eval()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-
-    def forward_logits(x):
-        with autocast:
-            return scored.forward_logits(x)
-
-    result = eval_ngram.evaluate(forward_logits, val_tokens, tables, cfg.seq_len, cfg.eval_stride,
-                                 batch_windows=cfg.eval_batch_windows, rank=rank, world=world, device=device, log=log)
+    result = eval_ngram.score(scored, val_tokens, tables, seq_len=cfg.seq_len, stride=cfg.eval_stride,
+                              ngram_order=cfg.ngram_order, artifact_tables=artifact_tables, audit=cfg.eval_audit,
+                              batch_windows=cfg.eval_batch_windows, rank=rank, world=world, device=device, log=log)
+    if cfg.eval_audit:
+        log(f"audit positions={result['audit_count']} max_abs_sum_err={result['audit_max_err']:.3e} "
+            f"{'PASS' if result['audit_max_err'] <= 1e-6 else 'FAIL'}")
     result.update(bytes_total=bytes_total, bytes_code=bytes_code)
     if rank == 0:
         write_record(folder, cfg, preset, result, facts, hardware, argv)
