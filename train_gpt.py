@@ -213,14 +213,30 @@ def rms_norm(x: Tensor) -> Tensor:
 
 
 class Linear(nn.Linear):
-    """Bias-free linear whose fp32 master weight is cast to the activation dtype (bf16 under autocast)."""
+    """Bias-free linear whose fp32 master weight is cast to the activation dtype (bf16 under autocast).
+
+    add_lora(r) attaches a low-rank adapter (B @ A, B zero-initialised so the output is unchanged at first);
+    lora_parameters(model) lists every adapter parameter, for training, test-time training or packing.
+    """
 
     def __init__(self, fan_in: int, fan_out: int, zero_init: bool = False):
         super().__init__(fan_in, fan_out, bias=False)
         nn.init.zeros_(self.weight) if zero_init else nn.init.normal_(self.weight, std=fan_in ** -0.5)
+        self.lora_a = self.lora_b = None
+
+    def add_lora(self, rank: int) -> None:
+        self.lora_a = nn.Parameter(torch.randn(rank, self.in_features, device=self.weight.device) * self.in_features ** -0.5)
+        self.lora_b = nn.Parameter(torch.zeros(self.out_features, rank, device=self.weight.device))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight.to(x.dtype))
+        y = F.linear(x, self.weight.to(x.dtype))
+        if self.lora_a is not None:
+            y = y + F.linear(F.linear(x, self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype))
+        return y
+
+
+def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for n, p in model.named_parameters() if n.endswith(("lora_a", "lora_b"))]
 
 
 class Rotary(nn.Module):
