@@ -1,7 +1,7 @@
 """eval_ngram.py: pack/unpack a parameter-golf artifact and score it.
 
 Sections: shards and byte accounting, artifact packing, sliding-window evaluation,
-score-first n-gram mixture, command line.
+score-first n-gram mixture, sampling, command line.
 """
 from __future__ import annotations
 
@@ -73,6 +73,13 @@ def load_val_tokens(data_dir: str) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([read_shard(p) for p in find_shards(data_dir, "val")]).astype(np.int64))
 
 
+def load_sentencepiece(path: str):
+    import sentencepiece as spm
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: tokenizer model not found; pass tokenizer=PATH (or 'bytes')")
+    return spm.SentencePieceProcessor(model_file=path)
+
+
 def byte_tables(tokenizer: str, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token UTF-8 byte counts, counted the way the challenge counts them.
 
@@ -85,10 +92,7 @@ def byte_tables(tokenizer: str, vocab_size: int) -> tuple[torch.Tensor, torch.Te
     if tokenizer == "bytes":
         base[1:256], boundary[1:256] = 1, False
     else:
-        import sentencepiece as spm
-        if not os.path.isfile(tokenizer):
-            raise DataError(f"{tokenizer}: tokenizer model not found; pass tokenizer=PATH (or 'bytes')")
-        sp = spm.SentencePieceProcessor(model_file=tokenizer)
+        sp = load_sentencepiece(tokenizer)
         if sp.vocab_size() > vocab_size:
             raise DataError(f"{tokenizer}: {sp.vocab_size()} pieces do not fit vocab_size={vocab_size}")
         for i in range(sp.vocab_size()):
@@ -323,6 +327,435 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
 
 
 # ---------------------------------------------------------------- n-gram mixture (score-first)
+# A cache of n-gram counts learns from validation tokens only after they have been scored, and is mixed into
+# the neural distribution by interpolated backoff. With p_1 = softmax(logits), for orders n = 2..N, counts
+# c(v) of each continuation v of the context (the n-1 tokens before the target) and their total C = sum_v c(v):
+#     p_n(v) = (1 - lam_n) p_{n-1}(v) + lam_n c(v) / C,     lam_n = gate_n * C / (C + beta * D)
+# where D is the number of distinct continuations seen (Witten-Bell) and gate_n in (0, 1) is a sigmoid of what
+# is known before the target: the order, the model's entropy and the pre-enrichment change. Each step mixes
+# two distributions that sum to 1 over the whole vocabulary, so every p_n does: normalized by construction.
+# Counts are exact per (context, next token); context totals are kept as exactly the sum of those counts.
+# Only the context is hashed (to 63 - log2(V) bits, so hash * V + token fits an int64 key): a collision
+# merges two contexts into one whose counts still sum to its total.
+# Tables are sorted int64 keys searched with torch.searchsorted; updates are sort-based merges with integer
+# sums, so every rank that observes the same tokens holds bit-identical tables.
+
+NGRAM_ORDER = 7  # default highest order; to be replaced by the measured best
+MIX_DEFAULTS = {
+    "beta": 1.0,          # Witten-Bell: pseudo-count per distinct continuation given to the lower order
+    "gate_bias": -5.0,    # gate logit at order 2 for a model with zero entropy
+    "gate_order": 0.75,   # added per order above 2: longer matches are more specific
+    "gate_entropy": 1.0,  # per nat of model entropy: an unsure model leans on the cache
+    "gate_enrich": 0.0,   # per unit of pre-enrichment change (aux["enrich_delta"]); 0 ignores it
+}
+_HASH_MULT = 0x9E3779B97F4A7C15 - (1 << 64)  # odd 64-bit constants as signed int64; torch wraps on overflow
+_MIX_MULT = 0xBF58476D1CE4E5B9 - (1 << 64)
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> copies the sign bit)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def context_hash_bits(vocab_size: int) -> int:
+    """Bits of a context hash such that hash * vocab_size + token < 2**63."""
+    return 63 - max(vocab_size - 1, 1).bit_length()
+
+
+def context_hashes(tokens: torch.Tensor, positions: torch.Tensor, max_context: int, bits: int,
+                   row_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hashes of the 1..max_context tokens before each position of a 1-D token sequence.
+
+    Returns (hashes, valid), both [max_context, len(positions)]; row k-1 is the context of length k, valid
+    where that many tokens precede the position (within its row when the sequence is rows of row_length).
+    """
+    positions = positions.long()
+    offset = positions if row_length is None else positions % row_length
+    h = torch.zeros_like(positions)
+    hashes = []
+    for k in range(1, max_context + 1):
+        h = (h ^ (tokens[(positions - k).clamp(min=0)] + 1)) * _HASH_MULT
+        x = (h ^ _shift_right(h, 31)) * _MIX_MULT  # finalizer: every output bit depends on every token
+        hashes.append(_shift_right(x ^ _shift_right(x, 29), 64 - bits))
+    depth = torch.arange(1, max_context + 1, device=positions.device)
+    return torch.stack(hashes), offset >= depth[:, None]
+
+
+def _lookup(keys: torch.Tensor, values: list[torch.Tensor], queries: torch.Tensor) -> list[torch.Tensor]:
+    """values at each query's key in a sorted table, 0 where the key is absent."""
+    if len(keys) == 0:
+        return [torch.zeros(queries.shape, dtype=v.dtype, device=queries.device) for v in values]
+    at = torch.searchsorted(keys, queries).clamp(max=len(keys) - 1)
+    hit = keys[at] == queries
+    return [torch.where(hit, v[at], 0) for v in values]
+
+
+def _merge_add(keys: torch.Tensor, values: list[torch.Tensor], new_keys: torch.Tensor,
+               new_values: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Add new_values (sorted unique new_keys) into a sorted table, inserting unseen keys in place.
+
+    Costs one pass over the table instead of a re-sort. Returns (keys, values, fresh) where fresh marks
+    the new_keys that were not in the table before.
+    """
+    at = torch.searchsorted(keys, new_keys)
+    fresh = torch.ones_like(new_keys, dtype=torch.bool)
+    if len(keys):
+        fresh = keys[at.clamp(max=len(keys) - 1)] != new_keys
+    found = at[~fresh]
+    for value, add in zip(values, new_values):
+        value[found] += add[~fresh].to(value.dtype)  # found positions are distinct: no accumulation order
+    n_fresh = int(fresh.sum())
+    if n_fresh == 0:
+        return keys, values, fresh
+    dest = at[fresh] + torch.arange(n_fresh, device=keys.device)
+    is_new = torch.zeros(len(keys) + n_fresh, dtype=torch.bool, device=keys.device)
+    is_new[dest] = True
+    merged = []
+    for old, add in zip([keys, *values], [new_keys, *new_values]):
+        out = torch.empty(len(is_new), dtype=old.dtype, device=old.device)
+        out[dest] = add[fresh].to(old.dtype)
+        out[~is_new] = old
+        merged.append(out)
+    return merged[0], merged[1:], fresh
+
+
+def _unique_sum(keys: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sorted unique keys, their summed counts, and for each the index of its first occurrence in keys."""
+    keys, order = torch.sort(keys, stable=True)
+    first = torch.ones_like(keys, dtype=torch.bool)
+    first[1:] = keys[1:] != keys[:-1]
+    group = torch.cumsum(first, 0) - 1
+    sums = torch.zeros(int(first.sum()), dtype=counts.dtype, device=keys.device)
+    sums.index_add_(0, group, counts[order])  # integer sums: the same on every device and run
+    return keys[first], sums, order[first]
+
+
+def _combine_ngrams(parts: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One sorted table from several (keys, counts, grams) parts, counts of equal keys summed."""
+    keys, counts, grams = (torch.cat(column) for column in zip(*parts))
+    keys, counts, first = _unique_sum(keys, counts)
+    return keys, counts, grams[first]
+
+
+class NGramMixer:
+    """Score-first n-gram cache over a validation sequence, mixed into the model's distribution.
+
+    nll() scores positions with the counts observed so far; observe() then adds the n-grams ending at
+    scored positions. Weighting options are the keys of MIX_DEFAULTS.
+    """
+
+    def __init__(self, val_tokens: torch.Tensor, order: int, vocab_size: int, device,
+                 prior: NGramCounts | None = None, **weighting_options):
+        unknown = set(weighting_options) - set(MIX_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown n-gram weighting option(s) {sorted(unknown)}; known: {sorted(MIX_DEFAULTS)}")
+        if order < 2:
+            raise ValueError(f"n-gram order {order} must be at least 2 (or evaluate with --no-ngram)")
+        self.tokens = val_tokens.to(device=device, dtype=torch.long)
+        if len(self.tokens) and (int(self.tokens.min()) < 0 or int(self.tokens.max()) >= vocab_size):
+            raise ValueError(f"validation tokens fall outside the vocabulary of {vocab_size}")
+        self.order, self.vocab_size, self.device = order, vocab_size, torch.device(device)
+        self.bits = context_hash_bits(vocab_size)
+        self.weights = {**MIX_DEFAULTS, **weighting_options}
+        empty = lambda dtype: torch.zeros(0, dtype=dtype, device=self.device)
+        # per order n: pairs (context hash * V + token -> count), contexts (hash -> total, distinct)
+        self.pairs = {n: (empty(torch.long), [empty(torch.int32)]) for n in range(2, order + 1)}
+        self.contexts = {n: (empty(torch.long), [empty(torch.long), empty(torch.int32)]) for n in range(2, order + 1)}
+        if prior is not None:
+            if prior.vocab_size != vocab_size:
+                raise ValueError(f"n-gram prior has vocab {prior.vocab_size}, the model {vocab_size}")
+            for n in range(2, min(order, prior.order) + 1):
+                keys, counts = prior.table(n)
+                self._add_pairs(n, keys.to(self.device), counts.to(self.device))
+
+    def _add_pairs(self, n: int, keys: torch.Tensor, counts: torch.Tensor) -> None:
+        """Add counts of (context, token) keys of order n; contexts get the same sums, so totals stay exact."""
+        keys, counts, _ = _unique_sum(keys, counts)
+        pair_keys, pair_values = self.pairs[n]
+        pair_keys, pair_values, fresh = _merge_add(pair_keys, pair_values, keys, [counts])
+        self.pairs[n] = (pair_keys, pair_values)
+        contexts = keys // self.vocab_size  # sorted, since keys are sorted and token < vocab_size
+        first = torch.ones_like(contexts, dtype=torch.bool)
+        first[1:] = contexts[1:] != contexts[:-1]
+        group = torch.cumsum(first, 0) - 1
+        totals = torch.zeros(int(first.sum()), dtype=torch.long, device=self.device).index_add_(0, group, counts)
+        distinct = torch.zeros_like(totals).index_add_(0, group, fresh.long())
+        ctx_keys, ctx_values = self.contexts[n]
+        ctx_keys, ctx_values, _ = _merge_add(ctx_keys, ctx_values, contexts[first], [totals, distinct])
+        self.contexts[n] = (ctx_keys, ctx_values)
+
+    def observe(self, start: int, end: int) -> None:
+        """Add the n-grams whose last token is at val_tokens[start:end] (all of them already scored)."""
+        if not 0 <= start <= end <= len(self.tokens):
+            raise ValueError(f"observe({start}, {end}) is outside the {len(self.tokens)} validation tokens")
+        positions = torch.arange(start, end, device=self.device)
+        hashes, valid = context_hashes(self.tokens, positions, self.order - 1, self.bits)
+        targets = self.tokens[positions]
+        for n in range(2, self.order + 1):
+            keys = hashes[n - 2][valid[n - 2]] * self.vocab_size + targets[valid[n - 2]]
+            self._add_pairs(n, keys, torch.ones_like(keys))
+
+    def _mixing(self, logp: torch.Tensor, positions: torch.Tensor, aux: dict):
+        """Per order: (context hashes, lam, context total), from nothing but what precedes each target."""
+        w = self.weights
+        entropy = -(logp.exp() * logp).sum(-1).double()
+        gate_logit = w["gate_bias"] + w["gate_entropy"] * entropy
+        if w["gate_enrich"]:
+            if "enrich_delta" not in aux:
+                raise ValueError("gate_enrich is set but the model gave no enrich_delta (it has no pre-enrichment)")
+            gate_logit = gate_logit + w["gate_enrich"] * aux["enrich_delta"].double()
+        hashes, valid = context_hashes(self.tokens, positions.to(self.device), self.order - 1, self.bits)
+        for n in range(2, self.order + 1):
+            ctx_keys, ctx_values = self.contexts[n]
+            total, distinct = (v.double() for v in _lookup(ctx_keys, ctx_values, hashes[n - 2]))
+            total = torch.where(valid[n - 2], total, 0)
+            gate = torch.sigmoid(gate_logit + w["gate_order"] * (n - 2))
+            lam = gate * total / (total + w["beta"] * distinct).clamp(min=1e-300)
+            yield n, hashes[n - 2], lam, total.clamp(min=1)
+
+    def nll(self, logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor, aux: dict) -> torch.Tensor:
+        """-log p(target) in nats under the mixed distribution (float64). Targets only select the value."""
+        targets = targets.to(self.device)
+        logp = torch.log_softmax(logits.float(), -1)
+        prob = logp.gather(1, targets[:, None]).squeeze(1).double().exp()
+        for n, context, lam, total in self._mixing(logp, positions, aux):
+            (count,) = _lookup(*self.pairs[n], context * self.vocab_size + targets)
+            prob = (1 - lam) * prob + lam * count.double() / total
+        return -prob.log()
+
+    def mixed_distribution(self, logits: torch.Tensor, positions: torch.Tensor, aux: dict) -> torch.Tensor:
+        """The whole mixed distribution [N, V] (float64): the same mixture as nll, for every token."""
+        prob = torch.softmax(logits.double(), -1)
+        every_token = torch.arange(self.vocab_size, device=self.device)
+        for n, context, lam, total in self._mixing(torch.log_softmax(logits.float(), -1), positions, aux):
+            (counts,) = _lookup(*self.pairs[n], context[:, None] * self.vocab_size + every_token)
+            prob = (1 - lam[:, None]) * prob + lam[:, None] * counts.double() / total[:, None]
+        return prob
+
+    def audit(self, logits: torch.Tensor, positions: torch.Tensor, aux: dict) -> float:
+        """max |sum p - 1| over the rows of the mixed distribution."""
+        return float((self.mixed_distribution(logits, positions, aux).sum(-1) - 1).abs().max())
+
+
+# Training-time counts: every rank counts the n-grams of the batches it trained on, within a memory bound
+# (lowest counts are dropped when a table outgrows max_entries), then all-reduces and packs them. The packed
+# form stores the n-grams' tokens, not hashes: sorted token columns compress well and stay valid if the hash
+# ever changes. Counts are 16-bit minifloats (exact below 4096, < 0.025% error up to 1.3e8).
+NGRAM_MAGIC, NGRAM_FORMAT = b"NGRAMCNT", 1
+_COUNT_STEPS = np.array([1 << b for b in range(12, 27)], dtype=np.int64)
+
+
+def encode_counts(counts: np.ndarray) -> np.ndarray:
+    """int counts >= 1 -> uint16 codes: exact below 4096, then 12 significant bits per power of two."""
+    counts = np.minimum(counts.astype(np.int64), (1 << 27) - 1)
+    band = np.searchsorted(_COUNT_STEPS, counts, side="right")
+    shift = np.maximum(band - 1, 0)
+    mantissa = np.where(band > 0, (counts >> shift) - 4096, counts)
+    return ((band << 12) | mantissa).astype("<u2")
+
+
+def decode_counts(codes: np.ndarray) -> np.ndarray:
+    codes = codes.astype(np.int64)
+    band, mantissa = codes >> 12, codes & 4095
+    return np.where(band > 0, (4096 + mantissa) << np.maximum(band - 1, 0), mantissa)
+
+
+class NGramCounts:
+    """Counts of the n-grams (orders 2..order) seen in training, for NGramMixer's prior."""
+
+    def __init__(self, order: int, vocab_size: int, device, max_entries: int = 1 << 21):
+        if order < 2 or not 2 <= vocab_size <= 1 << 16:
+            raise ValueError(f"n-gram counts need order >= 2 and a vocabulary of 2..65536 (got {order}, {vocab_size})")
+        self.order, self.vocab_size, self.device = order, vocab_size, torch.device(device)
+        self.bits, self.max_entries = context_hash_bits(vocab_size), max_entries
+        # per order n: sorted keys (context hash * V + token), counts, and the n tokens of each n-gram
+        empty = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.tables = {n: (empty, empty, torch.zeros(0, n, dtype=torch.int32, device=self.device))
+                       for n in range(2, order + 1)}
+        self.pending = {n: [] for n in range(2, order + 1)}
+
+    def add(self, tokens: torch.Tensor) -> None:
+        """Count the n-grams inside each row of a [B, T] batch."""
+        tokens = tokens.to(device=self.device, dtype=torch.long)
+        flat = tokens.reshape(-1)
+        positions = torch.arange(len(flat), device=self.device)
+        hashes, valid = context_hashes(flat, positions, self.order - 1, self.bits, row_length=tokens.shape[-1])
+        for n in range(2, self.order + 1):
+            ends = positions[valid[n - 2]]
+            keys = hashes[n - 2][valid[n - 2]] * self.vocab_size + flat[ends]
+            grams = flat[ends[:, None] + torch.arange(1 - n, 1, device=self.device)].int()
+            self.pending[n].append(_combine_ngrams([(keys, torch.ones_like(keys), grams)]))
+            if sum(len(part[0]) for part in self.pending[n]) > self.max_entries:
+                self._flush(n)
+
+    def _flush(self, n: int) -> None:
+        """Fold pending batches into the table; past max_entries keep the highest counts (ties: lower key)."""
+        if self.pending[n]:
+            self.tables[n] = _combine_ngrams([self.tables[n], *self.pending[n]])
+            self.pending[n] = []
+        keys, counts, grams = self.tables[n]
+        if len(keys) > self.max_entries:
+            keep = torch.sort(counts, descending=True, stable=True).indices[:self.max_entries].sort().values
+            self.tables[n] = keys[keep], counts[keep], grams[keep]
+
+    def table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sorted keys, counts) of order n, everything added so far."""
+        self._flush(n)
+        return self.tables[n][:2]
+
+    def num_entries(self) -> int:
+        return sum(len(self.table(n)[0]) for n in self.tables)
+
+    def all_reduce(self) -> None:
+        """Sum the counts of all ranks (when torch.distributed is initialized); the same result on each."""
+        for n in self.tables:
+            self._flush(n)
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        world = torch.distributed.get_world_size()
+        for n in self.tables:
+            size = torch.tensor([len(self.tables[n][0])], device=self.device)
+            sizes = [torch.zeros_like(size) for _ in range(world)]
+            torch.distributed.all_gather(sizes, size)
+            longest = int(max(sizes))
+            gathered = []
+            for column in self.tables[n]:
+                padded = torch.zeros((longest, *column.shape[1:]), dtype=column.dtype, device=self.device)
+                padded[:len(column)] = column
+                parts = [torch.zeros_like(padded) for _ in range(world)]
+                torch.distributed.all_gather(parts, padded)
+                gathered.append([part[:int(s)] for part, s in zip(parts, sizes)])
+            self.tables[n] = _combine_ngrams(list(zip(*gathered)))
+
+    def _serialize(self, keep: dict[int, np.ndarray]) -> bytes:
+        header = struct.pack(f"<IB{self.order - 1}I", self.vocab_size, self.order, *(len(keep[n]) for n in keep))
+        body = []
+        for n, rows in keep.items():
+            _, counts, grams = (c.cpu().numpy() for c in self.tables[n])
+            grams, counts = grams[rows], counts[rows]
+            lexical = np.lexsort(grams.T[::-1])  # sorted token columns: long runs that LZMA squeezes
+            body += [grams[lexical].T.astype("<u2").tobytes(), encode_counts(counts[lexical]).tobytes()]
+        payload = lzma.compress(header + b"".join(body), preset=9)
+        return NGRAM_MAGIC + struct.pack("<H", NGRAM_FORMAT) + payload
+
+    def to_bytes(self, max_bytes: int) -> bytes:
+        """Packed counts of at most max_bytes: the lowest counts (higher orders first on ties) are dropped."""
+        counts = torch.cat([self.table(n)[1] for n in self.tables]).cpu()
+        order_of = torch.cat([torch.full((len(self.tables[n][0]),), n) for n in self.tables]).numpy()
+        row_of = torch.cat([torch.arange(len(self.tables[n][0])) for n in self.tables]).numpy()
+        ranking = torch.sort(counts, descending=True, stable=True).indices.numpy()
+
+        def pack_top(keep_total: int) -> bytes:
+            kept = ranking[:keep_total]
+            return self._serialize({n: np.sort(row_of[kept][order_of[kept] == n]) for n in self.tables})
+
+        # LZMA is slow, so size the table from a first guess of a few bytes per entry, then shrink until it fits
+        keep_total = min(len(ranking), max_bytes // 2)
+        blob = pack_top(keep_total)
+        if len(blob) <= max_bytes and keep_total < len(ranking):
+            keep_total = min(len(ranking), int(keep_total * 0.98 * max_bytes / len(blob)))
+            blob = pack_top(keep_total)
+        while len(blob) > max_bytes:
+            if keep_total == 0:
+                raise ValueError(f"max_bytes={max_bytes} cannot hold even an empty n-gram table ({len(blob)} bytes)")
+            keep_total = int(keep_total * min(0.97, 0.99 * max_bytes / len(blob)))
+            blob = pack_top(keep_total)
+        return blob
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, device) -> NGramCounts:
+        """Inverse of to_bytes; anything truncated, corrupt or foreign is an ArtifactError."""
+        start = len(NGRAM_MAGIC) + 2
+        if blob[:len(NGRAM_MAGIC)] != NGRAM_MAGIC or len(blob) < start:
+            raise ArtifactError("n-gram table is not an NGramCounts blob (bad magic); re-pack the artifact")
+        (version,) = struct.unpack("<H", blob[len(NGRAM_MAGIC):start])
+        if version != NGRAM_FORMAT:
+            raise ArtifactError(f"n-gram table format {version} is not {NGRAM_FORMAT}; use the code that packed it")
+        try:
+            decompressor = lzma.LZMADecompressor()  # bounded, so a hostile blob cannot exhaust memory
+            payload = decompressor.decompress(blob[start:], max_length=256 * len(blob) + (1 << 20))
+            vocab_size, order = struct.unpack("<IB", payload[:5])
+            sizes = struct.unpack(f"<{order - 1}I", payload[5:5 + 4 * (order - 1)])
+        except (lzma.LZMAError, struct.error):
+            raise ArtifactError("n-gram table is truncated or corrupt; re-pack the artifact") from None
+        expected = 5 + 4 * (order - 1) + sum(2 * (n + 1) * m for n, m in zip(range(2, order + 1), sizes))
+        if order < 2 or not 2 <= vocab_size <= 1 << 16 or len(payload) != expected or not decompressor.eof:
+            raise ArtifactError("n-gram table is truncated or corrupt (sizes disagree with its header); re-pack it")
+        counts_table = cls(order, vocab_size, device, max_entries=max(max(sizes), 1 << 21))
+        offset = 5 + 4 * (order - 1)
+        for n, m in zip(range(2, order + 1), sizes):
+            grams = np.frombuffer(payload, "<u2", n * m, offset).reshape(n, m).T.astype(np.int64)
+            counts = decode_counts(np.frombuffer(payload, "<u2", m, offset + 2 * n * m))
+            offset += 2 * (n + 1) * m
+            if m and (grams.max() >= vocab_size or counts.min() < 1):
+                raise ArtifactError("n-gram table holds tokens outside its vocabulary or zero counts; re-pack it")
+            grams = torch.from_numpy(grams).to(counts_table.device)
+            ends = torch.arange(m, device=grams.device) * n + n - 1  # each row read as a sequence of its own
+            hashes, _ = context_hashes(grams.reshape(-1), ends, n - 1, counts_table.bits)
+            keys = hashes[n - 2] * vocab_size + grams[:, -1]
+            counts_table.tables[n] = _combine_ngrams([(keys, torch.from_numpy(counts).to(grams.device), grams.int())])
+        return counts_table
+
+
+# ---------------------------------------------------------------- sampling
+def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most probable tokens whose probability reaches p, renormalized."""
+    if p >= 1.0:
+        return probs
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    needed = (sorted_probs.cumsum(-1) - sorted_probs) < p  # the more probable tokens alone do not reach p yet
+    kept = probs * torch.zeros_like(needed).scatter(-1, order, needed)
+    return kept / kept.sum(-1, keepdim=True)
+
+
+def blocked_tokens(tokens: list[int], n: int) -> set[int]:
+    """Tokens that would complete an n-gram already in `tokens` (n <= 0 blocks nothing, n = 1 every seen token)."""
+    if n <= 0 or len(tokens) < n - 1:
+        return set()
+    prefix = tokens[len(tokens) - n + 1:]
+    return {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tokens[i:i + n - 1] == prefix}
+
+
+@torch.no_grad()
+def generate(model, prompt: list[int], max_new_tokens: int, *, temperature: float = 1.0, top_p: float = 1.0,
+             no_repeat_ngram: int = 0, seed: int = 0, stop_token: int | None = None) -> list[int]:
+    """Continue `prompt` one token at a time (temperature 0 = greedy) until max_new_tokens or stop_token."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)  # draws happen on the CPU: the same seed, the same tokens
+    tokens = list(prompt)
+    for _ in range(max_new_tokens):
+        x = torch.tensor([tokens[-model.cfg.seq_len:]], device=device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model.forward_logits(x)[0][0, -1].float().cpu()
+        logits[list(blocked_tokens(tokens, no_repeat_ngram))] = -math.inf
+        if torch.isinf(logits).all():
+            break  # every token would repeat an n-gram
+        if temperature <= 0:
+            token = int(logits.argmax())
+        else:
+            token = int(torch.multinomial(top_p_filter(torch.softmax(logits / temperature, -1), top_p), 1, generator=generator))
+        if token == stop_token:
+            break
+        tokens.append(token)
+    return tokens[len(prompt):]
+
+
+def text_codec(tokenizer: str):
+    """(encode, decode, bos_id) for 'bytes' (id = UTF-8 byte value, 0 = BOS) or a sentencepiece model file."""
+    if tokenizer == "bytes":
+        return (lambda text: [b for b in text.encode("utf-8") if b],
+                lambda ids: bytes(i for i in ids if 0 < i < 256).decode("utf-8", errors="replace"), 0)
+    sp = load_sentencepiece(tokenizer)
+    return sp.encode, sp.decode, sp.bos_id()
+
+
+def sample_text(model, prompt: str, tokenizer: str, **options) -> str:
+    """The text a model writes after `prompt` (which starts a document, as in training)."""
+    encode, decode, bos = text_codec(tokenizer)
+    ids = [bos] + encode(prompt)
+    head, full = decode(ids), decode(ids + generate(model, ids, stop_token=bos, **options))
+    return full[len(head):] if full.startswith(head) else full  # decoded whole, so a split character stays whole
+
 
 # ---------------------------------------------------------------- command line
 def load_artifact(path: str):
@@ -372,7 +805,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-tokens", type=int, default=0, help="score only the first N validation tokens")
     parser.add_argument("--batch-windows", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--generate", metavar="PROMPT", help="print the model's continuation of PROMPT instead of scoring")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=0.95, help="sample from the smallest set of tokens with mass >= P")
+    parser.add_argument("--no-repeat-ngram", type=int, default=0, metavar="K", help="never repeat a K-gram of the text")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if not (0 < args.top_p <= 1 and args.temperature >= 0):
+        parser.error("--top-p must be in (0, 1] and --temperature >= 0")
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
@@ -380,6 +821,11 @@ def main(argv: list[str]) -> int:
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
     model, meta, artifact_tables, artifact_bytes = load_artifact(args.artifact)
     cfg = meta["config"]
+    if args.generate is not None:
+        print(sample_text(model.to(device).eval(), args.generate, args.tokenizer or cfg["tokenizer"], seed=args.seed,
+                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                          no_repeat_ngram=args.no_repeat_ngram))
+        return 0
     val_tokens = load_val_tokens(args.data_dir or cfg["data_dir"])
     if args.max_tokens:
         val_tokens = val_tokens[:args.max_tokens]
