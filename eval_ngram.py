@@ -408,13 +408,14 @@ def _merge_add(keys: torch.Tensor, values: list[torch.Tensor], new_keys: torch.T
     if n_fresh == 0:
         return keys, values, fresh
     dest = at[fresh] + torch.arange(n_fresh, device=keys.device)
-    is_new = torch.zeros(len(keys) + n_fresh, dtype=torch.bool, device=keys.device)
-    is_new[dest] = True
+    is_old = torch.ones(len(keys) + n_fresh, dtype=torch.bool, device=keys.device)
+    is_old[dest] = False
+    old_dest = is_old.nonzero().squeeze(1)  # once for all columns of the table
     merged = []
     for old, add in zip([keys, *values], [new_keys, *new_values]):
-        out = torch.empty(len(is_new), dtype=old.dtype, device=old.device)
+        out = torch.empty(len(is_old), dtype=old.dtype, device=old.device)
         out[dest] = add[fresh].to(old.dtype)
-        out[~is_new] = old
+        out[old_dest] = old
         merged.append(out)
     return merged[0], merged[1:], fresh
 
