@@ -1,0 +1,612 @@
+"""records/bench.py: peer scripts against our presets, on the same shards, GPU, seed and training wall-clock.
+
+    python records/bench.py --peer ../shared/peers/parameter-golf/baseline_train_gpt.py \
+        --ours baseline --ours record --protocol wall --seconds 150 --data-dir D --tokenizer T
+    python records/bench.py --eval-only ARTIFACT --data-dir D --tokenizer T
+
+A row is `--peer [LABEL=]SCRIPT[:ENV=V,...]` (a script in the public challenge's style, configured by
+environment variables) or `--ours [LABEL=]PRESET[:key=v,...]` (train_gpt.py with that preset and overrides).
+Overrides describe the real 8xH100, 10-minute configuration; the protocol then adapts batch and schedules
+exactly as it does for defaults. Rows run one after the other, in command-line order. After every row the
+table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/, so a run cut
+short keeps what it measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU call).
+The first peer row that finished is the reference for the ratio columns. A row that crashes, times out or
+prints no score stays in the table as failed, with its last error line.
+
+Read top to bottom: protocols, row specs, running a row, reading logs, the table, eval-only, main.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from eval_ngram import DataError, find_shards, read_shard  # noqa: E402
+
+FLASH_ATTN_FALLBACK = os.path.join(REPO, "records", "flash_attn_fallback")
+
+
+class UsageError(Exception):
+    """Something on the command line cannot work; the message says what to change."""
+
+
+# ============================================================================ protocols
+PROTOCOLS = {
+    "wall": "same training wall-clock on this machine, each script at its own batch and settings; peers' "
+            "iteration-counted schedules are scaled by seconds x nproc / (8 x their default MAX_WALLCLOCK_SECONDS) "
+            "so they cover the same fraction of the run as in a real 8xH100 run (one GPU at full batch steps "
+            "about 8x slower: 344 vs 43.5 ms/step for the baseline); our schedules are fractions of the budget",
+    "eighth": "each GPU does what one of eight does in a real run: global batch x nproc / 8 and no gradient "
+              "accumulation (peers that hard-code it run from a patched temporary copy), so step counts and "
+              "schedules match a real run of the same length; peers' iteration-counted schedules are scaled by "
+              "seconds / their default MAX_WALLCLOCK_SECONDS (unchanged at 600 s)",
+}
+# Peer settings counted in optimizer steps that shape the run (warm-up of compiled kernels is not one of them).
+PEER_SCHEDULE_KEYS = ("WARMDOWN_ITERS", "MUON_MOMENTUM_WARMUP_STEPS")
+PEER_ACCUM_LINE = re.compile(r"grad_accum_steps\s*=\s*8\s*//\s*world_size")
+HARD_CODED_EMA = re.compile(r"^\s*ema_decay\s*=\s*([\d.]+)\s*$", re.M)
+FLASH_ATTN_IMPORT = re.compile(r"^\s*(from\s+flash_attn_interface\s+import|import\s+flash_attn_interface)", re.M)
+
+
+def env_defaults(source: str) -> dict[str, str]:
+    """The `os.environ.get("NAME", default)` defaults a peer script declares, as text."""
+    return {m[1]: m[2] for m in re.finditer(r'os\.environ\.get\(\s*"(\w+)"\s*,\s*"?([^")]*)"?\s*\)', source)}
+
+
+def as_number(text: str) -> float:
+    return float(text.replace("_", ""))
+
+
+def schedule_scale(protocol: str, seconds: float, nproc: int, reference_seconds: float) -> float:
+    """Factor from a step count in a peer's real 8xH100 run to the same point of this run's steps."""
+    per_gpu = nproc / 8 if protocol == "wall" else 1.0
+    return seconds / reference_seconds * per_gpu
+
+
+# ============================================================================ row specs
+@dataclass
+class RowSpec:
+    kind: str                      # "peer" or "ours"
+    label: str
+    target: str                    # peer: absolute script path; ours: preset name
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+def parse_row_spec(kind: str, text: str) -> RowSpec:
+    """`[LABEL=]TARGET[:K=V,K=V]`; a comma inside a value stays in it (`ve_layers=9,10`)."""
+    head, _, tail = text.partition(":")
+    label = None
+    if "=" in head:
+        label, head = head.split("=", 1)
+    overrides, last_key = {}, None
+    for piece in tail.split(",") if tail else []:
+        if "=" in piece:
+            last_key, value = piece.split("=", 1)
+            overrides[last_key] = value
+        elif last_key is not None:
+            overrides[last_key] += "," + piece
+        else:
+            raise UsageError(f"--{kind} {text}: '{piece}' is not KEY=VALUE; write --{kind} TARGET:KEY=VALUE,KEY=VALUE")
+    if not head:
+        raise UsageError(f"--{kind} {text}: name a {'script' if kind == 'peer' else 'preset'} before ':'")
+    if kind == "peer":
+        target = os.path.abspath(head)
+        if not os.path.isfile(target):
+            raise UsageError(f"--peer {text}: no script at {target}")
+        default_label = os.path.splitext(os.path.basename(head))[0]
+    else:
+        target = head
+        default_label = head + ("+" + ",".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
+    return RowSpec(kind, label or default_label, target, overrides)
+
+
+def unique_labels(specs: list[RowSpec], taken: set[str]) -> None:
+    for spec in specs:
+        base, n = spec.label, 2
+        while spec.label in taken:
+            spec.label, n = f"{base}#{n}", n + 1
+        taken.add(spec.label)
+
+
+# ============================================================================ running a row
+@dataclass
+class Bench:
+    protocol: str
+    seconds: float
+    nproc: int
+    seed: int
+    data_dir: str
+    tokenizer: str
+    vocab_size: int | None
+    peer_data_dir: str             # our shards under the challenge's file names
+    ours_script: str
+    row_timeout: float
+    work_root: str                 # temporary: peers' checkpoints and our record folders
+    out_dir: str
+
+
+def launcher(nproc: int) -> list[str]:
+    if nproc == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+
+
+def run_logged(cmd: list[str], env_updates: dict[str, str], cwd: str, log_path: str, timeout_s: float) -> tuple[int, list[str], bool, float]:
+    """Run cmd, streaming its output to the console and to log_path; kill its process group after timeout_s.
+
+    Returns (exit code, output lines, timed out, seconds).
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_updates}
+    started, lines, timed_out = time.time(), [], threading.Event()
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env_updates.items()) + " " + shlex.join(cmd) + "\n")
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", start_new_session=True)
+
+        def kill():
+            timed_out.set()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it finished just now
+                pass
+
+        timer = threading.Timer(timeout_s, kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                log.write(line)
+                lines.append(line.rstrip("\n"))
+            code = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:  # interrupted: take the row's processes down with us
+                os.killpg(proc.pid, signal.SIGKILL)
+    return code, lines, timed_out.is_set(), time.time() - started
+
+
+def plan_peer(spec: RowSpec, bench: Bench, workdir: str) -> tuple[list[str], dict[str, str], list[str]]:
+    """Command, environment and protocol notes for a peer row; may write a patched copy into workdir."""
+    with open(spec.target, encoding="utf-8") as f:
+        source = f.read()
+    defaults = env_defaults(source)
+    script, notes = spec.target, []
+    env = {"DATA_PATH": bench.peer_data_dir, "TOKENIZER_PATH": bench.tokenizer, "SEED": str(bench.seed),
+           "RUN_ID": re.sub(r"\W", "_", spec.label), "VAL_LOSS_EVERY": "0"}  # mid-run validation only costs time
+    if bench.vocab_size:
+        env["VOCAB_SIZE"] = str(bench.vocab_size)
+    env.update(spec.overrides)
+    if env["VAL_LOSS_EVERY"] == "0":
+        notes.append("VAL_LOSS_EVERY=0")
+    if spec.overrides:
+        notes.append("overrides " + ",".join(f"{k}={v}" for k, v in spec.overrides.items()))
+    env["MAX_WALLCLOCK_SECONDS"] = f"{bench.seconds:g}"
+
+    scale = schedule_scale(bench.protocol, bench.seconds, bench.nproc, as_number(defaults.get("MAX_WALLCLOCK_SECONDS", "600")))
+    for key in PEER_SCHEDULE_KEYS:
+        base = spec.overrides.get(key, defaults.get(key))
+        if base is not None:
+            env[key] = str(max(1, round(as_number(base) * scale)))
+            notes.append(f"{key} {as_number(base):g}->{env[key]}")
+
+    if bench.protocol == "eighth":
+        if not PEER_ACCUM_LINE.search(source):
+            raise UsageError("eighth protocol: no `grad_accum_steps = 8 // world_size` line to patch in this script")
+        base = spec.overrides.get("TRAIN_BATCH_TOKENS", defaults.get("TRAIN_BATCH_TOKENS"))
+        if base is None:
+            raise UsageError("eighth protocol: the script declares no TRAIN_BATCH_TOKENS default to divide")
+        env["TRAIN_BATCH_TOKENS"] = str(int(as_number(base)) * bench.nproc // 8)
+        script = os.path.join(workdir, os.path.basename(spec.target))
+        with open(script, "w", encoding="utf-8") as f:
+            f.write(PEER_ACCUM_LINE.sub("grad_accum_steps = 1", source))
+        notes.append(f"patched copy: grad_accum_steps=1; TRAIN_BATCH_TOKENS {as_number(base):.0f}->{env['TRAIN_BATCH_TOKENS']}")
+
+    ema = HARD_CODED_EMA.search(source)
+    if ema:  # tuned for a real run's step count; an environment variable cannot reach it
+        notes.append(f"hard-coded EMA decay {ema[1]} not scaled")
+    if FLASH_ATTN_IMPORT.search(source) and importlib.util.find_spec("flash_attn_interface") is None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [FLASH_ATTN_FALLBACK, os.environ.get("PYTHONPATH")]))
+        notes.append("FA3 missing: flash_attn_func -> torch SDPA fallback (slower)")
+    return launcher(bench.nproc) + [script], env, notes
+
+
+def resolved_config(bench: Bench, args: list[str]) -> dict:
+    """Our trainer's resolved config for these arguments (`--print-config`)."""
+    proc = subprocess.run([sys.executable, bench.ours_script, "--print-config", *args], cwd=REPO,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UsageError("train_gpt.py --print-config failed: " + last_error_line((proc.stderr + proc.stdout).splitlines()))
+    return json.loads(proc.stdout)
+
+
+def plan_ours(spec: RowSpec, bench: Bench, workdir: str) -> tuple[list[str], dict[str, str], list[str]]:
+    """Command and protocol notes for a row of our trainer; its record folder goes to workdir."""
+    keys = {"data_dir": bench.data_dir, "tokenizer": bench.tokenizer, "seed": str(bench.seed),
+            "run_name": re.sub(r"\W", "_", spec.label), "records_dir": workdir}
+    if bench.vocab_size:
+        keys["vocab_size"] = str(bench.vocab_size)
+    keys.update(spec.overrides)
+    notes = [f"preset {spec.target}"] + (["overrides " + ",".join(f"{k}={v}" for k, v in spec.overrides.items())]
+                                         if spec.overrides else [])
+    keys["max_wallclock_seconds"] = f"{bench.seconds:g}"
+    if bench.protocol == "eighth":
+        config = resolved_config(bench, ["--preset", spec.target, *(f"{k}={v}" for k, v in keys.items())])
+        batch = int(config["train_batch_tokens"])
+        keys.update(train_batch_tokens=str(batch * bench.nproc // 8), grad_accum_steps="1")
+        notes.append(f"train_batch_tokens {batch}->{keys['train_batch_tokens']}, grad_accum_steps=1")
+    args = ["--preset", spec.target, *(f"{k}={v}" for k, v in keys.items())]
+    return launcher(bench.nproc) + [bench.ours_script, *args], {}, notes
+
+
+def log_file_name(index: int, label: str) -> str:
+    return f"{index}_{re.sub(r'[^A-Za-z0-9_.+-]', '_', label)}.log"
+
+
+def run_row(spec: RowSpec, index: int, bench: Bench) -> dict:
+    workdir = tempfile.mkdtemp(prefix=f"row{index}_", dir=bench.work_root)
+    log_name = log_file_name(index, spec.label)
+    row = {"label": spec.label, "kind": spec.kind, "script": os.path.basename(spec.target) if spec.kind == "peer"
+           else os.path.basename(bench.ours_script), "target": spec.target, "overrides": spec.overrides, "log": log_name}
+    print(f"\n=== row {index}: {spec.label} ({spec.kind}) ===", flush=True)
+    try:
+        cmd, env, notes = (plan_peer if spec.kind == "peer" else plan_ours)(spec, bench, workdir)
+    except UsageError as error:
+        with open(os.path.join(bench.out_dir, log_name), "w", encoding="utf-8") as f:
+            f.write(f"not started: {error}\n")
+        return {**row, "status": "failed", "error": str(error), "notes": []}
+    code, lines, timed_out, wall_s = run_logged(cmd, env, workdir if spec.kind == "peer" else REPO,
+                                                os.path.join(bench.out_dir, log_name), bench.row_timeout)
+    metrics = parse_peer_log(lines) if spec.kind == "peer" else parse_ours_log(lines)
+    row.update(metrics, notes=notes, command=shlex.join(cmd), env=env, exit_code=code, wall_s=round(wall_s, 1))
+    if timed_out:
+        row.update(status="failed", error=f"timed out after {bench.row_timeout:g} s (--row-timeout)")
+    elif code != 0:
+        row.update(status="failed", error=f"exit {code}: {last_error_line(lines)}")
+    elif metrics.get("val_bpb") is None:
+        row.update(status="failed", error="finished without a final score line")
+    else:
+        row["status"] = "ok"
+    return row
+
+
+# ============================================================================ reading logs
+# A peer's best-documented score after packing, most specific first; the row names the line it used.
+PEER_SCORE_LINES = ("legal_ttt_exact", "final_int6_sliding_window_exact", "final_int8_zlib_roundtrip_exact sliding",
+                    "final_int8_zlib_roundtrip_exact", "final_int6_roundtrip_exact")
+ANY_EXACT_SCORE = re.compile(r"^(final_\w+_exact) val_loss:(\S+) val_bpb:(\S+)")
+
+
+def last_error_line(lines: list[str]) -> str:
+    """The exception or `error:` line nearest the end, else the last output line.
+
+    torchrun prefixes workers' lines with [rankN]: and ends with its own ChildFailedError, which says nothing.
+    """
+    for line in reversed(lines):
+        if "ChildFailedError" in line:
+            continue
+        if re.match(r"^(\[rank\d+\]:\s*)?([\w.]*(Error|Exception|Interrupt)\b|error\b)", line.strip(), re.I):
+            return line.strip()
+    text = [line.strip() for line in lines if line.strip()]
+    return text[-1] if text else "(no output)"
+
+
+def peer_score(lines: list[str]) -> tuple[str, float, float] | None:
+    for name in PEER_SCORE_LINES:
+        pattern = re.compile("^" + re.escape(name) + r" (?:sliding )?val_loss:(\S+) (?:sliding )?val_bpb:(\S+)")
+        for line in lines:
+            m = pattern.match(line)
+            if m:
+                return name, float(m[1]), float(m[2])
+    for line in lines:
+        m = ANY_EXACT_SCORE.match(line)
+        if m:
+            return m[1], float(m[2]), float(m[3])
+    return None
+
+
+def parse_peer_log(lines: list[str]) -> dict:
+    """Challenge-style log: `step:N/M ... train_time:Tms step_avg:Ams`, peak memory, packed size, final score."""
+    out: dict = {}
+    batch = next((int(m[1]) for line in lines if (m := re.search(r"\btrain_batch_tokens:(\d+)", line))), None)
+    steps = [(int(m[1]), float(m[2]), float(m[3])) for line in lines
+             if (m := re.match(r"^step:(\d+)/\d+ .*train_time:([\d.]+)ms step_avg:([\d.]+)ms", line))]
+    if steps:
+        step, train_ms, step_avg = max(steps)
+        out.update(steps=step, ms_step=step_avg, train_time_s=train_ms / 1000)
+        if batch and train_ms > 0:
+            out["tok_s"] = batch * step / (train_ms / 1000)
+    for line in lines:
+        if m := re.match(r"^peak memory allocated: (\d+) MiB", line):
+            out["peak_mem_mib"] = float(m[1])
+        if m := re.match(r"^Total submission size (\S+): (\d+) bytes", line):
+            out.update(artifact_bytes=int(m[2]), artifact_format=m[1])
+    score = peer_score(lines)
+    if score:
+        name, out["val_loss"], out["val_bpb"] = score
+        out["score_line"] = name
+        partner = re.compile("^" + re.escape(name.replace("_exact", "")) + r" val_loss:.*eval_time:([\d.]+)ms")
+        out["eval_time_s"] = next((float(m[1]) / 1000 for line in lines if (m := partner.match(line))), None)
+    return out
+
+
+def key_values(line: str) -> dict[str, str]:
+    return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+def parse_ours_log(lines: list[str]) -> dict:
+    """Our trainer's `step=...` progress, `train_done ...` and `final ...` lines (SPEC.md)."""
+    out: dict = {}
+    for line in lines:
+        if line.startswith("step="):
+            kv = key_values(line)
+            out.update(steps=int(kv["step"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]))
+        elif line.startswith("train_done "):
+            kv = key_values(line)
+            out.update(steps=int(kv["steps"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]))
+            out["peak_mem_mib"] = float(kv["peak_mem_mib"]) or None  # 0 on CPU: nothing measured
+        elif line.startswith("final "):
+            kv = key_values(line)
+            out.update(val_bpb=float(kv["val_bpb"]), val_loss=float(kv["val_loss"]), artifact_bytes=int(kv["bytes_total"]),
+                       train_time_s=float(kv["train_time_s"]), eval_time_s=float(kv["eval_time_s"]))
+    return out
+
+
+# ============================================================================ the table
+def add_ratios(rows: list[dict], reference_kind: str) -> str | None:
+    """tokens/s and val_bpb of every row divided by the first row of reference_kind that finished; returns its label."""
+    reference = next((r for r in rows if r["kind"] == reference_kind and r["status"] == "ok"), None)
+    for row in rows:
+        ok = reference is not None and row["status"] == "ok"
+        row["ratio_tok_s"] = row["tok_s"] / reference["tok_s"] if ok and row.get("tok_s") and reference.get("tok_s") else None
+        row["ratio_bpb"] = row["val_bpb"] / reference["val_bpb"] if ok else None
+    return reference["label"] if reference else None
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def fmt_ratio(value) -> str:
+    return fmt(value, ".4f" if value is None or value >= 0.01 else ".1e")
+
+
+def row_notes(row: dict) -> str:
+    notes = list(row.get("notes", []))
+    if row.get("score_line"):
+        notes.append(f"score: {row['score_line']}")
+    if row["status"] != "ok":
+        notes.insert(0, f"**FAILED**: {row['error']}")
+    return "; ".join(notes).replace("|", "\\|")
+
+
+TRAIN_COLUMNS = [("row", lambda r: r["label"]), ("script", lambda r: r["script"]), ("protocol notes", row_notes),
+                 ("tokens/s", lambda r: fmt(r.get("tok_s"), ",.0f")), ("ms/step", lambda r: fmt(r.get("ms_step"), ".1f")),
+                 ("steps", lambda r: fmt(r.get("steps"), "d")), ("peak MiB", lambda r: fmt(r.get("peak_mem_mib"), ",.0f")),
+                 ("val_bpb", lambda r: fmt(r.get("val_bpb"), ".4f")),
+                 ("artifact bytes", lambda r: fmt(r.get("artifact_bytes"), ",d")),
+                 ("eval s", lambda r: fmt(r.get("eval_time_s"), ".1f")),
+                 ("tok/s ratio", lambda r: fmt_ratio(r.get("ratio_tok_s"))), ("bpb ratio", lambda r: fmt_ratio(r.get("ratio_bpb")))]
+EVAL_COLUMNS = [("row", lambda r: r["label"]), ("protocol notes", row_notes), ("tokens", lambda r: fmt(r.get("tokens"), ",d")),
+                ("eval s", lambda r: fmt(r.get("eval_time_s"), ".1f")), ("tokens/s", lambda r: fmt(r.get("tok_s"), ",.0f")),
+                ("val_bpb", lambda r: fmt(r.get("val_bpb"), ".4f")),
+                ("tok/s ratio", lambda r: fmt_ratio(r.get("ratio_tok_s"))), ("bpb ratio", lambda r: fmt_ratio(r.get("ratio_bpb")))]
+
+
+def markdown(table: dict) -> str:
+    eval_only = table["protocol"] == "eval-only"
+    lines = [f"# bench {table['name']} ({table['date']})", ""]
+    if eval_only:
+        lines.append(f"- eval-only: `eval_ngram.py` on {table['artifact']}, with and without the n-gram mixture; "
+                     "tokens/s = validation tokens scored / eval time")
+    else:
+        lines += [f"- protocol `{table['protocol']}`: {PROTOCOLS[table['protocol']]}",
+                  f"- training wall-clock {table['seconds']:g} s per row, {table['nproc']} process(es), seed {table['seed']}"]
+    lines += [f"- data {table['data_dir']}; tokenizer {table['tokenizer']} (vocab {table['vocab_size']})",
+              f"- GPU {table['gpu']}; torch {table['torch']}",
+              f"- ratios: each row / {table['reference'] or '(no reference row finished)'}", ""]
+    columns = EVAL_COLUMNS if eval_only else TRAIN_COLUMNS
+    lines.append("| " + " | ".join(name for name, _ in columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for row in table["rows"]:
+        lines.append("| " + " | ".join(cell(row) for _, cell in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_table(table: dict, out_dir: str) -> str:
+    table["reference"] = add_ratios(table["rows"], "eval" if table["protocol"] == "eval-only" else "peer")
+    text = markdown(table)
+    with open(os.path.join(out_dir, "table.json"), "w", encoding="utf-8") as f:
+        json.dump(table, f, indent=2)
+    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    return text
+
+
+# ============================================================================ eval-only
+def count_val_tokens(data_dir: str) -> int:
+    return sum(len(read_shard(path)) for path in find_shards(data_dir, "val"))
+
+
+def run_eval_rows(args, bench: Bench) -> list[dict]:
+    """eval_ngram.py on one artifact, without the n-gram mixture (the ratios' reference) and with it."""
+    base = [sys.executable, args.eval_script, os.path.abspath(args.eval_only), "--data-dir", bench.data_dir,
+            "--tokenizer", bench.tokenizer] + (["--stride", str(args.stride)] if args.stride else [])
+    base += ["--max-tokens", str(args.max_tokens)] if args.max_tokens else []
+    with_ngram = ["--ngram-order", str(args.ngram_order)] if args.ngram_order else []
+    order = str(args.ngram_order) if args.ngram_order else "from the artifact"
+    variants = [("no n-gram", ["--no-ngram"]), (f"n-gram order {order}", with_ngram)]
+    rows, val_tokens = [], None
+    for index, (label, extra) in enumerate(variants, 1):
+        log_name = log_file_name(index, label)
+        print(f"\n=== row {index}: {label} ===", flush=True)
+        code, lines, timed_out, wall_s = run_logged(base + extra, {}, REPO, os.path.join(bench.out_dir, log_name), bench.row_timeout)
+        final = next((key_values(line) for line in reversed(lines) if line.startswith("final ")), None)
+        row = {"label": label, "kind": "eval", "script": os.path.basename(args.eval_script), "log": log_name,
+               "command": shlex.join(base + extra), "exit_code": code, "wall_s": round(wall_s, 1), "notes": []}
+        if timed_out or code != 0 or final is None:
+            error = (f"timed out after {bench.row_timeout:g} s" if timed_out else
+                     f"exit {code}: {last_error_line(lines)}" if code else "finished without a final line")
+            rows.append({**row, "status": "failed", "error": error})
+            continue
+        if "tokens" in final:
+            tokens = int(final["tokens"])
+        else:
+            val_tokens = val_tokens if val_tokens is not None else count_val_tokens(bench.data_dir)
+            tokens = min(val_tokens, args.max_tokens) if args.max_tokens else val_tokens
+            row["notes"].append("tokens counted from the val shards")
+        eval_s = float(final["eval_time_s"])
+        rows.append({**row, "status": "ok", "tokens": tokens, "eval_time_s": eval_s, "val_bpb": float(final["val_bpb"]),
+                     "tok_s": tokens / eval_s if eval_s > 0 else None})
+    return rows
+
+
+# ============================================================================ main
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="records/bench.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--peer", dest="rows", action="append", type=lambda s: ("peer", s), default=[],
+                   metavar="[LABEL=]SCRIPT[:ENV=V,...]", help="a challenge-style script configured by environment variables")
+    p.add_argument("--ours", dest="rows", action="append", type=lambda s: ("ours", s),
+                   metavar="[LABEL=]PRESET[:key=v,...]", help="our trainer with a preset and overrides")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="wall", help="how rows are made comparable")
+    p.add_argument("--seconds", type=float, default=150.0, help="training wall-clock per row")
+    p.add_argument("--data-dir", required=True, help="folder of *_train_*.bin / *_val_*.bin shards")
+    p.add_argument("--tokenizer", required=True, help="sentencepiece .model the shards were made with, or bytes")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--nproc", type=int, default=1, help="GPUs per row (torchrun when > 1)")
+    p.add_argument("--name", default=None, help="table name (default: <protocol><seconds>s or eval)")
+    p.add_argument("--out", default=os.path.join(REPO, "records", "bench"), help="parent folder of <date>_<name>/")
+    p.add_argument("--append", action="store_true", help="add rows to today's table of this --name")
+    p.add_argument("--row-timeout", type=float, default=None, help="seconds before a row is killed (default seconds + 1200)")
+    p.add_argument("--ours-script", default=os.path.join(REPO, "train_gpt.py"), help="our trainer (a stand-in for tests)")
+    p.add_argument("--eval-only", metavar="ARTIFACT", help="benchmark eval_ngram.py throughput on this artifact instead")
+    p.add_argument("--eval-script", default=os.path.join(REPO, "eval_ngram.py"), help="evaluator for --eval-only")
+    p.add_argument("--ngram-order", type=int, default=0, help="--eval-only: n-gram order (0 = the artifact's config)")
+    p.add_argument("--stride", type=int, default=0, help="--eval-only: sliding-window stride (0 = the artifact's)")
+    p.add_argument("--max-tokens", type=int, default=0, help="--eval-only: score only the first N val tokens (0 = all)")
+    args = p.parse_args(argv)
+    if args.eval_only and args.rows:
+        raise UsageError("--eval-only benchmarks evaluation alone; drop --peer/--ours or run them in another call")
+    if not args.eval_only and not args.rows:
+        raise UsageError("nothing to run: give at least one --peer SCRIPT or --ours PRESET (or --eval-only ARTIFACT)")
+    if args.eval_only and args.append:
+        raise UsageError("--append adds training rows; an --eval-only table is made in one call")
+    if args.eval_only and not os.path.isfile(args.eval_only):
+        raise UsageError(f"--eval-only {args.eval_only}: no such artifact file")
+    if args.seconds <= 0 or args.nproc < 1:
+        raise UsageError("--seconds must be > 0 and --nproc >= 1")
+    return args
+
+
+def vocab_of(tokenizer: str) -> int | None:
+    """The vocabulary both kinds of row are told to use; None leaves it to each script."""
+    if tokenizer == "bytes":  # our trainer's byte-level tokens; challenge scripts cannot use them
+        return 256
+    if not tokenizer.endswith(".model"):
+        return None
+    import sentencepiece
+    return int(sentencepiece.SentencePieceProcessor(model_file=tokenizer).vocab_size())
+
+
+def gpu_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def present_as_challenge_shards(data_dir: str, into: str) -> tuple[int, int]:
+    """Symlink our shards as fineweb_{train,val}_NNNNNN.bin, the names challenge scripts glob for."""
+    counts = []
+    for split in ("train", "val"):
+        paths = find_shards(data_dir, split)
+        for i, path in enumerate(paths):
+            os.symlink(os.path.abspath(path), os.path.join(into, f"fineweb_{split}_{i:06d}.bin"))
+        counts.append(len(paths))
+    return counts[0], counts[1]
+
+
+def open_table(args, settings: dict) -> tuple[dict, str]:
+    """A new <date>_<name>/ folder, or with --append today's existing one measured under the same settings."""
+    name = args.name or ("eval" if args.eval_only else f"{args.protocol}{args.seconds:g}s")
+    base = os.path.join(args.out, f"{settings['date']}_{name}")
+    if args.append:
+        path = os.path.join(base, "table.json")
+        if not os.path.isfile(path):
+            raise UsageError(f"--append: no table at {path}; run once without --append to start it")
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+        for key in ("protocol", "seconds", "nproc", "seed", "data_dir", "tokenizer", "gpu"):
+            if table.get(key) != settings[key]:
+                raise UsageError(f"--append: {path} has {key}={table.get(key)!r} but this run has {settings[key]!r}; "
+                                 "rows are only comparable under one setting, so start a new --name")
+        return table, base
+    folder, n = base, 2
+    while os.path.exists(folder):
+        folder, n = f"{base}_{n}", n + 1
+    os.makedirs(folder)
+    return {"name": os.path.basename(folder).split("_", 1)[1], **settings, "rows": []}, folder
+
+
+def main(argv: list[str]) -> dict:
+    args = parse_args(argv)
+    if not os.path.isdir(args.data_dir):
+        raise UsageError(f"--data-dir {args.data_dir} is not a folder; make shards with data/export.py or data/fineweb.py")
+    if args.tokenizer != "bytes" and not os.path.isfile(args.tokenizer):
+        raise UsageError(f"--tokenizer {args.tokenizer} does not exist; pass the .model the shards were made with (or bytes)")
+    specs = [parse_row_spec(kind, text) for kind, text in args.rows]
+    if any(s.kind == "ours" for s in specs) and not os.path.isfile(args.ours_script):
+        raise UsageError(f"our trainer {args.ours_script} is missing; pass --ours-script PATH")
+    tokenizer = args.tokenizer if args.tokenizer == "bytes" else os.path.abspath(args.tokenizer)
+    settings = {"date": datetime.date.today().isoformat(), "protocol": "eval-only" if args.eval_only else args.protocol,
+                "seconds": args.seconds, "nproc": args.nproc, "seed": args.seed, "data_dir": os.path.abspath(args.data_dir),
+                "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": gpu_name(), "torch": torch.__version__}
+    if args.eval_only:
+        settings["artifact"] = os.path.abspath(args.eval_only)
+    work_root = tempfile.mkdtemp(prefix="bench_")
+    try:
+        peer_data = os.path.join(work_root, "data")
+        os.makedirs(peer_data)
+        n_train, n_val = present_as_challenge_shards(args.data_dir, peer_data)
+        table, out_dir = open_table(args, settings)
+        unique_labels(specs, {row["label"] for row in table["rows"]})
+        bench = Bench(args.protocol, args.seconds, args.nproc, args.seed, settings["data_dir"], settings["tokenizer"],
+                      settings["vocab_size"], peer_data, os.path.abspath(args.ours_script),
+                      args.row_timeout or args.seconds + 1200, work_root, out_dir)
+        print(f"bench {table['name']}: {settings['protocol']}, {args.seconds:g} s per row, seed {args.seed}, "
+              f"GPU {settings['gpu']}, data {settings['data_dir']} ({n_train} train / {n_val} val shards) -> {out_dir}",
+              flush=True)
+        if args.eval_only:
+            table["rows"] = run_eval_rows(args, bench)
+            save_table(table, out_dir)
+        for index, spec in enumerate(specs, len(table["rows"]) + 1):
+            table["rows"].append(run_row(spec, index, bench))
+            save_table(table, out_dir)  # after every row: a run cut short keeps what it measured
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
+    text = save_table(table, out_dir)
+    failed = [row["label"] for row in table["rows"] if row["status"] != "ok"]
+    print(f"\nsaved {out_dir}/table.md, table.json and the logs" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print("\n" + text, end="")
+    return table
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (UsageError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,269 @@
+"""records/bench.py: rows of peer scripts and of our trainer, run for a second each, end up in one table.
+
+The peer and "ours" scripts here are tiny stand-ins that print the log lines the real scripts print, so the
+harness (environment, shards under challenge names, protocols, parsing, failure rows) runs in seconds on CPU;
+one test also runs a row of the real `smoke` preset next to the fake peer (about 15 s).
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "records"))
+sys.path.insert(0, REPO)
+import bench  # noqa: E402
+from eval_ngram import write_shard  # noqa: E402
+
+# Reads what challenge scripts read, checks the shards it was shown, prints challenge-style lines.
+FAKE_PEER = '''
+import glob, os, time
+world_size = int(os.environ.get("WORLD_SIZE", "1"))
+grad_accum_steps = 8 // world_size
+train_batch_tokens = int(os.environ.get("TRAIN_BATCH_TOKENS", 524_288))
+warmdown_iters = int(os.environ.get("WARMDOWN_ITERS", 1200))
+seconds = float(os.environ.get("MAX_WALLCLOCK_SECONDS", 600.0))
+data = os.environ["DATA_PATH"]
+train, val = glob.glob(data + "/fineweb_train_*.bin"), glob.glob(data + "/fineweb_val_*.bin")
+print(f"shards train:{len(train)} val:{len(val)} vocab:{os.environ.get('VOCAB_SIZE')} seed:{os.environ['SEED']}")
+print(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} warmdown_iters:{warmdown_iters}")
+print(f"train_batch_tokens:{train_batch_tokens} train_seq_len:1024 iterations:20000")
+if os.environ.get("FAKE_CRASH"):
+    raise RuntimeError("CUDA is required")
+start, step = time.perf_counter(), 0
+while time.perf_counter() - start < seconds:
+    time.sleep(0.02)
+    step += 1
+ms = 1000 * (time.perf_counter() - start)
+print(f"step:{step}/20000 val_loss:2.0000 val_bpb:1.6000 train_time:{ms:.0f}ms step_avg:{ms / step:.2f}ms")
+print("peak memory allocated: 123 MiB reserved: 130 MiB")
+print("Total submission size int8+zlib: 4567 bytes")
+print("final_int8_zlib_roundtrip val_loss:2.0000 val_bpb:1.5000 eval_time:250ms")
+print("final_int8_zlib_roundtrip_exact val_loss:2.00000000 val_bpb:1.50000000")
+'''
+
+# Our trainer's command line and output lines (SPEC.md), with --print-config for the eighth protocol.
+FAKE_OURS = '''
+import json, sys, time
+keys = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+if "--print-config" in sys.argv:
+    print(json.dumps({"train_batch_tokens": int(keys.get("train_batch_tokens", 786432))}))
+    sys.exit(0)
+print("keys " + json.dumps(keys))
+start, step = time.perf_counter(), 0
+while time.perf_counter() - start < float(keys["max_wallclock_seconds"]):
+    time.sleep(0.01)
+    step += 1
+s = time.perf_counter() - start
+print(f"step={step} train_loss=3.0000 tok_s={4096 * step / s:.0f} ms_step={1000 * s / step:.1f} mfu=n/a")
+print(f"train_done steps={step} peak_mem_mib=0 tok_s={4096 * step / s:.0f} ms_step={1000 * s / step:.1f} train_time_s={s:.1f}")
+print(f"record: {keys['records_dir']}/smoke/run")
+print(f"final val_bpb=1.200000 val_loss=2.000000 bytes_total=3000 bytes_code=1000 train_time_s={s:.1f} eval_time_s=0.5")
+'''
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Shards with our exporter's names (not the challenge's), the fake scripts, and a table folder."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_shard(str(data / "gutenberg_train_000000.bin"), np.arange(1, 250, dtype=np.uint16).repeat(800))
+    write_shard(str(data / "gutenberg_val_000000.bin"), np.arange(1, 250, dtype=np.uint16).repeat(40))
+    (tmp_path / "peer.py").write_text(FAKE_PEER)
+    (tmp_path / "ours.py").write_text(FAKE_OURS)
+
+    def common(data_dir=data, ours_script=tmp_path / "ours.py", seconds=0.5):
+        """The arguments every test passes; ours_script=None runs the real train_gpt.py."""
+        args = ["--data-dir", str(data_dir), "--tokenizer", "bytes", "--out", str(tmp_path / "bench"), "--seconds", str(seconds)]
+        return args + (["--ours-script", str(ours_script)] if ours_script else [])
+    return tmp_path, common
+
+
+def log_of(table, row, tmp_path):
+    folder = tmp_path / "bench" / f"{table['date']}_{table['name']}"
+    return (folder / row["log"]).read_text()
+
+
+def test_peer_and_ours_rows_make_one_table(setup, capsys):
+    tmp_path, common = setup
+    table = bench.main(["--peer", str(tmp_path / "peer.py"), "--ours", "shaped=smoke:num_layers=9,model_dim=64",
+                        "--name", "t", *common()])
+    peer, ours = table["rows"]
+    assert (peer["label"], ours["label"]) == ("peer", "shaped") and peer["status"] == ours["status"] == "ok"
+    # the peer found our shards under the challenge's names, with our vocab and seed
+    assert "shards train:1 val:1 vocab:256 seed:1337" in log_of(table, peer, tmp_path)
+    assert peer["steps"] > 0 and peer["tok_s"] == pytest.approx(524288 * peer["steps"] / peer["train_time_s"])
+    assert (peer["val_bpb"], peer["peak_mem_mib"], peer["artifact_bytes"], peer["eval_time_s"]) == (1.5, 123, 4567, 0.25)
+    assert peer["score_line"] == "final_int8_zlib_roundtrip_exact"
+    # ours got the overrides and the common keys; no GPU, so no peak memory
+    keys = json.loads(log_of(table, ours, tmp_path).split("keys ", 1)[1].splitlines()[0])
+    assert keys["num_layers"] == "9" and keys["max_wallclock_seconds"] == "0.5" and keys["vocab_size"] == "256"
+    assert (ours["val_bpb"], ours["artifact_bytes"], ours["peak_mem_mib"]) == (1.2, 3000, None)
+    assert table["reference"] == "peer" and ours["ratio_bpb"] == pytest.approx(0.8)
+    assert ours["ratio_tok_s"] == pytest.approx(ours["tok_s"] / peer["tok_s"])
+    assert table["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    # saved with the logs; the markdown table is the last thing printed
+    folder = tmp_path / "bench" / f"{table['date']}_t"
+    md = (folder / "table.md").read_text()
+    assert json.loads((folder / "table.json").read_text())["rows"][1]["val_bpb"] == 1.2
+    assert "| row | script | protocol notes | tokens/s | ms/step | steps | peak MiB | val_bpb |" in md
+    assert "protocol `wall`" in md and "seed 1337" in md and "GPU " in md
+    assert capsys.readouterr().out.endswith(md)
+
+
+def test_failing_peer_is_a_failed_row_not_dropped(setup):
+    tmp_path, common = setup
+    table = bench.main(["--peer", f"broken={tmp_path / 'peer.py'}:FAKE_CRASH=1", "--peer", str(tmp_path / "peer.py"),
+                        "--ours", "smoke", *common()])
+    broken, peer, ours = table["rows"]
+    assert broken["status"] == "failed" and broken["error"] == "exit 1: RuntimeError: CUDA is required"
+    assert broken["ratio_bpb"] is None and table["reference"] == "peer"  # the first peer that finished
+    assert ours["ratio_bpb"] == pytest.approx(0.8)
+    md = (tmp_path / "bench" / f"{table['date']}_{table['name']}" / "table.md").read_text()
+    assert "| broken | peer.py | **FAILED**: exit 1: RuntimeError: CUDA is required" in md
+
+
+def test_eighth_divides_the_batch_and_removes_accumulation(setup):
+    tmp_path, common = setup
+    table = bench.main(["--protocol", "eighth", "--peer", str(tmp_path / "peer.py"), "--ours", "record", *common()])
+    peer, ours = table["rows"]
+    assert "grad_accum_steps:1 " in log_of(table, peer, tmp_path)  # ran from a patched copy
+    assert "train_batch_tokens:65536 " in log_of(table, peer, tmp_path)
+    assert peer["tok_s"] == pytest.approx(65536 * peer["steps"] / peer["train_time_s"])
+    assert any(n.startswith("patched copy: grad_accum_steps=1") for n in peer["notes"])
+    keys = json.loads(log_of(table, ours, tmp_path).split("keys ", 1)[1].splitlines()[0])
+    assert (keys["train_batch_tokens"], keys["grad_accum_steps"]) == ("98304", "1")  # 786432 / 8
+
+
+def make_bench(tmp_path, protocol, seconds, nproc=1):
+    return bench.Bench(protocol, seconds, nproc, 1337, "D", "T", 1024, "PD", "ours.py", 60, str(tmp_path), str(tmp_path))
+
+
+def test_wall_scales_peer_step_schedules_to_the_steps_it_will_reach(setup):
+    tmp_path, _ = setup
+    spec = bench.parse_row_spec("peer", str(tmp_path / "peer.py") + ":MUON_MOMENTUM_WARMUP_STEPS=500")
+    # 150 s on one GPU at full batch ~ 150 / (8 x 600) of a real run's steps
+    cmd, env, notes = bench.plan_peer(spec, make_bench(tmp_path, "wall", 150), str(tmp_path))
+    assert (env["WARMDOWN_ITERS"], env["MUON_MOMENTUM_WARMUP_STEPS"]) == ("38", "16")
+    assert cmd[-1] == str(tmp_path / "peer.py") and "TRAIN_BATCH_TOKENS" not in env
+    # eighth at the real run's 600 s keeps them as written
+    _, env, _ = bench.plan_peer(spec, make_bench(tmp_path, "eighth", 600), str(tmp_path))
+    assert (env["WARMDOWN_ITERS"], env["MUON_MOMENTUM_WARMUP_STEPS"]) == ("1200", "500")
+
+
+def test_fa3_scripts_get_the_sdpa_fallback_on_their_path_and_fixed_ema_is_noted(setup):
+    tmp_path, _ = setup
+    script = tmp_path / "fa3_peer.py"
+    script.write_text("from flash_attn_interface import flash_attn_func as flash_attn_3_func\n" + FAKE_PEER
+                      + "def train():\n    ema_decay = 0.997\n")
+    _, env, notes = bench.plan_peer(bench.parse_row_spec("peer", str(script)), make_bench(tmp_path, "wall", 1),
+                                    str(tmp_path))
+    assert "hard-coded EMA decay 0.997 not scaled" in notes
+    if importlib.util.find_spec("flash_attn_interface") is None:
+        assert env["PYTHONPATH"].split(os.pathsep)[0] == bench.FLASH_ATTN_FALLBACK
+        assert any("SDPA fallback" in n for n in notes)
+    _, env, _ = bench.plan_peer(bench.parse_row_spec("peer", str(tmp_path / "peer.py")), make_bench(tmp_path, "wall", 1),
+                                str(tmp_path))
+    assert "PYTHONPATH" not in env
+
+
+def test_flash_attn_fallback_is_causal_grouped_attention_in_fa_layout():
+    spec = importlib.util.spec_from_file_location("fallback", os.path.join(bench.FLASH_ATTN_FALLBACK, "flash_attn_interface.py"))
+    fallback = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fallback)
+    g = torch.Generator().manual_seed(0)
+    B, T, H, Hkv, D = 2, 5, 4, 2, 8
+    q, k, v = torch.randn(B, T, H, D, generator=g), torch.randn(B, T, Hkv, D, generator=g), torch.randn(B, T, Hkv, D, generator=g)
+    y = fallback.flash_attn_func(q, k, v, causal=True)
+    assert y.shape == (B, T, H, D)
+    k_full, v_full = k.repeat_interleave(H // Hkv, dim=2), v.repeat_interleave(H // Hkv, dim=2)
+    scores = torch.einsum("bthd,bshd->bhts", q, k_full) / D ** 0.5
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    expected = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v_full)
+    assert torch.allclose(y, expected, atol=1e-5)
+
+
+def test_peer_score_is_the_best_documented_final_line():
+    record_tail = ["final_int6_roundtrip val_loss:1.9 val_bpb:1.14 eval_time:9000ms",
+                   "final_int6_roundtrip_exact val_loss:1.90000000 val_bpb:1.14000000",
+                   "final_int6_sliding_window val_loss:1.9 val_bpb:1.12 stride:64 eval_time:80000ms",
+                   "final_int6_sliding_window_exact val_loss:1.89000000 val_bpb:1.12000000",
+                   "final_int8_zlib_roundtrip_exact val_loss:1.89000000 val_bpb:1.12000000"]
+    parsed = bench.parse_peer_log(record_tail)
+    assert (parsed["score_line"], parsed["val_bpb"], parsed["eval_time_s"]) == ("final_int6_sliding_window_exact", 1.12, 80.0)
+    with_ttt = record_tail + ["legal_ttt val_loss:1.88 val_bpb:1.1194 eval_time:400000ms",
+                              "legal_ttt_exact val_loss:1.88000000 val_bpb:1.11940000"]
+    assert bench.parse_peer_log(with_ttt)["score_line"] == "legal_ttt_exact"
+    adapters_tail = ["final_int8_zlib_roundtrip val_loss:2.1 val_bpb:1.25 eval_time:1000ms",
+                     "final_int8_zlib_roundtrip_exact val_loss:2.10000000 val_bpb:1.25000000",
+                     "final_int8_zlib_roundtrip sliding val_loss:2.0 sliding val_bpb:1.19 eval_time:30000ms",
+                     "final_int8_zlib_roundtrip_exact sliding val_loss:2.00000000 sliding val_bpb:1.19710000"]
+    parsed = bench.parse_peer_log(adapters_tail)
+    assert (parsed["val_bpb"], parsed["eval_time_s"]) == (1.1971, 30.0)
+    # the challenge baseline's own 8xH100 log lines
+    baseline = ["train_batch_tokens:524288 train_seq_len:1024 iterations:20000 warmup_steps:20",
+                "step:13750/20000 train_loss:1.9910 train_time:598726ms step_avg:43.54ms",
+                "step:13780/20000 val_loss:2.0606 val_bpb:1.2172 train_time:600038ms step_avg:43.54ms",
+                "stopping_early: wallclock_cap train_time:600038ms step:13780/20000",
+                "peak memory allocated: 10184 MiB reserved: 10200 MiB",
+                "Total submission size: 67272625 bytes",
+                "Total submission size int8+zlib: 15863489 bytes",
+                "final_int8_zlib_roundtrip val_loss:2.0727 val_bpb:1.2244 eval_time:1401ms",
+                "final_int8_zlib_roundtrip_exact val_loss:2.07269931 val_bpb:1.22436570"]
+    parsed = bench.parse_peer_log(baseline)
+    assert (parsed["steps"], parsed["ms_step"], parsed["peak_mem_mib"]) == (13780, 43.54, 10184)
+    assert (parsed["artifact_bytes"], parsed["val_bpb"], parsed["eval_time_s"]) == (15863489, 1.2243657, 1.401)
+    assert parsed["tok_s"] == pytest.approx(524288 * 13780 / 600.038)
+
+
+def test_append_adds_rows_only_under_the_same_settings(setup):
+    tmp_path, common = setup
+    first = bench.main(["--ours", "smoke", "--name", "a", *common()])
+    table = bench.main(["--ours", "smoke", "--name", "a", "--append", *common()])
+    assert [r["label"] for r in table["rows"]] == ["smoke", "smoke#2"] and table["name"] == first["name"]
+    with pytest.raises(bench.UsageError, match="seconds"):
+        bench.main(["--ours", "smoke", "--name", "a", "--append", *common(seconds=2)])
+
+
+FAKE_EVAL = '''
+import sys
+slow = "--no-ngram" not in sys.argv
+print(f"final val_bpb={1.0 if slow else 1.1} val_loss=2.0 eval_time_s={4.0 if slow else 2.0}")
+'''
+
+
+def test_eval_only_reports_tokens_per_second_with_and_without_ngram(setup):
+    tmp_path, common = setup
+    (tmp_path / "eval.py").write_text(FAKE_EVAL)
+    (tmp_path / "model.pgolf").write_bytes(b"x")
+    table = bench.main(["--eval-only", str(tmp_path / "model.pgolf"), "--eval-script", str(tmp_path / "eval.py"), *common()])
+    plain, ngram = table["rows"]
+    assert plain["tokens"] == 249 * 40 and plain["tok_s"] == pytest.approx(249 * 40 / 2.0)
+    assert ngram["val_bpb"] == 1.0 and ngram["ratio_tok_s"] == pytest.approx(0.5)
+
+
+def test_user_errors_end_with_one_clear_line(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "records", "bench.py"), "--ours", "smoke",
+                           "--data-dir", str(tmp_path), "--tokenizer", "bytes", "--out", str(tmp_path / "b")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith("error: ") and "no *_train_*.bin shards" in proc.stderr
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(REPO, "train_gpt.py")), reason="train_gpt.py not written yet")
+def test_our_real_smoke_preset_and_a_peer_share_a_table(setup, byte_shards):
+    tmp_path, common = setup
+    table = bench.main(["--peer", str(tmp_path / "peer.py"), "--ours", "smoke:eval_max_tokens=4096",
+                        *common(byte_shards, ours_script=None, seconds=2)])
+    peer, smoke = table["rows"]
+    assert peer["status"] == smoke["status"] == "ok" and smoke["script"] == "train_gpt.py"
+    assert smoke["steps"] >= 1 and 0 < smoke["val_bpb"] < 20 and 0 < smoke["artifact_bytes"] < 16_000_000
+    assert smoke["eval_time_s"] is not None and smoke["ratio_bpb"] == pytest.approx(smoke["val_bpb"] / 1.5)
+    record_line = next(line for line in log_of(table, smoke, tmp_path).splitlines() if line.startswith("record: "))
+    assert not record_line.split(" ", 1)[1].startswith(REPO)  # record folders go to a temporary place, not records/
