@@ -1,4 +1,4 @@
-"""records/bench.py: peer scripts against our presets, on the same shards, GPU, seed and training wall-clock.
+r"""records/bench.py: peer scripts against our presets, on the same shards, GPU, seed and training wall-clock.
 
     python records/bench.py --peer ../shared/peers/parameter-golf/baseline_train_gpt.py \
         --ours baseline --ours record --protocol wall --seconds 150 --data-dir D --tokenizer T
@@ -478,7 +478,8 @@ def run_eval_rows(args, bench: Bench) -> list[dict]:
 
 # ============================================================================ main
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="records/bench.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="records/bench.py", description=__doc__.rsplit("\n\n", 1)[0],
+                                epilog="protocols:\n" + "\n".join(f"  {k}: {v}" for k, v in PROTOCOLS.items()),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peer", dest="rows", action="append", type=lambda s: ("peer", s), default=[],
                    metavar="[LABEL=]SCRIPT[:ENV=V,...]", help="a challenge-style script configured by environment variables")
