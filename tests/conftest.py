@@ -1,0 +1,46 @@
+"""Shared test set-up: the repo root on sys.path (so `import eval_ngram`, `from data import export` work),
+the sp1024 tokenizer when this machine has it, and tiny shard folders made from data/sample with
+data/export.py, built once per session for every test that needs real shards."""
+import os
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+SAMPLE_TRAIN = os.path.join(REPO_ROOT, "data", "sample", "gutenberg3_train.txt.xz")
+SAMPLE_VAL = os.path.join(REPO_ROOT, "data", "sample", "gutenberg3_val.txt.xz")
+SP1024_MODELS = [os.path.join(REPO_ROOT, "..", "shared", "data", "tokenizers", "fineweb_1024_bpe.model"),
+                 os.path.join(REPO_ROOT, "data", "tokenizers", "fineweb_1024_bpe.model")]
+TINY_BYTES = 200_000  # text per sample file: ~85k sp1024 train tokens, exported in well under a second
+
+
+@pytest.fixture(scope="session")
+def sp1024_model() -> str:
+    """Path of the sp1024 sentencepiece model; the test is skipped on a machine without one."""
+    for path in SP1024_MODELS:
+        if os.path.isfile(path):
+            return path
+    pytest.skip("no sp1024 tokenizer in ../shared/data/tokenizers/ or data/tokenizers/; "
+                "fetch it with python data/fineweb.py --train-shards 0")
+
+
+def export_sample(out_dir: str, tokenizer_spec: str) -> str:
+    from data import export
+    tokenizer = export.load_tokenizer(tokenizer_spec, threads=2)
+    export.export([SAMPLE_TRAIN], out_dir, tokenizer, val_files=[SAMPLE_VAL], max_bytes=TINY_BYTES,
+                  log=lambda line: None)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def sp1024_shards(tmp_path_factory, sp1024_model) -> str:
+    """A folder with fineweb_train_000000.bin / fineweb_val_000000.bin of sp1024 tokens (vocab 1024, BOS 1)."""
+    return export_sample(str(tmp_path_factory.mktemp("sp1024_shards")), sp1024_model)
+
+
+@pytest.fixture(scope="session")
+def byte_shards(tmp_path_factory) -> str:
+    """The same text as byte-level shards (vocab 256, BOS 0); needs no tokenizer file."""
+    return export_sample(str(tmp_path_factory.mktemp("byte_shards")), "bytes")
