@@ -758,6 +758,67 @@ def sample_text(model, prompt: str, tokenizer: str, **options) -> str:
     return full[len(head):] if full.startswith(head) else full  # decoded whole, so a split character stays whole
 
 
+# ---------------------------------------------------------------- test-time training (score-first)
+class ScoreFirstTTT:
+    """A learner for evaluate(): after each chunk of validation targets has been scored, the model's LoRA adapters
+    take `steps` Adam steps on that chunk, so no token is ever scored by a model that has trained on it.
+
+    A model without adapters (the record preset) first gets rank-`lora_rank` LoRA on every Linear of its blocks, from a
+    fixed seed so every rank starts alike; B starts at zero, so scores are unchanged until the first step. A chunk's
+    targets are cut into sequences of at most seq_len, each read with up to seq_len tokens of (already scored) context;
+    rank r takes sequences r, r + N, ... and the gradients are summed over ranks before each step, so all ranks hold
+    the same adapters. evaluate() runs under no_grad; the update turns gradients back on for itself.
+    """
+
+    def __init__(self, model, tokens: torch.Tensor, *, seq_len: int, steps: int, lr: float, lora_rank: int = 8,
+                 batch_seqs: int = 8, rank: int = 0, world: int = 1, device="cpu"):
+        import train_gpt
+        if not train_gpt.lora_parameters(model):
+            generator = torch.Generator().manual_seed(0)
+            for module in model.blocks.modules():
+                if isinstance(module, train_gpt.Linear):
+                    module.add_lora(lora_rank, generator)
+        self.params = train_gpt.lora_parameters(model)
+        model.requires_grad_(False)
+        for p in self.params:
+            p.requires_grad_(True)
+            p.grad = torch.zeros_like(p)  # a rank with no sequence in a chunk still joins the all-reduce
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, betas=(0.9, 0.95))
+        self.model, self.tokens, self.seq_len, self.steps, self.batch_seqs = model, tokens.to(device), seq_len, steps, batch_seqs
+        self.rank, self.world, self.device, self.seconds = rank, world, torch.device(device), 0.0
+
+    def chunk_loss(self, pieces: list[tuple[int, int]], total: int) -> None:
+        """Backpropagate the summed NLL of targets tokens[s:e] of each piece, divided by the chunk's target count."""
+        length = min(self.seq_len, pieces[0][1] - 1)  # every piece of a batch has this much context
+        ends = torch.tensor([e for _, e in pieces], device=self.device)
+        grid = self.tokens[ends[:, None] - length - 1 + torch.arange(length + 1, device=self.device)]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits, _ = self.model.forward_logits(grid[:, :-1])
+        nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), grid[:, 1:].flatten(), reduction="none")
+        positions = ends[:, None] - length + torch.arange(length, device=self.device)
+        new = positions >= torch.tensor([s for s, _ in pieces], device=self.device)[:, None]
+        ((nll.view_as(positions) * new).sum() / total).backward()
+
+    def observe(self, start: int, end: int) -> None:
+        started = time.perf_counter()
+        pieces = [(s, min(s + self.seq_len, end)) for s in range(start, end, self.seq_len)][self.rank::self.world]
+        by_context = {}
+        for s, e in pieces:
+            by_context.setdefault(min(self.seq_len, e - 1), []).append((s, e))
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                self.optimizer.zero_grad(set_to_none=False)
+                for group in by_context.values():
+                    for b in range(0, len(group), self.batch_seqs):
+                        self.chunk_loss(group[b:b + self.batch_seqs], end - start)
+                if self.world > 1:
+                    flat = torch.cat([p.grad.flatten() for p in self.params])
+                    torch.distributed.all_reduce(flat)
+                    torch._foreach_copy_([p.grad for p in self.params], list(flat.split([p.numel() for p in self.params])))
+                self.optimizer.step()
+        self.seconds += time.perf_counter() - started
+
+
 # ---------------------------------------------------------------- command line
 def load_artifact(path: str):
     """(model, meta, tables) from an artifact file; the model class comes from train_gpt.py beside this file."""
@@ -775,8 +836,10 @@ def load_artifact(path: str):
 
 def score(model, val_tokens: torch.Tensor, tables, *, seq_len: int, stride: int, ngram_order: int = 0,
           artifact_tables: dict | None = None, audit: int = 0, batch_windows: int = 32, rank: int = 0,
-          world: int = 1, device="cpu", log=None) -> dict:
-    """Evaluate a model (neural alone, or mixed with the score-first n-gram cache) on validation tokens."""
+          world: int = 1, device="cpu", log=None, chunk_tokens: int = 65536, ttt_steps: int = 0, ttt_lr: float = 1e-3,
+          ttt_rank: int = 8) -> dict:
+    """Evaluate a model (neural alone, or mixed with the score-first n-gram cache, with or without score-first
+    test-time training of its adapters) on validation tokens."""
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
 
     def forward_logits(x):
@@ -788,8 +851,16 @@ def score(model, val_tokens: torch.Tensor, tables, *, seq_len: int, stride: int,
         blob = (artifact_tables or {}).get("ngram")
         prior = NGramCounts.from_bytes(blob, device) if blob else None
         mixer = NGramMixer(val_tokens.to(device), ngram_order, model.cfg.vocab_size, device, prior=prior)
-    return evaluate(forward_logits, val_tokens, tables, seq_len, stride, batch_windows=batch_windows, mixer=mixer,
-                    audit=audit, rank=rank, world=world, device=device, log=log)
+    ttt = [ScoreFirstTTT(model, val_tokens, seq_len=seq_len, steps=ttt_steps, lr=ttt_lr, lora_rank=ttt_rank,
+                           rank=rank, world=world, device=device)] if ttt_steps > 0 else []
+    result = evaluate(forward_logits, val_tokens, tables, seq_len, stride, batch_windows=batch_windows, mixer=mixer,
+                      chunk_tokens=chunk_tokens, learners=ttt, audit=audit, rank=rank, world=world, device=device, log=log)
+    if ttt:
+        result["ttt_time_s"] = ttt[0].seconds
+        if log:
+            log(f"ttt steps={ttt_steps} lr={ttt_lr} adapter_params={sum(p.numel() for p in ttt[0].params)} "
+                f"seconds={ttt[0].seconds:.1f} of eval_time_s={result['eval_time_s']:.1f}")
+    return result
 
 
 def main(argv: list[str]) -> int:
@@ -806,6 +877,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-tokens", type=int, default=0, help="score only the first N validation tokens")
     parser.add_argument("--batch-windows", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--ttt-steps", type=int, help="score-first test-time training steps per chunk (default: the "
+                        "artifact's ttt_steps; 0 = off)")
+    parser.add_argument("--ttt-lr", type=float, help="test-time training Adam learning rate (default: the artifact's)")
+    parser.add_argument("--ttt-rank", type=int, help="LoRA rank added for test-time training when the model has none")
     parser.add_argument("--generate", metavar="PROMPT", help="print the model's continuation of PROMPT instead of scoring")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -834,7 +909,10 @@ def main(argv: list[str]) -> int:
     result = score(model.to(device).eval(), val_tokens, byte_tables(args.tokenizer or cfg["tokenizer"], cfg["vocab_size"]),
                    seq_len=cfg["seq_len"], stride=args.stride or cfg["eval_stride"], ngram_order=order,
                    artifact_tables=artifact_tables, audit=args.audit, batch_windows=args.batch_windows,
-                   rank=rank, world=world, device=device)
+                   rank=rank, world=world, device=device,
+                   chunk_tokens=cfg.get("eval_chunk_tokens", 65536),
+                   ttt_steps=cfg.get("ttt_steps", 0) if args.ttt_steps is None else args.ttt_steps,
+                   ttt_lr=args.ttt_lr or cfg.get("ttt_lr", 1e-3), ttt_rank=args.ttt_rank or cfg.get("ttt_rank", 8))
     code_bytes = sum(os.path.getsize(p) for p in CODE_FILES)
     if rank == 0:
         if args.audit:

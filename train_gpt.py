@@ -8,12 +8,16 @@ Read top to bottom: config, data, model, optimizers, training loop, record folde
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import difflib
+import glob
+import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import sys
 import time
@@ -66,6 +70,8 @@ class Config:
     overtone_init: bool = opt(True, "power-law singular spectrum for the embedding init")
     logit_softcap: float = opt(30.0, "soft cap on logits: c * tanh(logits / c)")
     tied_embed_init_std: float = opt(0.005, "std of the tied embedding at init")
+    random_bases: str = opt("", "Linears frozen to seed-regenerated orthogonal bases, by module name (e.g. mlp,attn; '' = none)")
+    lora_rank: int = opt(64, "rank of the trained LoRA adapter on each frozen basis (with a trained per-row scale)")
     # optimizers
     matrix_lr: float = opt(0.025, "Muon learning rate for block matrices")
     scalar_lr: float = opt(0.025, "AdamW learning rate for gains, scales and gates")
@@ -91,20 +97,59 @@ class Config:
     compile: str = opt("auto", "torch.compile: auto (on for CUDA) | on | off")
     compile_warmup_steps: int = opt(10, "untimed steps to compile before the clock starts (state is restored)")
     log_every: int = opt(50, "steps between progress lines")
+    checkpoint_every_s: float = opt(0.0, "training seconds between rolling checkpoints (0 = off; a halt still leaves one)")
+    checkpoint_dir: str = opt("", "folder of checkpoint_{current,prev,prev2}.pt (default: the run's record folder)")
+    resume: str = opt("", "'' = fresh | auto = newest readable checkpoint of this run, fresh if none | PATH = that file")
     # artifact and evaluation
-    quant_bits: int = opt(6, "bits per weight for block matrices in the artifact (stored as int8 + LZMA)")
+    quant_bits: int = opt(6, "bits per weight for attention matrices in the artifact (stored as int8 + LZMA)")
+    mlp_quant_bits: int = opt(5, "bits per weight for MLP matrices in the artifact")
+    quant_fit: bool = opt(True, "if over the byte cap, lower block-matrix bits one at a time (>= 4) until it fits")
     embed_quant_bits: int = opt(8, "bits per weight for the embedding tables")
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
     eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
     ngram_order: int = opt(0, "n-gram mixture order at evaluation (0 = neural only)")
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
+    lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8 + LZMA)")
+    eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
+    ttt_steps: int = opt(0, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
+    ttt_lr: float = opt(1e-3, "test-time training Adam learning rate")
+    ttt_rank: int = opt(8, "LoRA rank added to every block Linear for test-time training when the model has no adapters")
     # records
     run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
     track: str = opt("track_10min_16mb", "records/<track>/ folder")
     records_dir: str = opt("records", "where record folders are written")
     author: str = opt("parameter-golf toolkit", "submission.json author")
     github_id: str = opt("", "submission.json github_id")
+    # embedded critics and wake/sleep self-training (EGT)
+    egt_mode: str = opt("off", "off | interleaved (a wake/sleep phase every egt_every steps) | final (last egt_final_frac of the budget)")
+    egt_every: int = opt(500, "training steps between wake/sleep phases when interleaved")
+    egt_final_frac: float = opt(0.1, "fraction of the budget given to the final wake/sleep phase")
+    egt_critic_every: int = opt(2, "a critic reads every k-th block's output (k-1, 2k-1, ...)")
+    egt_critic_hidden: int = opt(128, "critic MLP hidden width")
+    egt_pool: int = opt(8, "tokens per pooling window of the critics")
+    egt_lora_rank: int = opt(8, "rank of the generator's LoRA adapters (when the model has none of its own)")
+    egt_prompts: int = opt(32, "prompts per wake phase (per rank)")
+    egt_prompt_len: int = opt(64, "prompt tokens")
+    egt_gen_len: int = opt(16, "sampled continuation tokens")
+    egt_samples: int = opt(4, "samples per prompt (K)")
+    egt_top_p: float = opt(0.9, "nucleus sampling mass")
+    egt_band_low: float = opt(0.3, "prompts are hard when uncertainty (1 - mean pairwise Jaccard of samples) > this")
+    egt_band_high: float = opt(0.6, "... and < this")
+    egt_hard_frac: float = opt(0.6, "hard prompts' share of the kept set (topped up with high-entropy ones)")
+    egt_jaccard_min: float = opt(0.35, "a sample is dropped when its token-Jaccard diversity to a kept sibling is below this")
+    egt_replay_size: int = opt(1024, "prioritized replay capacity (highest priority kept)")
+    egt_batch: int = opt(32, "replay items per sleep step")
+    egt_lr: float = opt(1e-3, "Adam learning rate of the generator's adapters in sleep")
+    egt_critic_lr_mult: float = opt(3.0, "critic learning rate / generator learning rate (two time scales)")
+    egt_critic_steps: int = opt(50, "critic steps per sleep epoch")
+    egt_gen_steps: int = opt(20, "generator steps per sleep epoch")
+    egt_hard_weight: float = opt(1.0, "extra critic loss weight of generated samples with logit near 0: 1 + w * exp(-|logit|)")
+    egt_beta_gan: float = opt(0.3, "generator loss weight of the adversarial term")
+    egt_lambda_fm: float = opt(5.0, "generator loss weight of critic feature matching (real vs generated)")
+    egt_alpha_kl: float = opt(0.7, "generator loss weight of KL(EMA teacher || generator) on real text")
+    egt_verifier: str = opt("exact_match", "reward function for samples (VERIFIERS); its reward enters replay priority")
+    egt_reward_weight: float = opt(1.0, "priority = uncertainty * critic error + this * verifier reward")
 
 
 PRESETS: dict[str, dict] = {
@@ -116,9 +161,14 @@ PRESETS: dict[str, dict] = {
                   eval_max_tokens=32768, track="smoke"),
     "baseline": dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction=1.0, seq_len=1024,
                      train_batch_tokens=524_288, xsa_layers=0, unet_skips=False, smear_gate=False, bigram_buckets=0,
-                     pre_enrich=False, overtone_init=False, ema=False, quant_bits=8, matrix_lr=0.04, scalar_lr=0.04,
+                     pre_enrich=False, overtone_init=False, ema=False, quant_bits=8, mlp_quant_bits=8, matrix_lr=0.04, scalar_lr=0.04,
                      embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_wd=0.0, adam_wd=0.0,
                      grad_clip=0.0, warmdown_frac=0.2),
+    "long": dict(max_wallclock_seconds=4 * 3600.0, iterations=200_000, checkpoint_every_s=900.0, resume="auto",
+                 track="long"),  # hours on one (preemptible) GPU: rerunning the same command continues the run
+    "random_bases": dict(random_bases="mlp,attn", lora_rank=64, num_layers=16),
+    "egt": dict(egt_mode="interleaved"),  # record + the wake/sleep loop; off in record until measured
+    "bytes": dict(vocab_size=256, tokenizer="bytes", data_dir="data/local/sample_bytes", track="bytes"),
 }
 
 
@@ -217,19 +267,32 @@ class Linear(nn.Linear):
 
     add_lora(r) attaches a low-rank adapter (B @ A, B zero-initialised so the output is unchanged at first);
     lora_parameters(model) lists every adapter parameter, for training, test-time training or packing.
+    freeze_to_basis(seed) makes the weight a frozen random basis (see "random bases" below) times a trained row scale.
     """
 
     def __init__(self, fan_in: int, fan_out: int, zero_init: bool = False):
         super().__init__(fan_in, fan_out, bias=False)
         nn.init.zeros_(self.weight) if zero_init else nn.init.normal_(self.weight, std=fan_in ** -0.5)
-        self.lora_a = self.lora_b = None
+        self.zero_init, self.lora_a, self.lora_b, self.row_scale = zero_init, None, None, None
 
-    def add_lora(self, rank: int) -> None:
-        self.lora_a = nn.Parameter(torch.randn(rank, self.in_features, device=self.weight.device) * self.in_features ** -0.5)
+    def add_lora(self, rank: int, generator: torch.Generator | None = None) -> None:
+        a = torch.randn(rank, self.in_features, generator=generator) * self.in_features ** -0.5  # CPU: same on every device
+        self.lora_a = nn.Parameter(a.to(self.weight.device))
         self.lora_b = nn.Parameter(torch.zeros(self.out_features, rank, device=self.weight.device))
+
+    def freeze_to_basis(self, seed: int) -> None:
+        """The weight becomes a non-persistent buffer (never packed) regenerated from `seed`; a trained per-row scale
+        starts at 0 for zero-init layers (the block starts as the identity), else at the default init's output gain."""
+        basis = semi_orthogonal(self.out_features, self.in_features, seed).to(self.weight.device)
+        del self.weight
+        self.register_buffer("weight", basis, persistent=False)
+        gain = 0.0 if self.zero_init else max(1.0, self.out_features / self.in_features) ** 0.5
+        self.row_scale = nn.Parameter(torch.full((self.out_features,), gain, device=basis.device))
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.linear(x, self.weight.to(x.dtype))
+        if self.row_scale is not None:  # on the activations: a scaled weight would need the full weight gradient
+            y = y * self.row_scale.to(x.dtype)
         if self.lora_a is not None:
             y = y + F.linear(F.linear(x, self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype))
         return y
@@ -237,6 +300,52 @@ class Linear(nn.Linear):
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for n, p in model.named_parameters() if n.endswith(("lora_a", "lora_b"))]
+
+
+# ---- random bases: frozen orthogonal matrices regenerated from 8-byte seeds, never stored in the artifact
+def splitmix64(seed: int, n: int) -> np.ndarray:
+    """n pseudo-random 64-bit words from `seed` by plain integer arithmetic: the same on every machine and library
+    version (torch's and numpy's generators promise no stable stream across versions)."""
+    z = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed % 2**64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def basis_seed(seed: int, name: str) -> int:
+    """A matrix's 63-bit (8-byte) basis seed, derived from the run seed and the module name."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
+
+
+def semi_orthogonal(rows: int, cols: int, seed: int) -> Tensor:
+    """A random rows x cols matrix with orthonormal rows (rows <= cols) or columns, bit-identical everywhere.
+
+    With n = max(rows, cols) and b the largest power of two dividing n (b >= 16), it is the first min(rows, cols)
+    columns of the n x n orthogonal matrix prod_r (I_{n/b} (x) H_b) P_r D_r / b^(rounds/2): random signs D, random
+    permutations P (which mix the n/b Hadamard blocks) and unnormalized Walsh-Hadamard butterflies H. Until the one
+    final scaling every value is an integer below 2^53 held in float64, so each step is exact whatever the order of
+    operations, thread count, BLAS or device; the scaling and the cast to fp32 are single correctly-rounded operations.
+    """
+    n, m = max(rows, cols), min(rows, cols)
+    block = min(n & -n, 1 << 13)
+    bits = block.bit_length() - 1
+    rounds = max(3, -(-(n.bit_length() - 1) // bits) + 1)  # enough rounds that every output mixes every input
+    if block < 16 or bits * rounds > 52:
+        raise ConfigError(f"random_bases: a {rows}x{cols} matrix needs dimensions divisible by 16 (and at most 8192 wide)")
+    x = np.eye(n, m)  # numpy, not torch: single-threaded, so it stays fast on a busy CPU
+    for r in range(rounds):
+        words = splitmix64(seed * 2 * rounds + 2 * r, n), splitmix64(seed * 2 * rounds + 2 * r + 1, n)
+        signs = 1.0 - 2.0 * (words[0] >> np.uint64(63)).astype(np.float64)
+        x = (signs[:, None] * x)[np.argsort(words[1], kind="stable")]
+        h = 1
+        while h < block:  # in-place butterflies (a, b) -> (a + b, a - b) on every block of b rows
+            a, b = x.reshape(n // (2 * h), 2, h, m).transpose(1, 0, 2, 3)
+            total = a + b
+            np.subtract(a, b, out=b)
+            a[...] = total
+            h *= 2
+    x = x * 2.0 ** -(bits * rounds // 2) * (math.sqrt(0.5) if bits * rounds % 2 else 1.0)
+    return torch.from_numpy(x if rows >= cols else x.T).float().contiguous()
 
 
 class Rotary(nn.Module):
@@ -376,7 +485,7 @@ def overtone_embedding(vocab: int, dim: int, std: float, generator: torch.Genera
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, basis_seeds: dict[str, int] | None = None):
         super().__init__()
         self.cfg = cfg
         if cfg.model_dim % cfg.num_heads or cfg.num_heads % cfg.num_kv_heads:
@@ -395,8 +504,28 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, xsa=i >= first_xsa) for i in range(cfg.num_layers))
         self.encoder_layers = cfg.num_layers // 2
         self.skip_weights = nn.Parameter(torch.ones(cfg.num_layers - self.encoder_layers, cfg.model_dim)) if cfg.unet_skips else None
+        self.basis_seeds = self.freeze_random_bases(cfg, basis_seeds or {})  # also sets basis_seconds
 
-    def hidden(self, idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def freeze_random_bases(self, cfg: Config, seeds: dict[str, int]) -> dict[str, int]:
+        """Freeze every Linear with a module-path component in cfg.random_bases (e.g. "mlp,attn") to a random basis
+        with a rank-lora_rank adapter; returns {module name: basis seed} (given seeds win over derived ones)."""
+        wanted = {k.strip() for k in cfg.random_bases.split(",") if k.strip()}
+        linears = {n: m for n, m in self.named_modules() if isinstance(m, Linear)}
+        unknown = wanted - {part for n in linears for part in n.split(".")}
+        if unknown:
+            raise ConfigError(f"random_bases: {sorted(unknown)} name no Linear; use module names such as attn, mlp, fc, q")
+        started, chosen = time.perf_counter(), {}
+        for name, linear in linears.items():
+            if wanted & set(name.split(".")):
+                chosen[name] = seeds.get(name, basis_seed(cfg.seed, name))
+                linear.freeze_to_basis(chosen[name])
+                if cfg.lora_rank:
+                    linear.add_lora(cfg.lora_rank, torch.Generator().manual_seed(chosen[name]))
+        self.basis_seconds = time.perf_counter() - started
+        return chosen
+
+    def hidden(self, idx: Tensor, collect: list | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Final hidden states; with a `collect` list, also appends every block's output in execution order."""
         x = self.tok_emb(idx)
         if self.bigram is not None:
             x = x + self.bigram(idx)
@@ -418,10 +547,14 @@ class GPT(nn.Module):
             for block in blocks:
                 x = block(x, x0)
                 skips.append(x)
+                if collect is not None:
+                    collect.append(x)
         for i, block in enumerate(self.blocks[self.encoder_layers:]):
             if self.skip_weights is not None and skips:
                 x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
             x = block(x, x0)
+            if collect is not None:
+                collect.append(x)
         return rms_norm(x), aux
 
     def logits(self, h: Tensor) -> Tensor:
@@ -444,10 +577,12 @@ def matmul_params(model: GPT) -> int:
 
 
 def flops_per_token(model: GPT, seq_len: int) -> float:
-    """Training FLOPs per token: 6 per matmul parameter plus causal attention scores and values."""
+    """Training FLOPs per token: 6 per matmul parameter (4 per frozen basis weight: no weight gradient) plus causal
+    attention scores and values."""
     cfg = model.cfg
     layers = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
-    return 6 * matmul_params(model) + 6 * layers * seq_len * cfg.model_dim
+    frozen = sum(model.get_submodule(name).weight.numel() for name in model.basis_seeds)
+    return 6 * matmul_params(model) + 4 * frozen + 6 * layers * seq_len * cfg.model_dim
 
 
 # ============================================================================ optimizers
@@ -540,6 +675,238 @@ class EMA:
             p.copy_(e)
 
 
+# ============================================================================ embedded critics and wake/sleep (EGT)
+# Small MLP critics read the hidden states of intermediate blocks and learn "real vs generated" text. Wake: sample
+# continuations, keep the informative ones in a prioritized replay buffer. Sleep: train the critics against them and
+# the generator's LoRA adapters against the critics (base weights frozen), with the EMA teacher as an anchor.
+def exact_match_reward(samples: Tensor, real: Tensor) -> Tensor:
+    """Default verifier: the exactly matching prefix of the continuation as a fraction (1.0 = identical to the real one)."""
+    return (samples == real).long().cumprod(-1).float().mean(-1)
+
+
+VERIFIERS = {"exact_match": exact_match_reward}  # name -> fn(samples [n, G], real [n, G]) -> reward [n]
+
+
+def jaccard_similarity(samples: Tensor, vocab: int) -> Tensor:
+    """[N, K, G] token samples -> [N, K, K] Jaccard similarity of their token sets."""
+    present = torch.zeros(*samples.shape[:2], vocab, device=samples.device).scatter_(2, samples, 1.0)
+    inter, size = present @ present.transpose(1, 2), present.sum(-1)
+    return inter / (size[:, :, None] + size[:, None, :] - inter)
+
+
+def diverse_samples(similarity: Tensor, min_diversity: float) -> Tensor:
+    """[N, K] mask: sample j survives when its diversity (1 - Jaccard) to every earlier survivor is >= min_diversity."""
+    keep = torch.ones(similarity.shape[:2], dtype=torch.bool, device=similarity.device)
+    for j in range(1, similarity.size(1)):
+        keep[:, j] = ~((1 - similarity[:, j, :j] < min_diversity) & keep[:, :j]).any(-1)
+    return keep
+
+
+def select_prompts(uncertainty: Tensor, entropy: Tensor, band: tuple[float, float], hard_frac: float) -> Tensor:
+    """Indices of the prompts inside the uncertainty band, topped up with the highest-entropy others to hard_frac."""
+    inside = (uncertainty > band[0]) & (uncertainty < band[1])
+    hard, rest = inside.nonzero().squeeze(1), (~inside).nonzero().squeeze(1)
+    extra = min(rest.numel(), round(hard.numel() * (1 - hard_frac) / hard_frac))
+    return torch.cat([hard, rest[entropy[rest].argsort(descending=True)[:extra]]])
+
+
+def kl_to_teacher(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Mean per-token KL(teacher || student)."""
+    return F.kl_div(student_logits.float().log_softmax(-1), teacher_logits.float().log_softmax(-1),
+                    log_target=True, reduction="none").sum(-1).mean()
+
+
+class ReplayBuffer:
+    """Prioritized replay: keeps the `capacity` highest-priority items and samples them in proportion to priority."""
+
+    def __init__(self, capacity: int, device: torch.device):
+        self.capacity, self.items, self.priority = capacity, {}, torch.zeros(0, device=device)
+
+    def __len__(self) -> int:
+        return self.priority.numel()
+
+    def push(self, items: dict[str, Tensor], priority: Tensor) -> None:
+        items = {k: torch.cat([self.items[k], v]) if self.items else v for k, v in items.items()}
+        priority = torch.cat([self.priority, priority])
+        top = priority.argsort(descending=True, stable=True)[:self.capacity]
+        self.items, self.priority = {k: v[top] for k, v in items.items()}, priority[top]
+
+    def sample(self, n: int) -> tuple[Tensor, dict[str, Tensor]]:
+        index = torch.multinomial(self.priority + 1e-6, n, replacement=True)
+        return index, {k: v[index] for k, v in self.items.items()}
+
+
+class Critics(nn.Module):
+    """One MLP per watched block: its hidden states, mean-pooled over windows of `pool` tokens -> features -> logit."""
+
+    def __init__(self, dim: int, hidden: int, count: int, pool: int):
+        super().__init__()
+        self.pool = pool
+        self.features = nn.ModuleList(nn.Sequential(nn.Linear(dim, hidden), nn.GELU()) for _ in range(count))
+        self.heads = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(count))
+
+    def forward(self, states: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """states: [B, T, D] per watched block -> (logits [critics, B], averaged over windows; features per critic)."""
+        logits, feats = [], []
+        for h, feature, head in zip(states, self.features, self.heads):
+            pooled = F.avg_pool1d(h.float().transpose(1, 2), self.pool, ceil_mode=True).transpose(1, 2)
+            feats.append(feature(pooled))
+            logits.append(head(feats[-1]).squeeze(-1).mean(-1))
+        return torch.stack(logits), feats
+
+
+class EGT:
+    """The wake/sleep loop around a GPT: owns the critics, the replay buffer, the teacher and both optimizers.
+    A model with LoRA of its own (e.g. random bases) trains that; otherwise EGT adds rank egt_lora_rank adapters
+    to every trained block matrix, frozen outside sleep and merged into the weights by finish()."""
+
+    def __init__(self, cfg: Config, model: GPT, rank: int, world: int, device: torch.device, log):
+        if cfg.egt_mode not in ("off", "interleaved", "final") or cfg.egt_verifier not in VERIFIERS:
+            raise ConfigError(f"egt_mode={cfg.egt_mode!r} egt_verifier={cfg.egt_verifier!r}: use off|interleaved|final and {'|'.join(VERIFIERS)}")
+        self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
+        runs = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
+        self.watched = list(range(cfg.egt_critic_every - 1, runs, cfg.egt_critic_every))
+        self.own_lora = not lora_parameters(model)
+        with torch.random.fork_rng(devices=[]):  # adapters and critics are drawn on the CPU: the same on every rank
+            torch.manual_seed(cfg.seed)
+            for m in model.blocks.modules() if self.own_lora else ():
+                if isinstance(m, Linear) and isinstance(m.weight, nn.Parameter):  # merged into it by finish()
+                    m.add_lora(cfg.egt_lora_rank)
+            self.critics = Critics(cfg.model_dim, cfg.egt_critic_hidden, len(self.watched), cfg.egt_pool).to(device)
+        self.lora = lora_parameters(model)
+        self.train_lora(False)
+        self.teacher = copy.deepcopy(model).requires_grad_(False)
+        self.gen_opt = torch.optim.Adam(self.lora, lr=cfg.egt_lr)
+        self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.egt_lr * cfg.egt_critic_lr_mult)
+        self.buffer, self.verifier = ReplayBuffer(cfg.egt_replay_size, device), VERIFIERS[cfg.egt_verifier]
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.history = []
+
+    def train_lora(self, sleeping: bool) -> None:  # our own adapters change only in sleep; shared ones always train
+        for p in self.lora:
+            p.requires_grad_(sleeping or not self.own_lora)
+
+    def states(self, seq: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Watched blocks' hidden states over the continuation (last egt_gen_len tokens), and the final hidden states."""
+        collect = []
+        with self.autocast:
+            h, _ = self.model.hidden(seq, collect)
+        return [collect[i][:, -self.cfg.egt_gen_len:] for i in self.watched], h
+
+    @torch.no_grad()
+    def wake(self, stream: TrainStream) -> dict:
+        """Sample K continuations per prompt, measure them, and push the kept ones into the replay buffer."""
+        cfg, K, G = self.cfg, self.cfg.egt_samples, self.cfg.egt_gen_len
+        x, _ = stream.next_batch(cfg.egt_prompts * (cfg.egt_prompt_len + G), cfg.egt_prompt_len + G, self.rank, self.world, self.device)
+        prompts, real = x[:, :-G], x[:, -G:]
+        seq, entropy = prompts.repeat_interleave(K, 0), 0.0
+        for _ in range(G):  # prompts x K samples together; no KV cache, continuations are short
+            with self.autocast:
+                logits = self.model.logits(self.model.hidden(seq)[0][:, -1]).float()
+            probs, order = logits.softmax(-1).sort(-1, descending=True)
+            entropy = entropy + torch.special.entr(probs).sum(-1) / G
+            probs = probs.masked_fill(probs.cumsum(-1) - probs > cfg.egt_top_p, 0.0)  # top-p: smallest prefix with that mass
+            seq = torch.cat([seq, order.gather(-1, torch.multinomial(probs, 1))], 1)
+        samples = seq[:, -G:].view(-1, K, G)
+        similarity = jaccard_similarity(samples, cfg.vocab_size)
+        uncertainty = 1 - (similarity.sum((1, 2)) - K) / (K * (K - 1))  # 1 - mean pairwise agreement
+        chosen = select_prompts(uncertainty, entropy.view(-1, K).mean(1), (cfg.egt_band_low, cfg.egt_band_high), cfg.egt_hard_frac)
+        real_logit, fake_logit = self.critics(self.states(x)[0])[0].mean(0), self.critics(self.states(seq)[0])[0].mean(0).view(-1, K)
+        p, k = diverse_samples(similarity[chosen], cfg.egt_jaccard_min).nonzero(as_tuple=True)
+        p = chosen[p]
+        items = dict(prompt=prompts[p], fake=samples[p, k], real=real[p], uncertainty=uncertainty[p],
+                     reward=self.verifier(samples[p, k], real[p]))
+        self.buffer.push(items, self.priority(items, fake_logit[p, k]))
+        return dict(critic_acc=((real_logit > 0).float().mean() + (fake_logit < 0).float().mean()).item() / 2,
+                    in_band=((uncertainty > cfg.egt_band_low) & (uncertainty < cfg.egt_band_high)).float().mean().item(),
+                    kept=len(p), reward=self.verifier(samples.flatten(0, 1), real.repeat_interleave(K, 0)).mean().item(),
+                    entropy=entropy.mean().item())
+
+    def priority(self, items: dict[str, Tensor], fake_logit: Tensor) -> Tensor:
+        """uncertainty x critic error (the critic's P(real) for a generated sample) + weighted verifier reward."""
+        return items["uncertainty"] * fake_logit.sigmoid() + self.cfg.egt_reward_weight * items["reward"]
+
+    def update(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: list[Tensor]) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
+        if self.world > 1:  # every rank drew its own prompts; averaged gradients keep all ranks identical
+            for p in params:
+                dist.all_reduce(p.grad.div_(self.world))
+        optimizer.step()
+
+    def critic_step(self, batch: dict[str, Tensor]) -> Tensor:
+        """BCE real vs generated; generated samples the critics are unsure about (logit near 0) weigh more."""
+        with torch.no_grad():
+            real_states, fake_states = (self.states(torch.cat([batch["prompt"], batch[k]], 1))[0] for k in ("real", "fake"))
+        real_logit, fake_logit = self.critics(real_states)[0], self.critics(fake_states)[0]
+        hard = 1 + self.cfg.egt_hard_weight * torch.exp(-fake_logit.detach().abs())
+        self.update(self.critic_opt, F.softplus(-real_logit).mean() + (hard * F.softplus(fake_logit)).mean(),
+                    list(self.critics.parameters()))
+        return fake_logit.detach().mean(0)
+
+    def generator_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """LM loss on real text + beta * adversarial + lambda * feature matching + alpha * KL to the teacher."""
+        cfg, real_seq = self.cfg, torch.cat([batch["prompt"], batch["real"]], 1)
+        real_states, h = self.states(real_seq)
+        fake_logit, fake_feats = self.critics(self.states(torch.cat([batch["prompt"], batch["fake"]], 1))[0])
+        real_feats = self.critics(real_states)[1]
+        with self.autocast:
+            logits = self.model.logits(h[:, :-1])
+            with torch.no_grad():
+                teacher_logits = self.teacher.logits(self.teacher.hidden(real_seq[:, :-1])[0])
+        lm = F.cross_entropy(logits.flatten(0, 1), real_seq[:, 1:].flatten())
+        adversarial = F.softplus(-fake_logit).mean()  # the generator wants its samples judged real
+        matching = sum(F.mse_loss(f.mean((0, 1)), r.detach().mean((0, 1))) for r, f in zip(real_feats, fake_feats)) / len(real_feats)
+        return lm + cfg.egt_beta_gan * adversarial + cfg.egt_lambda_fm * matching + cfg.egt_alpha_kl * kl_to_teacher(logits, teacher_logits)
+
+    def sleep(self, ema: EMA | None) -> None:
+        """One sleep epoch: egt_critic_steps critic and egt_gen_steps generator steps, interleaved evenly."""
+        cfg, C, S = self.cfg, self.cfg.egt_critic_steps, self.cfg.egt_gen_steps
+        ema.copy_to(self.teacher) if ema is not None else self.teacher.load_state_dict(self.model.state_dict())
+        self.train_lora(True)
+        for _, turn in sorted([(i / C, "critic") for i in range(C)] + [(i / S, "generator") for i in range(S)]):
+            index, batch = self.buffer.sample(cfg.egt_batch)
+            if turn == "critic":  # a fresh critic error gives the item a fresh priority
+                self.buffer.priority[index] = self.priority(batch, self.critic_step(batch))
+            else:
+                self.update(self.gen_opt, self.generator_loss(batch), self.lora)
+        self.train_lora(False)
+        if ema is not None:  # the adapters' EMA follows sleep exactly, so the packed EMA keeps what sleep learned
+            lora = {id(p) for p in self.lora}
+            for p, e in zip(self.model.parameters(), ema.params):
+                if id(p) in lora:
+                    e.copy_(p.detach())
+
+    def phase(self, stream: TrainStream, ema: EMA | None, step: int) -> None:
+        started = time.perf_counter()
+        stats = dict(step=step, **self.wake(stream))
+        if all_reduce_max(-len(self.buffer), self.world, self.device) < 0:  # every rank has something to replay
+            self.sleep(ema)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        stats.update(buffer=len(self.buffer), sleep_ms=1000 * (time.perf_counter() - started))
+        self.history.append(stats)
+        self.log("egt " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
+
+    def final_phase(self, stream: TrainStream, ema: EMA | None, step: int, t0: float, main_share: float) -> None:
+        """After the main steps: the model becomes its EMA, then phases run until egt_final_frac of the budget is spent."""
+        if ema is not None:
+            ema.copy_to(self.model)
+        deadline = all_reduce_max(time.perf_counter() - t0, self.world, self.device) / main_share
+        self.phase(stream, ema, step)
+        while all_reduce_max(time.perf_counter() - t0, self.world, self.device) < deadline:
+            self.phase(stream, ema, step)
+
+    @torch.no_grad()
+    def finish(self) -> dict:
+        """Merge our own adapters into the weights (the artifact stays a plain GPT); return the loop's facts."""
+        for m in self.model.modules() if self.own_lora else ():
+            if isinstance(m, Linear) and m.lora_a is not None:
+                m.weight += m.lora_b @ m.lora_a
+                m.lora_a = m.lora_b = None
+        return {"mode": self.cfg.egt_mode, "phases": len(self.history), "seconds": sum(h["sleep_ms"] for h in self.history) / 1000, "history": self.history}
+
+
 # ============================================================================ training loop
 class Logger:
     """Prints on rank 0 and appends every line to the run's log file as it happens (nothing is lost on a crash)."""
@@ -586,13 +953,89 @@ def all_reduce_max(value: float, world: int, device) -> float:
     return t.item()
 
 
-def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: int, device) -> dict:
+# ============================================================================ rolling checkpoints
+def checkpoint_paths(folder: str, rank: int) -> list[str]:
+    """current, prev, prev2: newest first; each rank has its own, as Muon momentum and RNG streams differ by rank."""
+    return [os.path.join(folder, f"checkpoint_{n}{f'.rank{rank}' if rank else ''}.pt") for n in ("current", "prev", "prev2")]
+
+
+def rng_states() -> dict:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
+            "numpy": [torch.from_numpy(keys.view(np.uint8).copy()), pos, has_gauss, gauss], "python": random.getstate()}
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(states["cuda"])
+    keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().view(np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+
+
+def save_checkpoint(folder: str, state: dict, rank: int, log) -> str:
+    """Write to a temp file, then rotate current -> prev -> prev2 and rename the temp file to current; each
+    step is an atomic rename, so a kill at any moment leaves every existing checkpoint whole."""
+    started = time.perf_counter()
+    os.makedirs(folder, exist_ok=True)
+    paths = checkpoint_paths(folder, rank)
+    torch.save(state, paths[0] + ".tmp")  # no fsync: after a machine crash, a torn current falls back to prev
+    for newer, older in zip(paths[1::-1], paths[:0:-1]):  # prev -> prev2, then current -> prev
+        if os.path.exists(newer):
+            os.replace(newer, older)
+    os.replace(paths[0] + ".tmp", paths[0])
+    log(f"checkpoint saved path={paths[0]} bytes={os.path.getsize(paths[0])} seconds={time.perf_counter() - started:.2f}")
+    return paths[0]
+
+
+def load_checkpoint(cfg: Config, folder: str, rank: int, log) -> dict | None:
+    """resume=PATH loads that file; resume=auto the newest of current/prev/prev2 that reads back whole (None if none)."""
+    paths = checkpoint_paths(folder, rank) if cfg.resume == "auto" else [
+        cfg.resume if rank == 0 else cfg.resume.removesuffix(".pt") + f".rank{rank}.pt"]
+    for path in filter(os.path.exists, paths):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True) | {"path": path}
+        except Exception as error:  # truncated or corrupt (any unpickling or zip error)
+            log(f"warning: checkpoint {path} is unreadable ({type(error).__name__}); trying the previous one")
+    if cfg.resume != "auto":
+        raise eval_ngram.DataError(f"resume={cfg.resume}: no readable checkpoint there; pass a checkpoint_*.pt or resume=auto")
+    return None
+
+
+def restore_checkpoint(state: dict, cfg: Config, model: GPT, ema, optimizers, stream: TrainStream, log) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ConfigError(f"checkpoint {state['path']} does not fit this model ({str(error).splitlines()[0]}); "
+                          "resume with the config it was made with") from None
+    for opt_, saved in zip(optimizers, state["optimizers"]):
+        opt_.load_state_dict(saved)
+    if ema is not None and state["ema"] is not None:
+        torch._foreach_copy_(ema.params, [t.to(p.device) for p, t in zip(ema.params, state["ema"])])
+        ema.updates = state["ema_updates"]
+    stream.restore(state["stream"])
+    set_rng_states(state["rng"])
+
+
+def resumable_folder(cfg: Config, preset: str) -> str | None:
+    """The unfinished record folder of this run name (no submission.json) with the newest checkpoint."""
+    base = os.path.join(cfg.records_dir, cfg.track, f"????-??-??_{cfg.run_name or f'{preset}_seed{cfg.seed}'}")
+    found = [p for p in glob.glob(f"{base}/checkpoint_*.pt") + glob.glob(f"{base}_[0-9]*/checkpoint_*.pt")
+             if not os.path.exists(os.path.join(os.path.dirname(p), "submission.json"))]
+    return os.path.dirname(max(found, key=os.path.getmtime)) if found else None
+
+
+def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: int, device, checkpoint_dir: str = "") -> dict:
     """Train until the wall-clock budget or the step limit; returns timing facts for the record."""
+    egt = EGT(cfg, model, rank, world, device, log) if cfg.egt_mode != "off" else None  # adds LoRA: before compile
+    main_share = 1 - cfg.egt_final_frac if cfg.egt_mode == "final" else 1.0  # the main steps' share of the budget
     accum = accumulation_steps(cfg, world)
     micro_tokens = cfg.train_batch_tokens // (world * accum)
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     fwd = torch.compile(model) if use_compile else model
-    ddp = nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else fwd
+    ddp = nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None,
+                                              broadcast_buffers=False) if world > 1 else fwd  # buffers are regenerated
     optimizers = build_optimizers(model, cfg, rank, world)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -636,23 +1079,57 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     flops_token = flops_per_token(model, cfg.seq_len)
     peak_flops = 989e12 * world if device.type == "cuda" else 0.0  # H100/H200 dense bf16
     losses, step, train_time, last_log_time, last_log_step = [], 0, 0.0, 0.0, 0
+    # ---- rolling checkpoints (with a checkpoint_dir): resume, save every checkpoint_every_s of training, leave one on a halt
+    resumed = load_checkpoint(cfg, checkpoint_dir, rank, log) if cfg.resume else None
+    resumed_step = resumed["step"] if resumed else -1
+    if world > 1 and all_reduce_max(resumed_step, world, device) != -all_reduce_max(-resumed_step, world, device):
+        raise eval_ngram.DataError("ranks found checkpoints of different steps; pass resume=PATH of one they all have")
+    if resumed:
+        restore_checkpoint(resumed, cfg, model, ema, optimizers, stream, log)
+        losses, step, train_time = resumed["losses"], resumed["step"], resumed["train_time_s"]
+        last_log_time, last_log_step = train_time, step
+        log(f"resumed path={resumed['path']} step={step} train_time_s={train_time:.1f}")
+    last_good, saved_step, saved_at = resumed and resumed["path"], step, train_time
+
+    def checkpoint(stream_state: dict) -> str:
+        return save_checkpoint(checkpoint_dir, {
+            "model": model.state_dict(), "ema": ema.params if ema else None, "ema_updates": ema.updates if ema else 0,
+            "optimizers": [o.state_dict() for o in optimizers], "stream": stream_state, "rng": rng_states(), "step": step,
+            "train_time_s": time.perf_counter() - t0, "losses": losses, "config": dataclasses.asdict(cfg)}, rank, log)
+
+    def halt(error: Exception, stream_state: dict):
+        path = last_good or (checkpoint(stream_state) if checkpoint_dir else None)
+        raise type(error)(f"{error}; training halted at step {step}" + (f", checkpoint {path}" if path else "")) from error
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - train_time
     while True:
         elapsed = all_reduce_max(time.perf_counter() - t0, world, device)
-        progress = max(step / cfg.iterations, elapsed / cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else 0.0)
+        progress = max(step / cfg.iterations, elapsed / cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else 0.0) / main_share
+        if checkpoint_dir and cfg.checkpoint_every_s > 0 and step != saved_step and (
+                progress >= 1.0 or elapsed - saved_at >= cfg.checkpoint_every_s):
+            if not math.isfinite(loss.item()):  # never roll a diverged state over a good checkpoint
+                halt(FloatingPointError(f"train loss became {loss.item()} at step {step}"), stream.state())
+            paused = time.perf_counter()
+            last_good, saved_step, saved_at = checkpoint(stream.state()), step, elapsed
+            t0 += time.perf_counter() - paused  # saving is not training time
         if progress >= 1.0:
             break
-        loss = step_once(step, progress)
+        stream_state = stream.state()  # a halt inside this step saves the data position of its start
+        try:
+            loss = step_once(step, progress)
+        except eval_ngram.DataError as error:
+            halt(error, stream_state)
         if ema is not None:
             ema.update(model)
         step += 1
+        if egt is not None and cfg.egt_mode == "interleaved" and step % cfg.egt_every == 0:
+            egt.phase(stream, ema, step)
         if step % cfg.log_every == 0 or step == 1:
             loss_value = loss.item()  # synchronizes
             if not math.isfinite(loss_value):
-                raise FloatingPointError(f"train loss became {loss_value} at step {step}")
+                halt(FloatingPointError(f"train loss became {loss_value} at step {step}"), stream.state())
             now = time.perf_counter() - t0
             ms = 1000 * (now - last_log_time) / (step - last_log_step)
             tok_s = cfg.train_batch_tokens / (ms / 1000)
@@ -662,6 +1139,8 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
             log(f"step={step} train_loss={loss_value:.4f} tok_s={tok_s:.0f} ms_step={ms:.1f} mfu={mfu} "
                 f"elapsed_s={now:.1f} eta_s={max(0.0, eta):.1f}")
             last_log_time, last_log_step = now, step
+    if egt is not None and cfg.egt_mode == "final":
+        egt.final_phase(stream, ema, step, t0, main_share)
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_time = time.perf_counter() - t0
@@ -672,7 +1151,8 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     if ema is not None:
         ema.copy_to(model)
     return {"steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
-            "mfu": tok_s * flops_token / peak_flops if peak_flops else None, "losses": losses}
+            "mfu": tok_s * flops_token / peak_flops if peak_flops else None, "losses": losses,
+            "egt": egt.finish() if egt is not None else None}
 
 
 # ============================================================================ pack, evaluate, record
@@ -680,21 +1160,52 @@ def quant_plan(model: GPT, cfg: Config) -> dict[str, int]:
     """Bits per packed tensor: block matrices at quant_bits, embedding tables at embed_quant_bits; the rest fp16."""
     plan = {}
     for name, p in model.state_dict().items():
-        if p.ndim == 2 and p.numel() > 65_536:
-            plan[name] = cfg.embed_quant_bits if ("tok_emb" in name or "table" in name) else cfg.quant_bits
+        if name.endswith(("lora_a", "lora_b")):
+            plan[name] = cfg.lora_quant_bits
+        elif p.ndim == 2 and p.numel() > 65_536:
+            plan[name] = (cfg.embed_quant_bits if ("tok_emb" in name or "table" in name) else
+                          cfg.mlp_quant_bits if ".mlp." in name else cfg.quant_bits)
     return plan
+
+
+def basis_sha256(model: GPT) -> str:
+    """Digest of every regenerated basis, so a loading process proves it rebuilt exactly what was trained."""
+    digest = hashlib.sha256()
+    for name in model.basis_seeds:
+        digest.update(model.get_submodule(name).weight.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def artifact_parts(model: GPT, cfg: Config) -> str:
+    """Artifact bytes by part before LZMA, as pack_artifact lays them out (int8 rows + fp16 row scales, else fp16)."""
+    plan, parts = quant_plan(model, cfg), dict.fromkeys(("adapters", "row_scales", "other"), 0)
+    for name, t in model.state_dict().items():
+        part = "adapters" if name.endswith(("lora_a", "lora_b")) else "row_scales" if name.endswith("row_scale") else "other"
+        parts[part] += t.numel() + 2 * t.shape[0] if name in plan else 2 * t.numel()
+    frozen = sum(model.get_submodule(name).weight.numel() for name in model.basis_seeds)
+    return (f"artifact parts raw_bytes: seeds={8 * len(model.basis_seeds)} ({len(model.basis_seeds)} x 8 bytes, "
+            f"{len(json.dumps(model.basis_seeds))} as header JSON) " + " ".join(f"{k}={v}" for k, v in parts.items()) +
+            f" frozen_bases=0 ({frozen:,} weights regenerated at load, not stored)")
 
 
 def pack_model(model: GPT, cfg: Config, train_facts: dict) -> bytes:
     meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.code_sha256(CODE_FILES),
             "train_time_s": train_facts["train_time_s"]}
+    if model.basis_seeds:
+        meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
     return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg))
 
 
 def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
     """Rebuild the model an artifact was packed from (called by eval_ngram.py)."""
     fields = {f.name for f in dataclasses.fields(Config)}
-    model = GPT(Config(**{k: v for k, v in meta["config"].items() if k in fields}))
+    model = GPT(Config(**{k: v for k, v in meta["config"].items() if k in fields}), meta.get("basis_seeds"))
+    if model.basis_seeds:
+        if set(model.basis_seeds) != set(meta.get("basis_seeds", {})) or basis_sha256(model) != meta.get("basis_sha256"):
+            raise eval_ngram.ArtifactError("random bases regenerated here differ from the ones the artifact was trained "
+                                           "with; evaluate it with the code it was made with")
+        print(f"random_bases: {len(model.basis_seeds)} matrices regenerated in {model.basis_seconds:.2f} s on CPU, "
+              "sha256 matches training", file=sys.stderr)
     missing = set(model.state_dict()) - set(state)
     if missing:
         raise eval_ngram.ArtifactError(f"artifact lacks tensors {sorted(missing)[:3]}...; it was made by other code")
@@ -778,9 +1289,12 @@ def main(argv: list[str]) -> int:
         return 0
     rank, world, _, device = setup_distributed(cfg)
     torch.manual_seed(cfg.seed + rank)
-    folder = record_folder(cfg, preset) if rank == 0 else None
-    if rank == 0:
-        os.makedirs(folder)
+    if rank == 0:  # resume=auto continues the unfinished record folder of this run name, if there is one
+        folder = (cfg.resume == "auto" and not cfg.checkpoint_dir and resumable_folder(cfg, preset)) or record_folder(cfg, preset)
+        os.makedirs(folder, exist_ok=True)
+    if world > 1:  # every rank writes its own checkpoint files into the same folder
+        dist.broadcast_object_list(box := [folder if rank == 0 else None])
+        folder = box[0]
     log = Logger(os.path.join(folder, f"train_seed{cfg.seed}.log")) if rank == 0 else (lambda line: None)
     hardware = f"{world}x {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{world}x CPU"
     log(f"preset={preset} world={world} device={hardware} accum={accumulation_steps(cfg, world)} folder={folder}")
@@ -792,20 +1306,32 @@ def main(argv: list[str]) -> int:
         val_tokens = val_tokens[:cfg.eval_max_tokens]
     model = GPT(cfg).to(device)
     log(f"model params={sum(p.numel() for p in model.parameters()):,} flops_per_token={flops_per_token(model, cfg.seq_len):.3e}")
-    facts = train(cfg, model, stream, log, rank, world, device)
+    if model.basis_seeds:
+        log(f"random_bases={cfg.random_bases} matrices={len(model.basis_seeds)} lora_rank={cfg.lora_rank} "
+            f"regen_s={model.basis_seconds:.2f} (CPU, float64 integer arithmetic, bit-identical on every rank)")
+    facts = train(cfg, model, stream, log, rank, world, device, checkpoint_dir=cfg.checkpoint_dir or folder)
 
-    blob = pack_model(model, cfg, facts)
     bytes_code = sum(os.path.getsize(p) for p in CODE_FILES)
+    started = time.perf_counter()
+    blob = pack_model(model, cfg, facts)
+    while cfg.quant_fit and len(blob) + bytes_code > eval_ngram.ARTIFACT_LIMIT and min(cfg.quant_bits, cfg.mlp_quant_bits) > 4:
+        log(f"artifact {len(blob) + bytes_code} bytes is over the cap at attn int{cfg.quant_bits} / mlp "
+            f"int{cfg.mlp_quant_bits}: repacking one bit lower")
+        cfg = dataclasses.replace(cfg, quant_bits=cfg.quant_bits - 1, mlp_quant_bits=cfg.mlp_quant_bits - 1)
+        blob = pack_model(model, cfg, facts)
+    log(f"packed seconds={time.perf_counter() - started:.1f} attn_bits={cfg.quant_bits} mlp_bits={cfg.mlp_quant_bits}")
     if rank == 0:
         with open(os.path.join(folder, "artifact.pgolf"), "wb") as f:
             f.write(blob)
     bytes_total = eval_ngram.check_artifact_size(len(blob), bytes_code)
     log(f"artifact bytes={len(blob)} code_bytes={bytes_code} total={bytes_total} limit={eval_ngram.ARTIFACT_LIMIT}")
+    log(artifact_parts(model, cfg))
     state, meta, artifact_tables = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
     scored = model_from_artifact(state, meta).to(device).eval()
     result = eval_ngram.score(scored, val_tokens, tables, seq_len=cfg.seq_len, stride=cfg.eval_stride,
                               ngram_order=cfg.ngram_order, artifact_tables=artifact_tables, audit=cfg.eval_audit,
-                              batch_windows=cfg.eval_batch_windows, rank=rank, world=world, device=device, log=log)
+                              batch_windows=cfg.eval_batch_windows, rank=rank, world=world, device=device, log=log,
+                              chunk_tokens=cfg.eval_chunk_tokens, ttt_steps=cfg.ttt_steps, ttt_lr=cfg.ttt_lr, ttt_rank=cfg.ttt_rank)
     if cfg.eval_audit:
         log(f"audit positions={result['audit_count']} max_abs_sum_err={result['audit_max_err']:.3e} "
             f"{'PASS' if result['audit_max_err'] <= 1e-6 else 'FAIL'}")

@@ -1,0 +1,108 @@
+"""Score-first test-time training (TTT): a token is never scored by adapters that trained on it, TTT off (or
+attached but not moving) gives exactly the plain score, and it adapts the model to the stream it scores."""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score  # noqa: E402
+from train_gpt import GPT, lora_parameters, resolve_config  # noqa: E402
+
+VOCAB, SEQ, STRIDE, CHUNK = 64, 32, 16, 48
+TABLES = byte_tables("bytes", VOCAB)
+
+
+def tiny_model(preset: str = "record") -> GPT:
+    cfg, _ = resolve_config(preset, [f"vocab_size={VOCAB}", "num_layers=2", "model_dim=32", "num_heads=2",
+                                     "num_kv_heads=1", "bigram_buckets=64", "bigram_dim=16", "enrich_hidden=32",
+                                     f"seq_len={SEQ}", "lora_rank=4", "xsa_layers=1", "tied_embed_init_std=0.3"])
+    torch.manual_seed(0)
+    return GPT(cfg).eval()
+
+
+def repeating_stream(length: int = 400, period: int = 150) -> torch.Tensor:
+    """Random tokens repeating every `period` (> context): only something that learned earlier text can predict it."""
+    pattern = torch.randint(1, VOCAB, (period,), generator=torch.Generator().manual_seed(1))
+    return pattern.repeat(length // period + 1)[:length]
+
+
+class ScoreRecorder:
+    """Stands in for the n-gram mixer in evaluate(): plain cross-entropy, remembered per scored position."""
+
+    def __init__(self, n: int):
+        self.scores = torch.full((n,), float("nan"))
+
+    def nll(self, logits, targets, positions, aux):
+        values = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        self.scores[positions] = values
+        return values
+
+    def observe(self, start, end):
+        pass
+
+
+class PeekingTrainer(ScoreFirstTTT):
+    """A broken learner that also trains on the next chunk, before that chunk is scored."""
+
+    def observe(self, start, end):
+        super().observe(start, min(end + CHUNK, self.tokens.numel()))
+
+
+def per_token_scores(tokens: torch.Tensor, learner_class=ScoreFirstTTT, preset: str = "record") -> torch.Tensor:
+    model = tiny_model(preset)
+    recorder = ScoreRecorder(tokens.numel())
+    learner = learner_class(model, tokens, seq_len=SEQ, steps=2, lr=3e-2, lora_rank=4)
+    evaluate(lambda x: model.forward_logits(x), tokens, TABLES, SEQ, STRIDE, chunk_tokens=CHUNK, mixer=recorder,
+             learners=[learner])
+    return recorder.scores
+
+
+def changed_at(tokens: torch.Tensor, j: int) -> torch.Tensor:
+    other = tokens.clone()
+    other[j] = (other[j] + 1) % VOCAB
+    return other
+
+
+def test_changing_a_future_token_never_changes_an_earlier_score():
+    tokens = repeating_stream()
+    for preset in ("record", "random_bases"):  # TTT adds its own LoRA; TTT trains the model's own adapters
+        base = per_token_scores(tokens, preset=preset)
+        for j in (100, 301):
+            scores = per_token_scores(changed_at(tokens, j), preset=preset)
+            assert torch.equal(scores[1:j], base[1:j]), (preset, j)
+            assert not torch.equal(scores[j + CHUNK:], base[j + CHUNK:])  # TTT carried the change forward
+
+
+def test_the_check_catches_a_learner_that_peeks_ahead():
+    tokens = repeating_stream()
+    base, j = per_token_scores(tokens, PeekingTrainer), 250
+    assert not torch.equal(per_token_scores(changed_at(tokens, j), PeekingTrainer)[1:j], base[1:j])
+
+
+def test_ttt_off_or_standing_still_gives_exactly_the_plain_score():
+    tokens = repeating_stream()
+    plain = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK)
+    off = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK, ttt_steps=0)
+    still = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK, ttt_steps=3, ttt_lr=0.0)
+    assert off["val_loss"] == plain["val_loss"] and off["val_bpb"] == plain["val_bpb"]
+    assert still["val_loss"] == plain["val_loss"]  # zero-init LoRA attached, then Adam with lr 0: nothing moves
+
+
+def test_ttt_adds_lora_only_when_the_model_has_none():
+    record, bases = tiny_model(), tiny_model("random_bases")
+    own = [p.clone() for p in lora_parameters(bases)]
+    ScoreFirstTTT(record, repeating_stream(), seq_len=SEQ, steps=1, lr=1e-3, lora_rank=3)
+    ScoreFirstTTT(bases, repeating_stream(), seq_len=SEQ, steps=1, lr=1e-3, lora_rank=3)
+    assert {p.shape[0] for p in lora_parameters(record) if p.shape[1] == 32} == {3}
+    assert all(torch.equal(a, b) for a, b in zip(own, lora_parameters(bases)))
+    assert not any(p.requires_grad for n, p in record.named_parameters() if "lora" not in n)
+
+
+def test_ttt_adapts_to_the_validation_stream():
+    """Tokens from 8 of 64 ids: the untrained model spreads its mass over all 64 until TTT moves it."""
+    tokens = torch.randint(1, 9, (600,), generator=torch.Generator().manual_seed(2))
+    plain = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK)
+    adapted = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK, ttt_steps=2,
+                    ttt_lr=3e-2, ttt_rank=8)
+    assert adapted["val_loss"] < plain["val_loss"] - 0.5
