@@ -1,0 +1,144 @@
+"""Embedded critics and the wake/sleep loop (EGT): critics learn real vs fake, the filters keep what they should,
+replay is prioritized, sleep moves only adapters and critics, the teacher anchor vanishes at equality, and the
+`egt` preset trains end to end."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import eval_ngram  # noqa: E402
+import train_gpt as tg  # noqa: E402
+
+VOCAB, PROMPT, GEN = 64, 16, 16
+TINY = [f"vocab_size={VOCAB}", "num_layers=4", "model_dim=32", "num_heads=2", "num_kv_heads=1", "mlp_mult=2",
+        "xsa_layers=1", "bigram_buckets=64", "bigram_dim=8", "enrich_hidden=32", f"egt_prompt_len={PROMPT}",
+        f"egt_gen_len={GEN}", "egt_pool=4", "egt_critic_hidden=32", "egt_prompts=8", "egt_batch=8", "device=cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest single-threaded (and do not fight other processes for the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def counting_text(n: int, g: torch.Generator) -> torch.Tensor:
+    """'Real' text: each row counts upwards (mod VOCAB) from a random start."""
+    return (torch.randint(VOCAB, (n, 1), generator=g) + torch.arange(PROMPT + GEN)) % VOCAB
+
+
+def tiny_egt(*overrides: str) -> tuple[tg.GPT, tg.EGT]:
+    cfg, _ = tg.resolve_config("egt", TINY + list(overrides))
+    torch.manual_seed(0)
+    model = tg.GPT(cfg)
+    return model, tg.EGT(cfg, model, 0, 1, torch.device("cpu"), lambda line: None)
+
+
+def test_critics_learn_to_tell_real_text_from_a_unigram_fake():
+    model, egt = tiny_egt()
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n):
+        real = counting_text(n, g)
+        unigram_fake = real[:, PROMPT:].flatten()[torch.randint(n * GEN, (n, GEN), generator=g)]  # same token frequencies
+        return dict(prompt=real[:, :PROMPT], real=real[:, PROMPT:], fake=unigram_fake)
+
+    for _ in range(100):
+        egt.critic_step(batch(32))
+    held_out = batch(256)
+    with torch.no_grad():
+        real_logit = egt.critics(egt.states(torch.cat([held_out["prompt"], held_out["real"]], 1))[0])[0].mean(0)
+        fake_logit = egt.critics(egt.states(torch.cat([held_out["prompt"], held_out["fake"]], 1))[0])[0].mean(0)
+    accuracy = ((real_logit > 0).float().mean() + (fake_logit < 0).float().mean()) / 2
+    assert accuracy > 0.9
+
+
+def test_uncertainty_band_keeps_in_band_prompts_topped_up_by_entropy():
+    uncertainty = torch.tensor([0.10, 0.35, 0.50, 0.59, 0.60, 0.70, 0.20, 0.30])
+    entropy = torch.tensor([0.9, 0.0, 0.0, 0.0, 0.1, 0.5, 0.7, 0.2])
+    # in band (open interval): 1, 2, 3; hard_frac 0.6 -> 2 more, the highest-entropy outsiders: 0 then 6
+    assert tg.select_prompts(uncertainty, entropy, (0.3, 0.6), 0.6).tolist() == [1, 2, 3, 0, 6]
+    assert tg.select_prompts(uncertainty, entropy, (0.3, 0.6), 1.0).tolist() == [1, 2, 3]
+    assert tg.select_prompts(torch.tensor([0.9, 0.1]), torch.tensor([1.0, 2.0]), (0.3, 0.6), 0.6).tolist() == []
+
+
+def test_jaccard_filter_drops_near_duplicates_of_kept_samples_only():
+    samples = torch.tensor([[[1, 2, 3, 4],    # kept: first
+                             [1, 2, 3, 3],    # {1,2,3} vs {1,2,3,4}: Jaccard 0.75, diversity 0.25 < 0.35 -> dropped
+                             [5, 6, 7, 8],    # disjoint -> kept
+                             [1, 2, 3, 9]]])  # 0.6 to the first (diversity 0.4, kept); 0.75 only to the dropped one
+    similarity = tg.jaccard_similarity(samples, vocab=10)
+    assert similarity[0, 0, 1].item() == pytest.approx(0.75) and similarity[0, 0, 3].item() == pytest.approx(0.6)
+    assert tg.diverse_samples(similarity, 0.35).tolist() == [[True, False, True, True]]
+    assert tg.diverse_samples(similarity, 0.45).tolist() == [[True, False, True, False]]
+
+
+def test_replay_buffer_keeps_the_highest_priorities_and_samples_in_proportion():
+    buffer = tg.ReplayBuffer(capacity=3, device=torch.device("cpu"))
+    buffer.push({"id": torch.tensor([10, 11, 12])}, torch.tensor([0.1, 0.9, 0.5]))
+    buffer.push({"id": torch.tensor([13, 14])}, torch.tensor([0.7, 0.2]))
+    assert buffer.items["id"].tolist() == [11, 13, 12] and buffer.priority.tolist() == pytest.approx([0.9, 0.7, 0.5])
+    torch.manual_seed(0)
+    index, batch = buffer.sample(21_000)
+    counts = torch.bincount(index, minlength=3).float() / 21_000
+    assert counts.tolist() == pytest.approx([0.9 / 2.1, 0.7 / 2.1, 0.5 / 2.1], abs=0.02)
+    assert torch.equal(batch["id"], buffer.items["id"][index])
+
+
+def test_sleep_changes_only_adapters_and_critics():
+    model, egt = tiny_egt("egt_critic_steps=5", "egt_gen_steps=3")
+    ema = tg.EMA(model, 0.9)
+    g = torch.Generator().manual_seed(1)
+    real = counting_text(16, g)
+    fake = torch.randint(VOCAB, (16, GEN), generator=g)
+    egt.buffer.push(dict(prompt=real[:, :PROMPT], fake=fake, real=real[:, PROMPT:], uncertainty=torch.full((16,), 0.5),
+                         reward=torch.zeros(16)), torch.rand(16, generator=g))
+    lora = {id(p) for p in tg.lora_parameters(model)}
+    base_before = {n: p.detach().clone() for n, p in model.named_parameters() if id(p) not in lora}
+    critics_before = [p.detach().clone() for p in egt.critics.parameters()]
+    egt.sleep(ema)
+    assert all(torch.equal(p, base_before[n]) for n, p in model.named_parameters() if id(p) not in lora)
+    assert all(p.abs().sum() > 0 for n, p in model.named_parameters() if n.endswith("lora_b"))  # zero-init, now moved
+    assert all(not torch.equal(a, b) for a, b in zip(critics_before, egt.critics.parameters()))
+    assert not any(p.requires_grad for p in tg.lora_parameters(model))  # frozen again for the main steps
+    ema_of = dict(zip([id(p) for p in model.parameters()], ema.params))
+    assert all(torch.equal(ema_of[id(p)], p) for p in tg.lora_parameters(model))  # the packed EMA keeps sleep's work
+
+
+def test_kl_to_teacher_is_zero_when_student_equals_teacher():
+    model, egt = tiny_egt()
+    egt.teacher.load_state_dict(model.state_dict())
+    x = counting_text(4, torch.Generator().manual_seed(2))
+    student, teacher = model.forward_logits(x)[0], egt.teacher.forward_logits(x)[0]
+    assert tg.kl_to_teacher(student, teacher).item() == 0.0
+    assert tg.kl_to_teacher(student, teacher + torch.randn_like(teacher)).item() > 0.0
+
+
+def test_exact_match_verifier_rewards_the_matching_prefix():
+    real = torch.tensor([[1, 2, 3, 4]])
+    samples = torch.tensor([[1, 2, 3, 4], [1, 2, 9, 4], [9, 2, 3, 4]])
+    assert tg.exact_match_reward(samples, real).tolist() == [1.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize("mode", ["interleaved", "final"])
+def test_egt_preset_trains_end_to_end_and_leaves_a_plain_gpt(tmp_path, mode):
+    g = torch.Generator().manual_seed(3)
+    eval_ngram.write_shard(str(tmp_path / "syn_train_000000.bin"), counting_text(400, g).flatten().numpy().astype(np.uint16))
+    cfg, _ = tg.resolve_config("egt", TINY + [f"data_dir={tmp_path}", "seq_len=32", "train_batch_tokens=256", "grad_accum_steps=1",
+                                              "max_wallclock_seconds=0", "iterations=6", "compile=off", "compile_warmup_steps=0",
+                                              "egt_every=3", "egt_critic_steps=3", "egt_gen_steps=2", f"egt_mode={mode}",
+                                              "egt_final_frac=0.5", "egt_band_low=0", "egt_band_high=1"])
+    torch.manual_seed(0)
+    model, lines = tg.GPT(cfg), []
+    facts = tg.train(cfg, model, tg.TrainStream(cfg.data_dir, VOCAB), lines.append, 0, 1, torch.device("cpu"))
+    egt_lines = [line for line in lines if line.startswith("egt ")]
+    assert facts["steps"] == (6 if mode == "interleaved" else 3)
+    assert facts["egt"]["phases"] == len(egt_lines) and (len(egt_lines) == 2 if mode == "interleaved" else len(egt_lines) >= 1)
+    assert all(k in egt_lines[0] for k in ("step=", "critic_acc=", "in_band=", "kept=", "sleep_ms="))
+    assert facts["egt"]["history"][0]["in_band"] == 1.0 and facts["egt"]["history"][0]["kept"] > 0
+    assert not tg.lora_parameters(model) and set(model.state_dict()) == set(tg.GPT(cfg).state_dict())
