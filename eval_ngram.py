@@ -787,7 +787,7 @@ class ScoreFirstTTT:
         self.model, self.tokens, self.seq_len, self.steps, self.batch_seqs = model, tokens.to(device), seq_len, steps, batch_seqs
         self.rank, self.world, self.device, self.seconds = rank, world, torch.device(device), 0.0
 
-    def chunk_loss(self, pieces: list[tuple[int, int]], total: int) -> None:
+    def backward(self, pieces: list[tuple[int, int]], total: int) -> None:
         """Backpropagate the summed NLL of targets tokens[s:e] of each piece, divided by the chunk's target count."""
         length = min(self.seq_len, pieces[0][1] - 1)  # every piece of a batch has this much context
         ends = torch.tensor([e for _, e in pieces], device=self.device)
@@ -810,12 +810,15 @@ class ScoreFirstTTT:
                 self.optimizer.zero_grad(set_to_none=False)
                 for group in by_context.values():
                     for b in range(0, len(group), self.batch_seqs):
-                        self.chunk_loss(group[b:b + self.batch_seqs], end - start)
+                        self.backward(group[b:b + self.batch_seqs], end - start)
                 if self.world > 1:
                     flat = torch.cat([p.grad.flatten() for p in self.params])
                     torch.distributed.all_reduce(flat)
-                    torch._foreach_copy_([p.grad for p in self.params], list(flat.split([p.numel() for p in self.params])))
+                    for p, summed in zip(self.params, flat.split([p.numel() for p in self.params])):
+                        p.grad.copy_(summed.view_as(p))
                 self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # so `seconds` is the time TTT really took
         self.seconds += time.perf_counter() - started
 
 

@@ -321,17 +321,18 @@ def semi_orthogonal(rows: int, cols: int, seed: int) -> Tensor:
     """A random rows x cols matrix with orthonormal rows (rows <= cols) or columns, bit-identical everywhere.
 
     With n = max(rows, cols) and b the largest power of two dividing n (b >= 16), it is the first min(rows, cols)
-    columns of the n x n orthogonal matrix prod_r (I_{n/b} (x) H_b) P_r D_r / b^(rounds/2): random signs D, random
-    permutations P (which mix the n/b Hadamard blocks) and unnormalized Walsh-Hadamard butterflies H. Until the one
-    final scaling every value is an integer below 2^53 held in float64, so each step is exact whatever the order of
-    operations, thread count, BLAS or device; the scaling and the cast to fp32 are single correctly-rounded operations.
+    columns (transposed when rows < cols) of the n x n orthogonal matrix prod_r (I_{n/b} (x) H_b) P_r D_r / b^(rounds/2):
+    random signs D, random permutations P (which mix the n/b Hadamard blocks) and unnormalized Walsh-Hadamard
+    butterflies H. Until the one final scaling every value is an integer below 2^53 held in float64, so each step is
+    exact whatever the order of operations, thread count, BLAS or device; the scaling and the cast to fp32 are single
+    correctly-rounded operations.
     """
     n, m = max(rows, cols), min(rows, cols)
     block = min(n & -n, 1 << 13)
     bits = block.bit_length() - 1
     rounds = max(3, -(-(n.bit_length() - 1) // bits) + 1)  # enough rounds that every output mixes every input
-    if block < 16 or bits * rounds > 52:
-        raise ConfigError(f"random_bases: a {rows}x{cols} matrix needs dimensions divisible by 16 (and at most 8192 wide)")
+    if block < 16 or bits * rounds > 52:  # 52: the largest integer reached, b^rounds, must stay exact in float64
+        raise ConfigError(f"random_bases: a {rows}x{cols} matrix needs its larger side divisible by 16")
     x = np.eye(n, m)  # numpy, not torch: single-threaded, so it stays fast on a busy CPU
     for r in range(rounds):
         words = splitmix64(seed * 2 * rounds + 2 * r, n), splitmix64(seed * 2 * rounds + 2 * r + 1, n)

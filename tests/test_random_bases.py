@@ -59,7 +59,7 @@ def test_regeneration_is_bit_identical_in_a_fresh_process():
 
 
 def test_unsupported_shapes_and_names_are_config_errors():
-    with pytest.raises(ConfigError, match="divisible by 16"):
+    with pytest.raises(ConfigError, match="larger side divisible by 16"):
         semi_orthogonal(24, 40, seed=0)
     with pytest.raises(ConfigError, match="name no Linear"):
         tiny_model("mlp,nosuch")

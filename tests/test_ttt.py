@@ -1,13 +1,16 @@
 """Score-first test-time training (TTT): a token is never scored by adapters that trained on it, TTT off (or
 attached but not moving) gives exactly the plain score, and it adapts the model to the stream it scores."""
 import os
+import subprocess
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score  # noqa: E402
-from train_gpt import GPT, lora_parameters, resolve_config  # noqa: E402
+from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score, write_shard  # noqa: E402
+from train_gpt import GPT, lora_parameters, pack_model, resolve_config  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VOCAB, SEQ, STRIDE, CHUNK = 64, 32, 16, 48
 TABLES = byte_tables("bytes", VOCAB)
@@ -16,7 +19,8 @@ TABLES = byte_tables("bytes", VOCAB)
 def tiny_model(preset: str = "record") -> GPT:
     cfg, _ = resolve_config(preset, [f"vocab_size={VOCAB}", "num_layers=2", "model_dim=32", "num_heads=2",
                                      "num_kv_heads=1", "bigram_buckets=64", "bigram_dim=16", "enrich_hidden=32",
-                                     f"seq_len={SEQ}", "lora_rank=4", "xsa_layers=1", "tied_embed_init_std=0.3"])
+                                     f"seq_len={SEQ}", "lora_rank=4", "xsa_layers=1", "tied_embed_init_std=0.3",
+                                     f"eval_stride={STRIDE}", f"eval_chunk_tokens={CHUNK}", "tokenizer=bytes"])
     torch.manual_seed(0)
     return GPT(cfg).eval()
 
@@ -106,3 +110,53 @@ def test_ttt_adapts_to_the_validation_stream():
     adapted = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK, ttt_steps=2,
                     ttt_lr=3e-2, ttt_rank=8)
     assert adapted["val_loss"] < plain["val_loss"] - 0.5
+
+
+def test_ttt_composes_with_the_ngram_mixer():
+    """Both learn from each scored chunk; on a stream that repeats beyond the context each helps, together most."""
+    def loss(order, steps):
+        return score(tiny_model(), repeating_stream(), TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK,
+                     ngram_order=order, ttt_steps=steps, ttt_lr=1e-2, audit=16)["val_loss"]
+    neither, ngram, ttt, both = loss(0, 0), loss(3, 0), loss(0, 2), loss(3, 2)
+    assert max(ngram, ttt) < neither and both < min(ngram, ttt)
+
+
+def test_command_line_ttt_flags_reach_the_learner(tmp_path):
+    model = tiny_model()
+    (tmp_path / "artifact.pgolf").write_bytes(pack_model(model, model.cfg, {"train_time_s": 0.0}))
+    write_shard(str(tmp_path / "fineweb_val_000000.bin"), repeating_stream().numpy())
+
+    def cli_loss(*flags):
+        child = subprocess.run([sys.executable, os.path.join(REPO, "eval_ngram.py"), str(tmp_path / "artifact.pgolf"),
+                                "--data-dir", str(tmp_path), "--device", "cpu", *flags], capture_output=True, text=True)
+        assert child.returncode == 0, child.stderr
+        return float(child.stdout.split("val_loss=")[1].split()[0])
+
+    plain, adapted = cli_loss(), cli_loss("--ttt-steps", "2", "--ttt-lr", "1e-2", "--ttt-rank", "4")
+    assert adapted < plain - 0.5
+
+
+def ttt_score(rank: int = 0, world: int = 1):
+    torch.set_num_threads(1)  # the same float arithmetic in every process, so only the rank split differs
+    model = tiny_model()
+    result = score(model, repeating_stream(), TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK, ttt_steps=2,
+                   ttt_lr=1e-2, rank=rank, world=world)
+    return result["val_loss"], [p.detach() for p in lora_parameters(model)]
+
+
+def two_rank_worker(rank: int, init_file: str, out: str):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.save(ttt_score(rank, 2), f"{out}{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_hold_the_same_adapters_and_score_like_one(tmp_path):
+    torch.multiprocessing.spawn(two_rank_worker, args=(str(tmp_path / "init"), str(tmp_path / "rank")), nprocs=2)
+    (loss0, lora0), (loss1, lora1) = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    threads = torch.get_num_threads()
+    try:
+        loss, _ = ttt_score()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(lora0, lora1)) and loss0 == loss1
+    assert abs(loss0 - loss) < 1e-4  # only the order of the gradient sums differs
