@@ -49,7 +49,7 @@ class Config:
     train_batch_tokens: int = opt(786_432, "global batch in tokens per optimizer step")
     grad_accum_steps: int = opt(0, "micro-steps per step; 0 = 8 // world_size, so the global batch fits any GPU count")
     # model
-    num_layers: int = opt(11, "transformer blocks")
+    num_layers: int = opt(9, "transformer blocks")
     model_dim: int = opt(512, "residual width")
     num_heads: int = opt(8, "query heads")
     num_kv_heads: int = opt(4, "key/value heads (grouped-query attention)")
@@ -108,7 +108,7 @@ class Config:
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
     eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
-    ngram_order: int = opt(0, "n-gram mixture order at evaluation (0 = neural only)")
+    ngram_order: int = opt(7, "n-gram mixture order at evaluation (0 = neural only)")
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
     lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8 + LZMA)")
     eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
@@ -163,7 +163,7 @@ PRESETS: dict[str, dict] = {
                      train_batch_tokens=524_288, xsa_layers=0, unet_skips=False, smear_gate=False, bigram_buckets=0,
                      pre_enrich=False, overtone_init=False, ema=False, quant_bits=8, mlp_quant_bits=8, matrix_lr=0.04, scalar_lr=0.04,
                      embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_wd=0.0, adam_wd=0.0,
-                     grad_clip=0.0, warmdown_frac=0.2),
+                     grad_clip=0.0, warmdown_frac=0.2, ngram_order=0),
     "long": dict(max_wallclock_seconds=4 * 3600.0, iterations=200_000, checkpoint_every_s=900.0, resume="auto",
                  track="long"),  # hours on one (preemptible) GPU: rerunning the same command continues the run
     # every block matrix frozen; the freed bytes buy rank 128 (d/4), measured better than d/8 and as good as d/2 on
