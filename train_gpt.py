@@ -246,7 +246,8 @@ class TrainStream:
         return np.concatenate(parts)
 
     def next_batch(self, micro_tokens: int, seq_len: int, rank: int, world: int, device) -> tuple[Tensor, Tensor]:
-        span = self.take(world * micro_tokens + 1)  # one extra token so the last target exists
+        span = self.take(world * micro_tokens + 1)  # one extra token so the last target exists ...
+        self.position -= 1  # ... and is the next span's first input, so N ranks x 1 micro-step = 1 rank x N
         mine = torch.from_numpy(span[rank * micro_tokens: (rank + 1) * micro_tokens + 1].astype(np.int64))
         x, y = mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
         return x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -16,7 +16,7 @@ import train_gpt  # noqa: E402
 
 SAMPLE_TEXT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample",
                            "gutenberg3_val.txt.xz")
-SHARD_TOKENS, SHARDS = 300, 5  # each step reads 65 tokens, so the stream enters shard 2 during step 10
+SHARD_TOKENS, SHARDS = 300, 5  # each step moves 64 tokens on (reading 65), so it enters shard 2 during step 10
 TINY = ["vocab_size=256", "tokenizer=bytes", "seq_len=32", "train_batch_tokens=64", "num_layers=2", "model_dim=32",
         "num_heads=2", "num_kv_heads=1", "enrich_hidden=32", "bigram_buckets=64", "bigram_dim=8", "iterations=20",
         "max_wallclock_seconds=0", "warmup_steps=3", "log_every=5", "device=cpu", "compile=off"]
@@ -186,7 +186,7 @@ def test_a_shard_truncated_mid_run_halts_with_a_checkpoint_that_resumes_exactly(
                                                     r"checkpoint .*checkpoint_current\.pt"):
         run(config(data_dir, f"checkpoint_every_s={every}"), str(tmp_path / "ckpt"), before_batch=truncate_after_start)
     kept = torch.load(tmp_path / "ckpt" / "checkpoint_current.pt", weights_only=True)
-    assert kept["step"] == 9 and kept["stream"] == {"shard_index": 1, "position": 285, "epoch": 0}
+    assert kept["step"] == 9 and kept["stream"] == {"shard_index": 1, "position": 276, "epoch": 0}
     eval_ngram.write_shard(shard, intact)  # the data is repaired; the same command with resume=auto continues
     resumed, _ = run(config(data_dir, "resume=auto"), str(tmp_path / "ckpt"), init_seed=1)
     assert_same_weights(resumed, straight[0])
