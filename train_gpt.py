@@ -1346,6 +1346,7 @@ def main(argv: list[str]) -> int:
     log(f"final val_bpb={result['val_bpb']:.6f} val_loss={result['val_loss']:.6f} bytes_total={bytes_total} "
         f"bytes_code={bytes_code} train_time_s={facts['train_time_s']:.1f} eval_time_s={result['eval_time_s']:.1f}")
     if world > 1:
+        dist.barrier()  # no rank tears the group down while another is still inside a collective
         dist.destroy_process_group()
     return 0
 

@@ -1,0 +1,208 @@
+"""The trainer's contract: shards are validated, bytes are counted as the challenge counts them, config errors are
+clear, Muon orthogonalizes, EMA and XSA do what they say, gradient accumulation and extra ranks leave the step
+unchanged, and a packed artifact scores exactly like the model it was packed from."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import eval_ngram
+import train_gpt
+from distributed import spawn_gloo
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["num_layers=2", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
+        "bigram_dim=8", "seq_len=32", "train_batch_tokens=256", "device=cpu", "compile=off", "ema=false"]
+
+
+def tiny_config(*overrides):
+    return train_gpt.resolve_config("smoke", [*TINY, *overrides])[0]
+
+
+# ---------------------------------------------------------------- shards
+def test_a_valid_shard_round_trips(tmp_path):
+    path = str(tmp_path / "x_train_000000.bin")
+    eval_ngram.write_shard(path, np.array([1, 5, 65535]))
+    assert eval_ngram.read_shard(path).tolist() == [1, 5, 65535]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: raw[:100], "shorter than the 1024-byte shard header"),
+    (lambda raw: b"\x00" * 4 + raw[4:], "not a shard"),
+    (lambda raw: raw[:-2], "header says 3 tokens"),
+])
+def test_a_damaged_shard_is_an_error_naming_the_file(tmp_path, damage, message):
+    path = str(tmp_path / "x_val_000000.bin")
+    eval_ngram.write_shard(path, np.array([1, 2, 3]))
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(damage(raw))
+    with pytest.raises(eval_ngram.DataError, match=message) as error:
+        eval_ngram.read_shard(path)
+    assert path in str(error.value)
+
+
+def test_a_folder_without_shards_says_how_to_make_them(tmp_path):
+    with pytest.raises(eval_ngram.DataError, match="data/export.py"):
+        eval_ngram.find_shards(str(tmp_path), "train")
+
+
+# ---------------------------------------------------------------- bytes per token
+def test_bytes_are_counted_as_the_challenge_counts_them(sp1024_model):
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=sp1024_model)
+    tables = eval_ngram.byte_tables(sp1024_model, 1024)
+
+    def counted(text):
+        ids = torch.tensor([sp.bos_id()] + sp.encode(text))
+        return int(eval_ngram.target_bytes(ids[:-1], ids[1:], tables).sum())
+    assert counted("hello world") == len("hello world")  # "▁world" after a word: its space is a byte
+    assert counted("naïve café") == len("naïve café".encode())  # multi-byte characters count as their UTF-8 bytes
+    the, a = sp.piece_to_id("\u2581the"), sp.piece_to_id("a")
+    prev, target = torch.tensor([sp.bos_id(), a]), torch.tensor([the, the])
+    assert eval_ngram.target_bytes(prev, target, tables).tolist() == [3, 4]  # "▁" after BOS (a boundary) is no byte
+
+
+def test_byte_level_tokens_are_one_byte_and_bos_none():
+    tables = eval_ngram.byte_tables("bytes", 256)
+    ids = torch.tensor([0, 104, 105, 0, 33])
+    assert eval_ngram.target_bytes(ids[:-1], ids[1:], tables).tolist() == [1, 1, 0, 1]
+
+
+# ---------------------------------------------------------------- config
+def test_overrides_are_typed_and_presets_apply():
+    cfg, preset = train_gpt.resolve_config("smoke", ["num_layers=3", "matrix_lr=0.5", "ema=off", "run_name=x"])
+    assert (preset, cfg.num_layers, cfg.matrix_lr, cfg.ema, cfg.run_name) == ("smoke", 3, 0.5, False, "x")
+    assert train_gpt.resolve_config()[0] == train_gpt.Config()  # the plain command is the record preset
+
+
+@pytest.mark.parametrize("args, message", [
+    (["num_layer=3"], "unknown config key 'num_layer'; did you mean 'num_layers'"),
+    (["num_layers=three"], "num_layers='three': expected a int"),
+    (["ema=maybe"], "expected a bool"),
+    (["num_layers"], "arguments are key=value"),
+])
+def test_bad_overrides_are_clear_errors(args, message):
+    with pytest.raises(train_gpt.ConfigError, match=message):
+        train_gpt.resolve_config("record", args)
+
+
+def test_the_command_line_reports_errors_in_one_line():
+    proc = subprocess.run([sys.executable, "train_gpt.py", "--preset", "nope"], cwd=REPO_ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: unknown preset 'nope'; choose one of " + ", ".join(train_gpt.PRESETS)]
+
+
+def test_help_lists_every_key_with_its_default():
+    text = train_gpt.help_text()
+    for field in train_gpt.dataclasses.fields(train_gpt.Config):
+        assert f"  {field.name} " in text
+
+
+# ---------------------------------------------------------------- model and optimizer pieces
+def test_newton_schulz_makes_the_update_nearly_orthogonal():
+    g = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    singular = torch.linalg.svdvals(train_gpt.newton_schulz(g, 5))
+    assert singular.min() > 0.5 and singular.max() < 1.3  # raw g's spread is ~3x; NS squeezes it around 1
+    assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 3
+
+
+def test_ema_warms_up_then_follows_its_decay():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = train_gpt.EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(10.0)
+    ema.update(model)  # decay min(0.5, 1/10) = 0.1
+    assert torch.allclose(ema.params[0], torch.full((1, 2), 9.0))
+    for _ in range(20):
+        ema.update(model)
+    assert ema.current_decay() == 0.5
+
+
+def test_xsa_output_has_no_component_along_the_heads_own_value():
+    y, v = torch.randn(2, 8, 5, 16), torch.randn(2, 4, 5, 16)  # 8 query heads read 4 value heads
+    out = train_gpt.exclusive_self_attention(y, v)
+    own_value = v.repeat_interleave(2, dim=1)
+    assert (out * own_value).sum(-1).abs().max() < 1e-5
+    assert not torch.allclose(out, y)
+
+
+def test_gradient_accumulation_gives_the_full_batch_gradient():
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    model = train_gpt.GPT(cfg)
+    x, y = torch.randint(0, 1024, (4, 32)), torch.randint(0, 1024, (4, 32))
+    model(x, y).backward()
+    full = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for i in range(4):
+        (model(x[i:i + 1], y[i:i + 1]) / 4).backward()
+    for a, b in zip(full, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+# ---------------------------------------------------------------- one rank or two, same run
+def train_a_few_steps(rank, world, data_dir, out):
+    torch.set_num_threads(1)
+    cfg = tiny_config(f"data_dir={data_dir}", "iterations=3", "max_wallclock_seconds=0", "grad_accum_steps=" + str(2 // world),
+                      "warmup_steps=1")
+    torch.manual_seed(0)
+    model = train_gpt.GPT(cfg)
+    stream = train_gpt.TrainStream(cfg.data_dir, cfg.vocab_size)
+    train_gpt.train(cfg, model, stream, lambda line: None, rank, world, torch.device("cpu"))
+    if rank == 0:
+        torch.save(model.state_dict(), out)
+
+
+def test_two_gloo_ranks_train_like_one_with_accumulation(sp1024_shards, tmp_path):
+    train_a_few_steps(0, 1, sp1024_shards, str(tmp_path / "one.pt"))
+    spawn_gloo(train_a_few_steps, 2, tmp_path, sp1024_shards, str(tmp_path / "two.pt"))
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    start = train_gpt.GPT(tiny_config()).state_dict()
+    for name in one:
+        assert torch.allclose(one[name], two[name], atol=1e-5), name  # only gradient summation order differs
+    assert any(not torch.equal(one[n], start[n]) for n in one)  # and training did move the weights
+
+
+# ---------------------------------------------------------------- artifact
+def test_pack_then_unpack_scores_exactly_like_the_packed_weights(sp1024_shards, sp1024_model, tmp_path):
+    cfg = tiny_config(f"data_dir={sp1024_shards}", f"tokenizer={sp1024_model}")
+    torch.manual_seed(0)
+    model = train_gpt.GPT(cfg)
+    blob = train_gpt.pack_model(model, cfg, {"train_time_s": 1.0})
+    state, meta, _ = eval_ngram.unpack_artifact(blob)
+    unpacked = train_gpt.model_from_artifact(state, meta).eval()
+    val = eval_ngram.load_val_tokens(sp1024_shards)[:3000]
+    tables = eval_ngram.byte_tables(sp1024_model, 1024)
+    in_process = eval_ngram.score(unpacked, val, tables, seq_len=32, stride=16)["val_loss"]
+    path = tmp_path / "a.pgolf"
+    path.write_bytes(blob)
+    proc = subprocess.run([sys.executable, "eval_ngram.py", str(path), "--no-ngram", "--stride", "16",
+                           "--max-tokens", "3000"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert f"val_loss={in_process:.6f}" in proc.stdout.splitlines()[-1]
+    quantized = {n for n, p in model.state_dict().items() if not torch.equal(p, state[n])}
+    assert quantized and all(torch.allclose(model.state_dict()[n], state[n], atol=0.02) for n in state)
+
+
+def test_the_size_check_fails_loudly_over_the_cap():
+    assert eval_ngram.check_artifact_size(15_000_000, 1_000_000) == 16_000_000
+    with pytest.raises(eval_ngram.ArtifactError, match="1 over the 16000000-byte cap"):
+        eval_ngram.check_artifact_size(15_000_000, 1_000_001)
+
+
+@pytest.mark.parametrize("damage, message", [(lambda b: b[:-10], "truncated"), (lambda b: b"XX" + b[2:], "bad magic"),
+                                             (lambda b: b[:40], "header is truncated or corrupt")])
+def test_a_damaged_artifact_is_one_clear_error_line(tmp_path, damage, message):
+    cfg = tiny_config()
+    blob = train_gpt.pack_model(train_gpt.GPT(cfg), cfg, {"train_time_s": 0.0})
+    path = tmp_path / "bad.pgolf"
+    path.write_bytes(damage(blob))
+    proc = subprocess.run([sys.executable, "eval_ngram.py", str(path)], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
