@@ -1245,7 +1245,8 @@ def record_folder(cfg: Config, preset: str) -> str:
     return folder
 
 
-def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dict, hardware: str, argv: list[str]) -> None:
+def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dict, hardware: str, argv: list[str],
+                 world: int) -> None:
     for path in CODE_FILES:
         shutil.copy(path, folder)
     with open(os.path.join(folder, "config.json"), "w") as f:
@@ -1264,12 +1265,14 @@ def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dic
     with open(os.path.join(folder, "loss_curve.svg"), "w") as f:
         f.write(loss_curve_svg(facts["losses"], f"train loss, {os.path.basename(folder)}"))
     overrides = " ".join(a for a in argv if "=" in a)
-    command = f"torchrun --standalone --nproc_per_node=<GPUs> train_gpt.py --preset {preset} {overrides}".strip()
+    launcher = f"torchrun --standalone --nproc_per_node={world}" if world > 1 else "python"
+    command = f"{launcher} {os.path.join(folder, 'train_gpt.py')} --preset {preset} {overrides}".strip()
     with open(os.path.join(folder, "README.md"), "w") as f:
         f.write(f"# {os.path.basename(folder)}\n\nval_bpb **{result['val_bpb']:.4f}** (val_loss {result['val_loss']:.4f}), "
                 f"{result['bytes_total']:,} bytes in total ({result['bytes_code']:,} of code), {facts['steps']} steps in "
                 f"{facts['train_time_s']:.1f} s on {hardware}; evaluation {result['eval_time_s']:.1f} s.\n\n"
-                f"Reproduce from this folder (no environment variables):\n\n```\n{command}\n```\n\n"
+                f"Reproduce with the scripts copied here, from the repository root (no environment variables):"
+                f"\n\n```\n{command}\n```\n\n"
                 f"`config.json` is the full resolved config; `train_seed{cfg.seed}.log` the log; `loss_curve.svg` the curve.\n")
 
 
@@ -1341,7 +1344,7 @@ def main(argv: list[str]) -> int:
             f"{'PASS' if result['audit_max_err'] <= 1e-6 else 'FAIL'}")
     result.update(bytes_total=bytes_total, bytes_code=bytes_code)
     if rank == 0:
-        write_record(folder, cfg, preset, result, facts, hardware, argv)
+        write_record(folder, cfg, preset, result, facts, hardware, argv, world)
     log(f"record: {folder}")
     log(f"final val_bpb={result['val_bpb']:.6f} val_loss={result['val_loss']:.6f} bytes_total={bytes_total} "
         f"bytes_code={bytes_code} train_time_s={facts['train_time_s']:.1f} eval_time_s={result['eval_time_s']:.1f}")
