@@ -1,4 +1,5 @@
-"""Shared test set-up: the repo root on sys.path (so `import eval_ngram`, `from data import export` work),
+"""Shared test set-up: the repo root and tests/ on sys.path (so `import eval_ngram`, `from data import export`,
+`from distributed import spawn_gloo` work),
 the sp1024 tokenizer when this machine has it, and tiny shard folders made from data/sample with
 data/export.py, built once per session for every test that needs real shards."""
 import os
@@ -6,7 +7,9 @@ import sys
 
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+sys.path.insert(0, TESTS_DIR)
 sys.path.insert(0, REPO_ROOT)
 
 SAMPLE_TRAIN = os.path.join(REPO_ROOT, "data", "sample", "gutenberg3_train.txt.xz")

@@ -11,6 +11,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval_ngram import (MIX_DEFAULTS, ArtifactError, NGramCounts, NGramMixer, decode_counts,  # noqa: E402
                         encode_counts)
+from distributed import spawn_gloo  # noqa: E402
 
 VOCAB, ORDER = 6, 4
 WEIGHTS = {"beta": 0.7, "gate_bias": -1.0, "gate_order": 0.4, "gate_entropy": 0.3, "gate_enrich": 0.5}
@@ -224,22 +225,16 @@ def test_weighting_options_are_checked():
         mixer.nll(logits, tokens, torch.arange(20), {})
 
 
-def _count_half_and_all_reduce(rank: int, rows: torch.Tensor, port: int, out: str):
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _count_half_and_all_reduce(rank: int, world: int, rows: torch.Tensor, out: str):
     counts = NGramCounts(4, 40, "cpu")
-    counts.add(rows[rank::2])
+    counts.add(rows[rank::world])
     counts.all_reduce()
     torch.save({n: counts.table(n) for n in range(2, 5)}, f"{out}.{rank}")
-    torch.distributed.destroy_process_group()
 
 
 def test_all_reduce_over_two_processes_equals_counting_everything_in_one(tmp_path):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     rows = torch.randint(40, (6, 90), generator=torch.Generator().manual_seed(11))
-    torch.multiprocessing.spawn(_count_half_and_all_reduce, args=(rows, port, str(tmp_path / "t")), nprocs=2)
+    spawn_gloo(_count_half_and_all_reduce, 2, tmp_path, rows, str(tmp_path / "t"))
     alone = NGramCounts(4, 40, "cpu")
     alone.add(rows)
     for rank in range(2):

@@ -9,6 +9,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score, write_shard  # noqa: E402
 from train_gpt import GPT, lora_parameters, pack_model, resolve_config  # noqa: E402
+from distributed import spawn_gloo  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,14 +146,12 @@ def ttt_score(rank: int = 0, world: int = 1):
     return result["val_loss"], [p.detach() for p in lora_parameters(model)]
 
 
-def two_rank_worker(rank: int, init_file: str, out: str):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    torch.save(ttt_score(rank, 2), f"{out}{rank}.pt")
-    torch.distributed.destroy_process_group()
+def two_rank_worker(rank: int, world: int, out: str):
+    torch.save(ttt_score(rank, world), f"{out}{rank}.pt")
 
 
 def test_two_ranks_hold_the_same_adapters_and_score_like_one(tmp_path):
-    torch.multiprocessing.spawn(two_rank_worker, args=(str(tmp_path / "init"), str(tmp_path / "rank")), nprocs=2)
+    spawn_gloo(two_rank_worker, 2, tmp_path, str(tmp_path / "rank"))
     (loss0, lora0), (loss1, lora1) = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     threads = torch.get_num_threads()
     try:
