@@ -109,6 +109,7 @@ class Config:
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
     eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
     ngram_order: int = opt(7, "n-gram mixture order at evaluation (0 = neural only)")
+    ngram_cache_bytes: int = opt(0, "bytes of training-time n-gram counts (order ngram_order) packed into the artifact; 0 = off")
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
     lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8 + LZMA)")
     eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
@@ -1044,10 +1045,14 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     params = [p for p in model.parameters() if p.requires_grad]
 
+    train_counts = []  # ---- training-time n-gram cache: counts of the tokens trained on, started after warm-up
+
     def step_once(step: int, progress: float) -> Tensor:
         total = torch.zeros((), device=device)
         for micro in range(accum):
             x, y = stream.next_batch(micro_tokens, cfg.seq_len, rank, world, device)
+            for counts in train_counts:
+                counts.add(torch.cat([x, y[:, -1:]], dim=1))
             sync = micro == accum - 1 or world == 1
             context = ddp.no_sync() if not sync else torch.enable_grad()
             with context, autocast:
@@ -1079,6 +1084,10 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
         stream.restore(stream_state)
         log(f"warmup compile_steps={cfg.compile_warmup_steps} seconds={time.perf_counter() - started:.1f} (not counted)")
 
+    if cfg.ngram_cache_bytes:
+        if cfg.ngram_order < 2:
+            raise ConfigError("ngram_cache_bytes needs ngram_order >= 2")
+        train_counts.append(eval_ngram.NGramCounts(cfg.ngram_order, cfg.vocab_size, device))
     ema = EMA(model, cfg.ema_decay) if cfg.ema else None
     flops_token = flops_per_token(model, cfg.seq_len)
     peak_flops = 989e12 * world if device.type == "cuda" else 0.0  # H100/H200 dense bf16
@@ -1154,7 +1163,9 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
         f"train_time_s={train_time:.1f} epochs={stream.epoch}")
     if ema is not None:
         ema.copy_to(model)
-    return {"steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
+    for counts in train_counts:
+        counts.all_reduce()
+    return {"ngram_counts": train_counts[0] if train_counts else None, "steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
             "mfu": tok_s * flops_token / peak_flops if peak_flops else None, "losses": losses,
             "egt": egt.finish() if egt is not None else None}
 
@@ -1192,12 +1203,12 @@ def artifact_parts(model: GPT, cfg: Config) -> str:
             f" frozen_bases=0 ({frozen:,} weights regenerated at load, not stored)")
 
 
-def pack_model(model: GPT, cfg: Config, train_facts: dict) -> bytes:
+def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None) -> bytes:
     meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.code_sha256(CODE_FILES),
             "train_time_s": train_facts["train_time_s"]}
     if model.basis_seeds:
         meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
-    return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg))
+    return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg), tables)
 
 
 def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
@@ -1320,12 +1331,16 @@ def main(argv: list[str]) -> int:
 
     bytes_code = sum(os.path.getsize(p) for p in CODE_FILES)
     started = time.perf_counter()
-    blob = pack_model(model, cfg, facts)
+    counts = facts.get("ngram_counts")
+    packed_tables = {"ngram": counts.to_bytes(cfg.ngram_cache_bytes)} if counts is not None else {}
+    if packed_tables:
+        log(f"ngram_cache bytes={len(packed_tables['ngram'])} entries={counts.num_entries()} order={cfg.ngram_order}")
+    blob = pack_model(model, cfg, facts, packed_tables)
     while cfg.quant_fit and len(blob) + bytes_code > eval_ngram.ARTIFACT_LIMIT and min(cfg.quant_bits, cfg.mlp_quant_bits) > 4:
         log(f"artifact {len(blob) + bytes_code} bytes is over the cap at attn int{cfg.quant_bits} / mlp "
             f"int{cfg.mlp_quant_bits}: repacking one bit lower")
         cfg = dataclasses.replace(cfg, quant_bits=cfg.quant_bits - 1, mlp_quant_bits=cfg.mlp_quant_bits - 1)
-        blob = pack_model(model, cfg, facts)
+        blob = pack_model(model, cfg, facts, packed_tables)
     log(f"packed seconds={time.perf_counter() - started:.1f} attn_bits={cfg.quant_bits} mlp_bits={cfg.mlp_quant_bits}")
     if rank == 0:
         with open(os.path.join(folder, "artifact.pgolf"), "wb") as f:

@@ -206,3 +206,23 @@ def test_a_damaged_artifact_is_one_clear_error_line(tmp_path, damage, message):
     path.write_bytes(damage(blob))
     proc = subprocess.run([sys.executable, "eval_ngram.py", str(path)], cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_training_time_ngram_cache_is_packed_and_scores_stay_normalized(sp1024_shards, sp1024_model):
+    cfg = tiny_config(f"data_dir={sp1024_shards}", f"tokenizer={sp1024_model}", "iterations=2",
+                      "max_wallclock_seconds=0", "ngram_order=3", "ngram_cache_bytes=20000")
+    torch.manual_seed(0)
+    model = train_gpt.GPT(cfg)
+    facts = train_gpt.train(cfg, model, train_gpt.TrainStream(cfg.data_dir, cfg.vocab_size), lambda line: None, 0, 1,
+                            torch.device("cpu"))
+    assert facts["ngram_counts"].num_entries() > 0  # 2 steps x 256 tokens were counted
+    blob = train_gpt.pack_model(model, cfg, facts, {"ngram": facts["ngram_counts"].to_bytes(cfg.ngram_cache_bytes)})
+    state, meta, tables = eval_ngram.unpack_artifact(blob)
+    assert 0 < len(tables["ngram"]) <= 20000
+    unpacked = train_gpt.model_from_artifact(state, meta).eval()
+    val, byte_tables = eval_ngram.load_val_tokens(sp1024_shards)[:2000], eval_ngram.byte_tables(sp1024_model, 1024)
+    common = dict(seq_len=32, stride=16, ngram_order=3, audit=16, chunk_tokens=500)
+    primed = eval_ngram.score(unpacked, val, byte_tables, artifact_tables=tables, **common)
+    cold = eval_ngram.score(unpacked, val, byte_tables, artifact_tables={}, **common)
+    assert primed["val_loss"] != cold["val_loss"]
+    assert primed["audit_count"] > 0 and primed["audit_max_err"] < 1e-6
