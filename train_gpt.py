@@ -113,7 +113,7 @@ class Config:
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
     lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8 + LZMA)")
     eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
-    ttt_steps: int = opt(0, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
+    ttt_steps: int = opt(2, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
     ttt_lr: float = opt(1e-3, "test-time training Adam learning rate")
     ttt_rank: int = opt(8, "LoRA rank added to every block Linear for test-time training when the model has no adapters")
     # records
@@ -164,7 +164,7 @@ PRESETS: dict[str, dict] = {
                      train_batch_tokens=524_288, xsa_layers=0, unet_skips=False, smear_gate=False, bigram_buckets=0,
                      pre_enrich=False, overtone_init=False, ema=False, quant_bits=8, mlp_quant_bits=8, matrix_lr=0.04, scalar_lr=0.04,
                      embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_wd=0.0, adam_wd=0.0,
-                     grad_clip=0.0, warmdown_frac=0.2, ngram_order=0),
+                     grad_clip=0.0, warmdown_frac=0.2, ngram_order=0, ttt_steps=0),
     "long": dict(max_wallclock_seconds=4 * 3600.0, iterations=200_000, checkpoint_every_s=900.0, resume="auto",
                  track="long"),  # hours on one (preemptible) GPU: rerunning the same command continues the run
     # every block matrix frozen; the freed bytes buy rank 128 (d/4), measured better than d/8 and as good as d/2 on
