@@ -943,6 +943,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    sys.modules.setdefault("eval_ngram", sys.modules[__name__])  # train_gpt's `import eval_ngram` gets these classes
     try:
         sys.exit(main(sys.argv[1:]))
     except (ArtifactError, DataError) as error:

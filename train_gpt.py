@@ -1370,6 +1370,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    sys.modules.setdefault("train_gpt", sys.modules[__name__])  # eval_ngram's `import train_gpt` gets these classes
     try:
         sys.exit(main(sys.argv[1:]))
     except (ConfigError, eval_ngram.DataError, eval_ngram.ArtifactError, FloatingPointError) as error:

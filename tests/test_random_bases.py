@@ -127,3 +127,19 @@ def test_a_changed_basis_is_refused_at_load():
     meta["basis_sha256"] = "0" * 64  # as if this code regenerated other matrices than the trainer had
     with pytest.raises(eval_ngram.ArtifactError, match="regenerated here differ"):
         train_gpt.model_from_artifact(state, meta)
+
+
+def test_a_changed_basis_is_one_clear_error_line_from_the_command_line(tmp_path):
+    # eval_ngram.py runs as __main__ and train_gpt imports eval_ngram: both must see one ArtifactError class
+    blob = train_gpt.pack_model(tiny_model(), tiny_model().cfg, {"train_time_s": 0.0})
+    header = artifact_header(blob)
+    header["meta"]["basis_sha256"] = "0" * 64
+    start = len(eval_ngram.ARTIFACT_MAGIC) + 4
+    (length,) = struct.unpack("<I", blob[start - 4:start])
+    text = json.dumps(header).encode()
+    path = tmp_path / "artifact.pgolf"
+    path.write_bytes(eval_ngram.ARTIFACT_MAGIC + struct.pack("<I", len(text)) + text + blob[start + length:])
+    child = subprocess.run([sys.executable, os.path.join(REPO, "eval_ngram.py"), str(path), "--device", "cpu"],
+                           capture_output=True, text=True)
+    assert child.returncode == 2, child.stderr
+    assert child.stderr.splitlines()[-1].startswith("error: random bases regenerated here differ")
