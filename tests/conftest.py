@@ -6,6 +6,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
@@ -17,6 +18,16 @@ SAMPLE_VAL = os.path.join(REPO_ROOT, "data", "sample", "gutenberg3_val.txt.xz")
 SP1024_MODELS = [os.path.join(REPO_ROOT, "..", "shared", "data", "tokenizers", "fineweb_1024_bpe.model"),
                  os.path.join(REPO_ROOT, "data", "tokenizers", "fineweb_1024_bpe.model")]
 TINY_BYTES = 200_000  # text per sample file: ~85k sp1024 train tokens, exported in well under a second
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Every test on one thread: tiny models run faster single-threaded, two threads spin-wait badly when other
+    processes share the cores, and float sums come out in one order, run after run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

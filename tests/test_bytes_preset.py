@@ -18,15 +18,6 @@ import train_gpt  # noqa: E402
 SAMPLE = os.path.join(REPO_ROOT, "data", "sample", "gutenberg3_{}.txt.xz")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and two threads spin-wait badly when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def text_bytes(split: str, n: int) -> list[int]:
     with lzma.open(SAMPLE.format(split)) as f:
         return [b for b in f.read(n) if b]

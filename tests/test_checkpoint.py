@@ -22,15 +22,6 @@ TINY = ["vocab_size=256", "tokenizer=bytes", "seq_len=32", "train_batch_tokens=6
         "max_wallclock_seconds=0", "warmup_steps=3", "log_every=5", "device=cpu", "compile=off"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and two threads spin-wait badly when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_shards(folder):
     """Byte-level shards of real text: SHARDS train shards of SHARD_TOKENS tokens and one val shard."""
     with lzma.open(SAMPLE_TEXT) as f:

@@ -18,15 +18,6 @@ TINY = [f"vocab_size={VOCAB}", "num_layers=4", "model_dim=32", "num_heads=2", "n
         f"egt_gen_len={GEN}", "egt_pool=4", "egt_critic_hidden=32", "egt_prompts=8", "egt_batch=8", "device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def counting_text(n: int, g: torch.Generator) -> torch.Tensor:
     """'Real' text: each row counts upwards (mod VOCAB) from a random start."""
     return (torch.randint(VOCAB, (n, 1), generator=g) + torch.arange(PROMPT + GEN)) % VOCAB

@@ -115,7 +115,8 @@ def test_pack_then_eval_in_a_new_process_gives_the_same_loss(tmp_path, byte_shar
     val = eval_ngram.load_val_tokens(byte_shards)[:3000]
     here = eval_ngram.score(loaded, val, eval_ngram.byte_tables("bytes", 256), seq_len=64, stride=32)
     child = subprocess.run([sys.executable, os.path.join(REPO, "eval_ngram.py"), str(path), "--data-dir", byte_shards,
-                            "--no-ngram", "--max-tokens", "3000", "--device", "cpu"], capture_output=True, text=True)
+                            "--no-ngram", "--ttt-steps", "0", "--max-tokens", "3000", "--device", "cpu"],
+                           capture_output=True, text=True)
     assert child.returncode == 0, child.stderr
     assert "sha256 matches training" in child.stderr
     assert f"val_loss={here['val_loss']:.6f}" in child.stdout

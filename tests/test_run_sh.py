@@ -31,8 +31,10 @@ def test_unknown_words_print_usage_and_exit_2(args):
                     reason="train_gpt.py (the trainer with the smoke preset) is not in the tree yet")
 def test_cpu_mode_runs_the_smoke_preset_and_writes_a_complete_record(tmp_path):
     records = tmp_path / "records"
-    # No GPU visible: the CPU mode, whatever this machine has. The smoke preset trains for 25 s.
-    proc = run_sh(env={"RUNSH_RECORDS_DIR": str(records), "CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+    # No GPU visible: the CPU mode, whatever this machine has. The smoke preset's 25 s of training cut to 5 s
+    # by a key=value word, which run.sh hands to train_gpt.py.
+    proc = run_sh("max_wallclock_seconds=5", env={"RUNSH_RECORDS_DIR": str(records), "CUDA_VISIBLE_DEVICES": ""},
+                  timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "run.sh: mode smoke (no CUDA GPU)" in proc.stdout
 
@@ -44,6 +46,7 @@ def test_cpu_mode_runs_the_smoke_preset_and_writes_a_complete_record(tmp_path):
     with open(os.path.join(folder, "submission.json")) as f:
         submission = json.load(f)
     assert [key for key in SUBMISSION_FIELDS if key not in submission] == []
+    assert submission["config"]["max_wallclock_seconds"] == 5.0 and submission["preset"] == "smoke"
     assert f"{submission['val_bpb']:.6f}" == final.group(1) and submission["bytes_total"] == int(final.group(3))
     assert 0 < submission["val_bpb"] < 8
     files = os.listdir(folder)

@@ -13,15 +13,6 @@ import train_gpt  # noqa: E402
 from eval_ngram import blocked_tokens, generate, top_p_filter  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and two threads spin-wait badly when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("p, kept", [(0.3, {1}), (0.5, {1}), (0.6, {1, 3}), (0.75, {1, 3}), (0.76, {1, 2, 3}),
                                      (0.95, {0, 1, 2, 3}), (1.0, {0, 1, 2, 3})])
 def test_top_p_keeps_the_smallest_set_of_most_probable_tokens_reaching_p(p, kept):
