@@ -1,7 +1,7 @@
 """eval_ngram.py: pack/unpack a parameter-golf artifact and score it.
 
 Sections: shards and byte accounting, artifact packing, sliding-window evaluation,
-score-first n-gram mixture, sampling, command line.
+score-first n-gram mixture, sampling, score-first test-time training, command line.
 """
 from __future__ import annotations
 
@@ -74,10 +74,15 @@ def load_val_tokens(data_dir: str) -> torch.Tensor:
 
 
 def load_sentencepiece(path: str):
+    """A sentencepiece model file, loaded; a missing or foreign file is a DataError."""
     import sentencepiece as spm
     if not os.path.isfile(path):
-        raise DataError(f"{path}: tokenizer model not found; pass tokenizer=PATH (or 'bytes')")
-    return spm.SentencePieceProcessor(model_file=path)
+        raise DataError(f"{path}: tokenizer model not found; download it with data/fineweb.py, "
+                        "or use the byte-level tokenizer 'bytes'")
+    try:
+        return spm.SentencePieceProcessor(model_file=path)
+    except (OSError, RuntimeError) as e:
+        raise DataError(f"{path}: not a sentencepiece model ({e})") from None
 
 
 def byte_tables(tokenizer: str, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -119,10 +124,16 @@ ARTIFACT_MAGIC, ARTIFACT_FORMAT = b"PGOLF\x00", 1
 ARTIFACT_LIMIT = 16_000_000
 HERE = os.path.dirname(os.path.abspath(__file__))
 CODE_FILES = [os.path.join(HERE, "train_gpt.py"), os.path.join(HERE, "eval_ngram.py")]  # what an artifact needs
+AUDIT_TOLERANCE = 1e-6  # largest |sum p - 1| an audited scoring distribution may show
 
 
 class ArtifactError(Exception):
     """A truncated, corrupt, foreign or oversized artifact."""
+
+
+def code_size() -> int:
+    """Bytes of code the challenge counts against the cap: the scripts an artifact needs."""
+    return sum(os.path.getsize(p) for p in CODE_FILES)
 
 
 def code_sha256(paths: list[str]) -> str:
@@ -236,6 +247,18 @@ def check_artifact_size(artifact_bytes: int, code_bytes: int, limit: int = ARTIF
 
 
 # ---------------------------------------------------------------- sliding-window evaluation
+def autocast(device) -> torch.autocast:
+    """bf16 autocast on CUDA; on any other device a no-op, so CPU runs stay in fp32."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def model_logits(model, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """model.forward_logits(x) under autocast for x's device: (logits [B, L, V], aux)."""
+    with autocast(x.device):
+        return model.forward_logits(x)
+
+
 def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
     """Windows (start, lo, hi) over a token stream: inputs tokens[start:start+L], scored targets tokens[lo:hi].
 
@@ -340,7 +363,6 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
 # Tables are sorted int64 keys searched with torch.searchsorted; updates are sort-based merges with integer
 # sums, so every rank that observes the same tokens holds bit-identical tables.
 
-NGRAM_ORDER = 7  # default highest order; to be replaced by the measured best
 MIX_DEFAULTS = {
     "beta": 1.0,          # Witten-Bell: pseudo-count per distinct continuation given to the lower order
     "gate_bias": -6.0,    # gate logit at order 2 for a model with zero entropy
@@ -726,8 +748,7 @@ def generate(model, prompt: list[int], max_new_tokens: int, *, temperature: floa
     tokens = list(prompt)
     for _ in range(max_new_tokens):
         x = torch.tensor([tokens[-model.cfg.seq_len:]], device=device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model.forward_logits(x)[0][0, -1].float().cpu()
+        logits = model_logits(model, x)[0][0, -1].float().cpu()
         logits[list(blocked_tokens(tokens, no_repeat_ngram))] = -math.inf
         if torch.isinf(logits).all():
             break  # every token would repeat an n-gram
@@ -792,8 +813,7 @@ class ScoreFirstTTT:
         length = min(self.seq_len, pieces[0][1] - 1)  # every piece of a batch has this much context
         ends = torch.tensor([e for _, e in pieces], device=self.device)
         grid = self.tokens[ends[:, None] - length - 1 + torch.arange(length + 1, device=self.device)]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            logits, _ = self.model.forward_logits(grid[:, :-1])
+        logits, _ = model_logits(self.model, grid[:, :-1])
         nll = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), grid[:, 1:].flatten(), reduction="none")
         positions = ends[:, None] - length + torch.arange(length, device=self.device)
         new = positions >= torch.tensor([s for s, _ in pieces], device=self.device)[:, None]
@@ -823,6 +843,41 @@ class ScoreFirstTTT:
 
 
 # ---------------------------------------------------------------- command line
+def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process as torchrun started it, (0, 1, device) alone; with more than one
+    process it joins the group (NCCL on CUDA, else gloo). device: auto (CUDA when visible) | cuda | cpu."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(where)
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if cuda else "gloo", device_id=where if cuda else None)
+    return rank, world, where
+
+
+def audit_line(result: dict) -> str:
+    return (f"audit positions={result['audit_count']} max_abs_sum_err={result['audit_max_err']:.3e} "
+            f"{'PASS' if result['audit_max_err'] <= AUDIT_TOLERANCE else 'FAIL'}")
+
+
+def final_line(result: dict, bytes_total: int, bytes_code: int, train_time_s: float) -> str:
+    """A run's last line (SPEC.md), the same from train_gpt.py and eval_ngram.py."""
+    return (f"final val_bpb={result['val_bpb']:.6f} val_loss={result['val_loss']:.6f} bytes_total={bytes_total} "
+            f"bytes_code={bytes_code} train_time_s={train_time_s:.1f} eval_time_s={result['eval_time_s']:.1f}")
+
+
+def run_script(main, *errors: type[Exception]) -> None:
+    """Run main(sys.argv[1:]) as a script: an error a user can cause (DataError, ArtifactError and `errors`) ends
+    in one `error: ...` line on stderr and exit code 2; an int that main returns is the exit code."""
+    try:
+        code = main(sys.argv[1:])
+    except (DataError, ArtifactError, *errors) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 def load_artifact(path: str):
     """(model, meta, tables) from an artifact file; the model class comes from train_gpt.py beside this file."""
     try:
@@ -843,12 +898,6 @@ def score(model, val_tokens: torch.Tensor, tables, *, seq_len: int, stride: int,
           ttt_rank: int = 8, mix: dict | None = None) -> dict:
     """Evaluate a model (neural alone, or mixed with the score-first n-gram cache, with or without score-first
     test-time training of its adapters) on validation tokens."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
-
-    def forward_logits(x):
-        with autocast:
-            return model.forward_logits(x)
-
     mixer = None
     if ngram_order > 0:
         blob = (artifact_tables or {}).get("ngram")
@@ -856,8 +905,9 @@ def score(model, val_tokens: torch.Tensor, tables, *, seq_len: int, stride: int,
         mixer = NGramMixer(val_tokens.to(device), ngram_order, model.cfg.vocab_size, device, prior=prior, **(mix or {}))
     ttt = [ScoreFirstTTT(model, val_tokens, seq_len=seq_len, steps=ttt_steps, lr=ttt_lr, lora_rank=ttt_rank,
                            rank=rank, world=world, device=device)] if ttt_steps > 0 else []
-    result = evaluate(forward_logits, val_tokens, tables, seq_len, stride, batch_windows=batch_windows, mixer=mixer,
-                      chunk_tokens=chunk_tokens, learners=ttt, audit=audit, rank=rank, world=world, device=device, log=log)
+    result = evaluate(lambda x: model_logits(model, x), val_tokens, tables, seq_len, stride, batch_windows=batch_windows,
+                      mixer=mixer, chunk_tokens=chunk_tokens, learners=ttt, audit=audit, rank=rank, world=world,
+                      device=device, log=log)
     if ttt:
         result["ttt_time_s"] = ttt[0].seconds
         if log:
@@ -905,11 +955,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not (0 < args.top_p <= 1 and args.temperature >= 0):
         parser.error("--top-p must be in (0, 1] and --temperature >= 0")
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
-    if world > 1:
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    rank, world, device = setup_distributed(args.device)
     model, meta, artifact_tables, artifact_bytes = load_artifact(args.artifact)
     cfg = meta["config"]
     if args.generate is not None:
@@ -929,23 +975,16 @@ def main(argv: list[str]) -> int:
                    ttt_steps=cfg.get("ttt_steps", 0) if args.ttt_steps is None else args.ttt_steps,
                    ttt_lr=args.ttt_lr or cfg.get("ttt_lr", 1e-3), ttt_rank=args.ttt_rank or cfg.get("ttt_rank", 8),
                    mix=parse_mix(args.mix))
-    code_bytes = sum(os.path.getsize(p) for p in CODE_FILES)
+    code_bytes = code_size()
     if rank == 0:
         if args.audit:
-            print(f"audit positions={result['audit_count']} max_abs_sum_err={result['audit_max_err']:.3e} "
-                  f"{'PASS' if result['audit_max_err'] <= 1e-6 else 'FAIL'}")
-        print(f"final val_bpb={result['val_bpb']:.6f} val_loss={result['val_loss']:.6f} "
-              f"bytes_total={artifact_bytes + code_bytes} bytes_code={code_bytes} "
-              f"train_time_s={meta.get('train_time_s', 0.0):.1f} eval_time_s={result['eval_time_s']:.1f}")
-    if args.audit and result["audit_max_err"] > 1e-6:
+            print(audit_line(result))
+        print(final_line(result, artifact_bytes + code_bytes, code_bytes, meta.get("train_time_s", 0.0)))
+    if args.audit and result["audit_max_err"] > AUDIT_TOLERANCE:
         raise ArtifactError(f"normalization audit failed: max |sum p - 1| = {result['audit_max_err']:.3e} > 1e-6")
     return 0
 
 
 if __name__ == "__main__":
     sys.modules.setdefault("eval_ngram", sys.modules[__name__])  # train_gpt's `import eval_ngram` gets these classes
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except (ArtifactError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

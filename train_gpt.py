@@ -784,7 +784,7 @@ class EGT:
         self.gen_opt = torch.optim.Adam(self.lora, lr=cfg.egt_lr)
         self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.egt_lr * cfg.egt_critic_lr_mult)
         self.buffer, self.verifier = ReplayBuffer(cfg.egt_replay_size, device), VERIFIERS[cfg.egt_verifier]
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.autocast = eval_ngram.autocast(device)
         self.history = []
 
     def train_lora(self, sleeping: bool) -> None:  # our own adapters change only in sleep; shared ones always train
@@ -927,18 +927,13 @@ class Logger:
                 f.write(line + "\n")
 
 
-def setup_distributed(cfg: Config) -> tuple[int, int, int, torch.device]:
-    rank, world, local = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu")
-    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
+    rank, world, device = eval_ngram.setup_distributed(cfg.device)
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if world > 1:
-        dist.init_process_group("nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
-    return rank, world, local, device
+    return rank, world, device
 
 
 def accumulation_steps(cfg: Config, world: int) -> int:
@@ -1042,7 +1037,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     ddp = nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None,
                                               broadcast_buffers=False) if world > 1 else fwd  # buffers are regenerated
     optimizers = build_optimizers(model, cfg, rank, world)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = eval_ngram.autocast(device)
     params = [p for p in model.parameters() if p.requires_grad]
 
     train_counts = []  # ---- training-time n-gram cache: counts of the tokens trained on, started after warm-up
@@ -1305,7 +1300,7 @@ def main(argv: list[str]) -> int:
     if "--print-config" in argv:
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         return 0
-    rank, world, _, device = setup_distributed(cfg)
+    rank, world, device = setup_distributed(cfg)
     torch.manual_seed(cfg.seed + rank)
     if rank == 0:  # resume=auto continues the unfinished record folder of this run name, if there is one
         folder = (cfg.resume == "auto" and not cfg.checkpoint_dir and resumable_folder(cfg, preset)) or record_folder(cfg, preset)
@@ -1329,7 +1324,7 @@ def main(argv: list[str]) -> int:
             f"regen_s={model.basis_seconds:.2f} (CPU, float64 integer arithmetic, bit-identical on every rank)")
     facts = train(cfg, model, stream, log, rank, world, device, checkpoint_dir=cfg.checkpoint_dir or folder)
 
-    bytes_code = sum(os.path.getsize(p) for p in CODE_FILES)
+    bytes_code = eval_ngram.code_size()
     started = time.perf_counter()
     counts = facts.get("ngram_counts")
     packed_tables = {"ngram": counts.to_bytes(cfg.ngram_cache_bytes)} if counts is not None else {}
@@ -1355,14 +1350,12 @@ def main(argv: list[str]) -> int:
                               batch_windows=cfg.eval_batch_windows, rank=rank, world=world, device=device, log=log,
                               chunk_tokens=cfg.eval_chunk_tokens, ttt_steps=cfg.ttt_steps, ttt_lr=cfg.ttt_lr, ttt_rank=cfg.ttt_rank)
     if cfg.eval_audit:
-        log(f"audit positions={result['audit_count']} max_abs_sum_err={result['audit_max_err']:.3e} "
-            f"{'PASS' if result['audit_max_err'] <= 1e-6 else 'FAIL'}")
+        log(eval_ngram.audit_line(result))
     result.update(bytes_total=bytes_total, bytes_code=bytes_code)
     if rank == 0:
         write_record(folder, cfg, preset, result, facts, hardware, argv, world)
     log(f"record: {folder}")
-    log(f"final val_bpb={result['val_bpb']:.6f} val_loss={result['val_loss']:.6f} bytes_total={bytes_total} "
-        f"bytes_code={bytes_code} train_time_s={facts['train_time_s']:.1f} eval_time_s={result['eval_time_s']:.1f}")
+    log(eval_ngram.final_line(result, bytes_total, bytes_code, facts["train_time_s"]))
     if world > 1:
         dist.barrier()  # no rank tears the group down while another is still inside a collective
         dist.destroy_process_group()
@@ -1371,8 +1364,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.modules.setdefault("train_gpt", sys.modules[__name__])  # eval_ngram's `import train_gpt` gets these classes
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except (ConfigError, eval_ngram.DataError, eval_ngram.ArtifactError, FloatingPointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    eval_ngram.run_script(main, ConfigError, FloatingPointError)

@@ -24,7 +24,7 @@ import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from eval_ngram import DataError, write_shard  # noqa: E402
+from eval_ngram import DataError, load_sentencepiece, write_shard  # noqa: E402
 
 DEFAULT_SHARD_TOKENS = 100_000_000  # the challenge's shard size
 ENCODE_BATCH_CHARS = 4_000_000  # text per sentencepiece batch: big enough for its threads, small enough for progress
@@ -81,14 +81,7 @@ class ByteTokenizer:
 
 class SentencePieceTokenizer:
     def __init__(self, model_path: str, threads: int):
-        import sentencepiece as spm
-        if not os.path.isfile(model_path):
-            raise DataError(f"{model_path}: tokenizer model not found; download it with data/fineweb.py "
-                            "or pass --tokenizer bytes")
-        try:
-            self.sp = spm.SentencePieceProcessor(model_file=model_path)
-        except (OSError, RuntimeError) as e:
-            raise DataError(f"{model_path}: not a sentencepiece model ({e})") from None
+        self.sp = load_sentencepiece(model_path)
         self.name, self.threads = model_path, threads
         self.vocab_size, self.bos_id = self.sp.vocab_size(), self.sp.bos_id()
         if self.bos_id < 0:

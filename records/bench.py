@@ -37,7 +37,7 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from eval_ngram import DataError, find_shards, read_shard  # noqa: E402
+from eval_ngram import find_shards, load_sentencepiece, read_shard, run_script  # noqa: E402
 
 FLASH_ATTN_FALLBACK = os.path.join(REPO, "records", "flash_attn_fallback")
 
@@ -521,8 +521,7 @@ def vocab_of(tokenizer: str) -> int | None:
         return 256
     if not tokenizer.endswith(".model"):
         return None
-    import sentencepiece
-    return int(sentencepiece.SentencePieceProcessor(model_file=tokenizer).vocab_size())
+    return int(load_sentencepiece(tokenizer).vocab_size())
 
 
 def gpu_name() -> str:
@@ -606,8 +605,4 @@ def main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (UsageError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, UsageError)
