@@ -16,9 +16,8 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "records"))
-sys.path.insert(0, REPO)
-import bench  # noqa: E402
-from eval_ngram import write_shard  # noqa: E402
+import bench
+from eval_ngram import write_shard
 
 # Reads what challenge scripts read, checks the shards it was shown, prints challenge-style lines.
 FAKE_PEER = '''

@@ -5,15 +5,13 @@ import json
 import lzma
 import math
 import os
-import sys
 
 import pytest
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-import eval_ngram  # noqa: E402
-import train_gpt  # noqa: E402
+import eval_ngram
+import train_gpt
 
 SAMPLE = os.path.join(REPO_ROOT, "data", "sample", "gutenberg3_{}.txt.xz")
 

@@ -4,15 +4,13 @@ a diverged loss halts the run with a checkpoint to continue from."""
 import lzma
 import os
 import random
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import eval_ngram  # noqa: E402
-import train_gpt  # noqa: E402
+import eval_ngram
+import train_gpt
 
 SAMPLE_TEXT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample",
                            "gutenberg3_val.txt.xz")

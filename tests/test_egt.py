@@ -1,16 +1,12 @@
 """Embedded critics and the wake/sleep loop (EGT): critics learn real vs fake, the filters keep what they should,
 replay is prioritized, sleep moves only adapters and critics, the teacher anchor vanishes at equality, and the
 `egt` preset trains end to end."""
-import os
-import sys
-
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import eval_ngram  # noqa: E402
-import train_gpt as tg  # noqa: E402
+import eval_ngram
+import train_gpt as tg
 
 VOCAB, PROMPT, GEN = 64, 16, 16
 TINY = [f"vocab_size={VOCAB}", "num_layers=4", "model_dim=32", "num_heads=2", "num_kv_heads=1", "mlp_mult=2",

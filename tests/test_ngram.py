@@ -1,17 +1,14 @@
 """The score-first n-gram mixture: matches a brute-force reference, is normalized, never peeks ahead,
 and its training-time counts survive packing."""
 import math
-import os
-import sys
 from collections import defaultdict
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from eval_ngram import (MIX_DEFAULTS, ArtifactError, NGramCounts, NGramMixer, decode_counts,  # noqa: E402
+from eval_ngram import (MIX_DEFAULTS, ArtifactError, NGramCounts, NGramMixer, decode_counts,
                         encode_counts)
-from distributed import spawn_gloo  # noqa: E402
+from distributed import spawn_gloo
 
 VOCAB, ORDER = 6, 4
 WEIGHTS = {"beta": 0.7, "gate_bias": -1.0, "gate_order": 0.4, "gate_entropy": 0.3, "gate_enrich": 0.5}

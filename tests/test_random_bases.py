@@ -12,10 +12,9 @@ import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-import eval_ngram  # noqa: E402
-import train_gpt  # noqa: E402
-from train_gpt import GPT, ConfigError, resolve_config, semi_orthogonal  # noqa: E402
+import eval_ngram
+import train_gpt
+from train_gpt import GPT, ConfigError, resolve_config, semi_orthogonal
 
 RECORD_SHAPES = [(512, 512), (256, 512), (1536, 512), (512, 1536)]  # q/proj, k/v, mlp fc, mlp proj of the record model
 TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "model_dim=64", "num_heads=4", "num_kv_heads=2",

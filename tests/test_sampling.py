@@ -1,16 +1,12 @@
 """Sampling: top-p keeps the smallest set of most probable tokens whose mass reaches p, n-gram blocking never
 emits a token that repeats an n-gram of the text, and `eval_ngram.py ARTIFACT --generate` is deterministic
 for a given --seed."""
-import os
-import sys
-
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import eval_ngram  # noqa: E402
-import train_gpt  # noqa: E402
-from eval_ngram import blocked_tokens, generate, top_p_filter  # noqa: E402
+import eval_ngram
+import train_gpt
+from eval_ngram import blocked_tokens, generate, top_p_filter
 
 
 @pytest.mark.parametrize("p, kept", [(0.3, {1}), (0.5, {1}), (0.6, {1, 3}), (0.75, {1, 3}), (0.76, {1, 2, 3}),

@@ -6,10 +6,9 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score, write_shard  # noqa: E402
-from train_gpt import GPT, lora_parameters, pack_model, resolve_config  # noqa: E402
-from distributed import spawn_gloo  # noqa: E402
+from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score, write_shard
+from train_gpt import GPT, lora_parameters, pack_model, resolve_config
+from distributed import spawn_gloo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
