@@ -4,7 +4,8 @@
     torchrun --standalone --nproc_per_node=8 train_gpt.py [...]              # any number of GPUs
     python train_gpt.py --print-config | --help
 
-Read top to bottom: config, data, model, optimizers, training loop, record folder, main.
+Read top to bottom: config, data, model (with random bases), optimizers, embedded critics and wake/sleep (EGT),
+processes and logging, rolling checkpoints, training loop, pack/evaluate/record, main.
 """
 from __future__ import annotations
 
@@ -912,15 +913,14 @@ class EGT:
         return {"mode": self.cfg.egt_mode, "phases": len(self.history), "seconds": sum(h["sleep_ms"] for h in self.history) / 1000, "history": self.history}
 
 
-# ============================================================================ training loop
+# ============================================================================ processes and logging
 class Logger:
     """Prints on rank 0 and appends every line to the run's log file as it happens (nothing is lost on a crash)."""
 
     def __init__(self, path: str | None):
-        self.path, self.lines = path, []
+        self.path = path
 
     def __call__(self, line: str) -> None:
-        self.lines.append(line)
         print(line, flush=True)
         if self.path:
             with open(self.path, "a") as f:
@@ -928,6 +928,7 @@ class Logger:
 
 
 def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) as eval_ngram.setup_distributed gives them, with TF32 matmuls on CUDA."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu")
     rank, world, device = eval_ngram.setup_distributed(cfg.device)
@@ -1003,7 +1004,7 @@ def load_checkpoint(cfg: Config, folder: str, rank: int, log) -> dict | None:
     return None
 
 
-def restore_checkpoint(state: dict, cfg: Config, model: GPT, ema, optimizers, stream: TrainStream, log) -> None:
+def restore_checkpoint(state: dict, model: GPT, ema, optimizers, stream: TrainStream) -> None:
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -1026,6 +1027,7 @@ def resumable_folder(cfg: Config, preset: str) -> str | None:
     return os.path.dirname(max(found, key=os.path.getmtime)) if found else None
 
 
+# ============================================================================ training loop
 def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: int, device, checkpoint_dir: str = "") -> dict:
     """Train until the wall-clock budget or the step limit; returns timing facts for the record."""
     egt = EGT(cfg, model, rank, world, device, log) if cfg.egt_mode != "off" else None  # adds LoRA: before compile
@@ -1093,7 +1095,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     if world > 1 and all_reduce_max(resumed_step, world, device) != -all_reduce_max(-resumed_step, world, device):
         raise eval_ngram.DataError("ranks found checkpoints of different steps; pass resume=PATH of one they all have")
     if resumed:
-        restore_checkpoint(resumed, cfg, model, ema, optimizers, stream, log)
+        restore_checkpoint(resumed, model, ema, optimizers, stream)
         losses, step, train_time = resumed["losses"], resumed["step"], resumed["train_time_s"]
         last_log_time, last_log_step = train_time, step
         log(f"resumed path={resumed['path']} step={step} train_time_s={train_time:.1f}")
@@ -1108,6 +1110,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     def halt(error: Exception, stream_state: dict):
         path = last_good or (checkpoint(stream_state) if checkpoint_dir else None)
         raise type(error)(f"{error}; training halted at step {step}" + (f", checkpoint {path}" if path else "")) from error
+
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
