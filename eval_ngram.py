@@ -136,7 +136,8 @@ def code_size() -> int:
     return sum(os.path.getsize(p) for p in CODE_FILES)
 
 
-def code_sha256(paths: list[str]) -> str:
+def files_sha256(paths: list[str]) -> str:
+    """sha256 of the files' bytes, one after the other."""
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
@@ -886,7 +887,7 @@ def load_artifact(path: str):
     except OSError as error:
         raise ArtifactError(f"{path}: cannot read artifact ({error.strerror})") from None
     state, meta, tables = unpack_artifact(blob)
-    if meta.get("code_sha256") != code_sha256(CODE_FILES):
+    if meta.get("code_sha256") != files_sha256(CODE_FILES):
         print(f"warning: {path} was packed by different code (sha256 mismatch); scores may differ", file=sys.stderr)
     import train_gpt
     return train_gpt.model_from_artifact(state, meta), meta, tables, len(blob)

@@ -1202,7 +1202,7 @@ def artifact_parts(model: GPT, cfg: Config) -> str:
 
 
 def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None) -> bytes:
-    meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.code_sha256(CODE_FILES),
+    meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.files_sha256(CODE_FILES),
             "train_time_s": train_facts["train_time_s"]}
     if model.basis_seeds:
         meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))

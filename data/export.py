@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import glob
-import hashlib
 import json
 import lzma
 import os
@@ -24,7 +23,7 @@ import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from eval_ngram import DataError, load_sentencepiece, write_shard  # noqa: E402
+from eval_ngram import DataError, files_sha256, load_sentencepiece, write_shard  # noqa: E402
 
 DEFAULT_SHARD_TOKENS = 100_000_000  # the challenge's shard size
 ENCODE_BATCH_CHARS = 4_000_000  # text per sentencepiece batch: big enough for its threads, small enough for progress
@@ -139,11 +138,6 @@ class ShardWriter:
 # ---------------------------------------------------------------- export
 
 
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def encode_in_batches(docs: list[str], tokenizer, label: str, log):
     """Yields (docs, tokens) batches; prints progress every few seconds so large inputs show signs of life."""
     start = last_print = time.time()
@@ -213,7 +207,7 @@ def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[s
                             "pass more text, a larger --val-fraction, or --val-files")
     info = {
         "tokenizer": tokenizer.name,
-        "tokenizer_sha256": None if tokenizer.name == "bytes" else file_sha256(tokenizer.name),
+        "tokenizer_sha256": None if tokenizer.name == "bytes" else files_sha256([tokenizer.name]),
         "vocab_size": tokenizer.vocab_size,
         "bos_id": tokenizer.bos_id,
         "val_split": "val files" if every is None else f"every {every}th document",
