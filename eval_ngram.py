@@ -981,6 +981,9 @@ def main(argv: list[str]) -> int:
         if args.audit:
             print(audit_line(result))
         print(final_line(result, artifact_bytes + code_bytes, code_bytes, meta.get("train_time_s", 0.0)))
+    if world > 1:
+        torch.distributed.barrier()  # no rank tears the group down while another is still inside a collective
+        torch.distributed.destroy_process_group()
     if args.audit and result["audit_max_err"] > AUDIT_TOLERANCE:
         raise ArtifactError(f"normalization audit failed: max |sum p - 1| = {result['audit_max_err']:.3e} > 1e-6")
     return 0

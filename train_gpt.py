@@ -1115,6 +1115,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter() - train_time
+    loss = torch.zeros((), device=device)  # the last step's loss, checked before each rolling checkpoint
     while True:
         elapsed = all_reduce_max(time.perf_counter() - t0, world, device)
         progress = max(step / cfg.iterations, elapsed / cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else 0.0) / main_share
@@ -1268,7 +1269,8 @@ def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dic
                   "bytes_code": result["bytes_code"], "config": dataclasses.asdict(cfg), "preset": preset,
                   "hardware": hardware, "seed": cfg.seed, "train_time_s": facts["train_time_s"],
                   "eval_time_s": result["eval_time_s"], "steps": facts["steps"], "tokens_per_s": facts["tok_s"],
-                  "peak_mem_mib": facts["peak_mem_mib"], "mfu": facts["mfu"], "ngram_order": cfg.ngram_order}
+                  "peak_mem_mib": facts["peak_mem_mib"], "mfu": facts["mfu"], "ngram_order": cfg.ngram_order,
+                  "egt": facts["egt"]}  # wake/sleep history (critic accuracy, fraction in band, time) or None
     with open(os.path.join(folder, "submission.json"), "w") as f:
         json.dump(submission, f, indent=2)
     with open(os.path.join(folder, "loss_curve.svg"), "w") as f:
