@@ -336,8 +336,9 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
             sums += torch.stack([nll.double(), target_bytes(tokens_dev[positions - 1], targets, tables).sum().double(),
                                  torch.tensor(float(targets.numel()), dtype=torch.float64, device=device)])
         lo, hi = chunk[0][1], chunk[-1][2]
-        for learner in ([mixer] if mixer is not None else []) + list(learners):
-            learner.observe(lo, hi)
+        if chunk_index < len(chunks) - 1:  # nothing is scored after the last chunk: learning from it is waste
+            for learner in ([mixer] if mixer is not None else []) + list(learners):
+                learner.observe(lo, hi)
         if log and (chunk_index + 1) % max(1, len(chunks) // 10) == 0:
             log(f"eval chunk={chunk_index + 1}/{len(chunks)} scored_to={hi} elapsed_s={time.perf_counter() - started:.1f}")
     if world > 1:
