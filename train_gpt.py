@@ -1356,6 +1356,8 @@ def main(argv: list[str]) -> int:
                               chunk_tokens=cfg.eval_chunk_tokens, ttt_steps=cfg.ttt_steps, ttt_lr=cfg.ttt_lr, ttt_rank=cfg.ttt_rank)
     if cfg.eval_audit:
         log(eval_ngram.audit_line(result))
+        if result["audit_max_err"] > eval_ngram.AUDIT_TOLERANCE:  # a score from an unnormalized distribution is void
+            raise eval_ngram.ArtifactError(f"normalization audit failed: max |sum p - 1| = {result['audit_max_err']:.3e}")
     result.update(bytes_total=bytes_total, bytes_code=bytes_code)
     if rank == 0:
         write_record(folder, cfg, preset, result, facts, hardware, argv, world)
