@@ -306,33 +306,33 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
     audit_stats = torch.zeros(2, dtype=torch.float64, device=device)  # max |sum p - 1|, positions audited
     audit_every = max(1, (tokens.numel() - 1) // audit) if audit else 0
     length = min(seq_len, tokens.numel() - 1)
+    offsets = torch.arange(length + 1, device=device)  # window j reads tokens[start + j]
     started = time.perf_counter()
     for chunk_index, chunk in enumerate(chunks):
         mine = chunk[rank::world]
         for b in range(0, len(mine), batch_windows):
             batch = mine[b:b + batch_windows]
             starts = torch.tensor([w[0] for w in batch], device=device)
-            offsets = torch.arange(length + 1, device=device)
             grid = tokens_dev[starts[:, None] + offsets]
             logits, aux = forward_logits(grid[:, :-1])
             keep = torch.zeros(len(batch), length, dtype=torch.bool, device=device)
             for i, (start, lo, hi) in enumerate(batch):
                 keep[i, lo - start - 1:hi - start - 1] = True
-            positions = (starts[:, None] + 1 + torch.arange(length, device=device))[keep]
-            flat_logits = logits[keep].float()
+            positions = (starts[:, None] + offsets[1:])[keep]
+            flat_logits, flat_aux = logits[keep].float(), {k: v[keep].float() for k, v in aux.items()}
             targets = tokens_dev[positions]
             if audit_every:
                 picked = positions % audit_every == 0
                 if picked.any():
-                    sel_aux = {k: v[keep][picked].float() for k, v in aux.items()}
-                    err = (mixer.audit(flat_logits[picked], positions[picked], sel_aux) if mixer is not None else
+                    picked_aux = {k: v[picked] for k, v in flat_aux.items()}
+                    err = (mixer.audit(flat_logits[picked], positions[picked], picked_aux) if mixer is not None else
                            (torch.softmax(flat_logits[picked].double(), -1).sum(-1) - 1).abs().max().item())
                     audit_stats[0] = max(audit_stats[0].item(), err)
                     audit_stats[1] += int(picked.sum())
             if mixer is None:
                 nll = torch.nn.functional.cross_entropy(flat_logits, targets, reduction="sum")
             else:
-                nll = mixer.nll(flat_logits, targets, positions, {k: v[keep].float() for k, v in aux.items()}).sum()
+                nll = mixer.nll(flat_logits, targets, positions, flat_aux).sum()
             sums += torch.stack([nll.double(), target_bytes(tokens_dev[positions - 1], targets, tables).sum().double(),
                                  torch.tensor(float(targets.numel()), dtype=torch.float64, device=device)])
         lo, hi = chunk[0][1], chunk[-1][2]
