@@ -640,9 +640,14 @@ class Muon(torch.optim.Optimizer):
                 offset += p.numel()
 
 
+def is_embedding(name: str) -> bool:
+    """Lookup tables (token and hashed-bigram embeddings): AdamW, not Muon, and their own bits in the artifact."""
+    return "tok_emb" in name or "table" in name
+
+
 def build_optimizers(model: GPT, cfg: Config, rank: int, world: int) -> list[torch.optim.Optimizer]:
-    matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and p.requires_grad and "tok_emb" not in n and "table" not in n]
-    embeddings = [p for n, p in model.named_parameters() if p.requires_grad and ("tok_emb" in n or "table" in n)]
+    matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and p.requires_grad and not is_embedding(n)]
+    embeddings = [p for n, p in model.named_parameters() if p.requires_grad and is_embedding(n)]
     scalars = [p for p in model.parameters() if p.ndim < 2 and p.requires_grad]
     fused = next(model.parameters()).is_cuda
     adam = torch.optim.AdamW([dict(params=embeddings, lr=cfg.embed_lr, base_lr=cfg.embed_lr, weight_decay=cfg.adam_wd),
@@ -1177,7 +1182,7 @@ def quant_plan(model: GPT, cfg: Config) -> dict[str, int]:
         if name.endswith(("lora_a", "lora_b")):
             plan[name] = cfg.lora_quant_bits
         elif p.ndim == 2 and p.numel() > 65_536:
-            plan[name] = (cfg.embed_quant_bits if ("tok_emb" in name or "table" in name) else
+            plan[name] = (cfg.embed_quant_bits if is_embedding(name) else
                           cfg.mlp_quant_bits if ".mlp." in name else cfg.quant_bits)
     return plan
 
