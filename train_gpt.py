@@ -139,6 +139,7 @@ class Config:
     egt_band_low: float = opt(0.3, "prompts are hard when uncertainty (1 - mean pairwise Jaccard of samples) > this")
     egt_band_high: float = opt(0.6, "... and < this")
     egt_hard_frac: float = opt(0.6, "hard prompts' share of the kept set (topped up with high-entropy ones)")
+    egt_min_keep: int = opt(8, "prompts kept per wake at least: the nearest to the band stand in when it holds too few")
     egt_jaccard_min: float = opt(0.35, "a sample is dropped when its token-Jaccard diversity to a kept sibling is below this")
     egt_replay_size: int = opt(1024, "prioritized replay capacity (highest priority kept)")
     egt_batch: int = opt(32, "replay items per sleep step")
@@ -713,12 +714,17 @@ def diverse_samples(similarity: Tensor, min_diversity: float) -> Tensor:
     return keep
 
 
-def select_prompts(uncertainty: Tensor, entropy: Tensor, band: tuple[float, float], hard_frac: float) -> Tensor:
-    """Indices of the prompts inside the uncertainty band, topped up with the highest-entropy others to hard_frac."""
+def select_prompts(uncertainty: Tensor, entropy: Tensor, band: tuple[float, float], hard_frac: float, min_keep: int) -> Tensor:
+    """Indices of the kept prompts: hard ones (inside the uncertainty band) make hard_frac of the set, the rest are
+    the highest-entropy others. The set holds at least min_keep prompts; when the band has too few (a weak model's
+    samples all disagree), the prompts nearest to the band fill the hard share, so a wake phase always feeds sleep."""
+    distance = (band[0] - uncertainty).clamp(min=0) + (uncertainty - band[1]).clamp(min=0)
     inside = (uncertainty > band[0]) & (uncertainty < band[1])
-    hard, rest = inside.nonzero().squeeze(1), (~inside).nonzero().squeeze(1)
-    extra = min(rest.numel(), round(hard.numel() * (1 - hard_frac) / hard_frac))
-    return torch.cat([hard, rest[entropy[rest].argsort(descending=True)[:extra]]])
+    keep = min(uncertainty.numel(), max(min_keep, math.ceil(inside.sum().item() / hard_frac - 1e-9)))
+    by_distance = torch.where(inside, -1.0, distance).argsort(stable=True)  # in-band first, in index order
+    hard = by_distance[:max(inside.sum().item(), round(keep * hard_frac))]
+    rest = by_distance[hard.numel():]
+    return torch.cat([hard, rest[entropy[rest].argsort(descending=True, stable=True)[:keep - hard.numel()]]])
 
 
 def kl_to_teacher(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -821,7 +827,7 @@ class EGT:
         samples = seq[:, -G:].view(-1, K, G)
         similarity = jaccard_similarity(samples, cfg.vocab_size)
         uncertainty = 1 - (similarity.sum((1, 2)) - K) / (K * (K - 1))  # 1 - mean pairwise agreement
-        chosen = select_prompts(uncertainty, entropy.view(-1, K).mean(1), (cfg.egt_band_low, cfg.egt_band_high), cfg.egt_hard_frac)
+        chosen = select_prompts(uncertainty, entropy.view(-1, K).mean(1), (cfg.egt_band_low, cfg.egt_band_high), cfg.egt_hard_frac, cfg.egt_min_keep)
         real_logit, fake_logit = self.critics(self.states(x)[0])[0].mean(0), self.critics(self.states(seq)[0])[0].mean(0).view(-1, K)
         p, k = diverse_samples(similarity[chosen], cfg.egt_jaccard_min).nonzero(as_tuple=True)
         p = chosen[p]

@@ -49,9 +49,17 @@ def test_uncertainty_band_keeps_in_band_prompts_topped_up_by_entropy():
     uncertainty = torch.tensor([0.10, 0.35, 0.50, 0.59, 0.60, 0.70, 0.20, 0.30])
     entropy = torch.tensor([0.9, 0.0, 0.0, 0.0, 0.1, 0.5, 0.7, 0.2])
     # in band (open interval): 1, 2, 3; hard_frac 0.6 -> 2 more, the highest-entropy outsiders: 0 then 6
-    assert tg.select_prompts(uncertainty, entropy, (0.3, 0.6), 0.6).tolist() == [1, 2, 3, 0, 6]
-    assert tg.select_prompts(uncertainty, entropy, (0.3, 0.6), 1.0).tolist() == [1, 2, 3]
-    assert tg.select_prompts(torch.tensor([0.9, 0.1]), torch.tensor([1.0, 2.0]), (0.3, 0.6), 0.6).tolist() == []
+    assert tg.select_prompts(uncertainty, entropy, (0.3, 0.6), 0.6, 0).tolist() == [1, 2, 3, 0, 6]
+    assert tg.select_prompts(uncertainty, entropy, (0.3, 0.6), 1.0, 0).tolist() == [1, 2, 3]
+    # min_keep 7: the hard share round(0.6 * 7) = 4 takes the first outsider on the band's edge (4: 0.60), then entropy
+    assert tg.select_prompts(uncertainty, entropy, (0.3, 0.6), 0.6, 7).tolist() == [1, 2, 3, 4, 0, 6, 5]
+
+
+def test_an_empty_band_keeps_the_prompts_nearest_to_it_when_asked_to():
+    uncertainty, entropy = torch.tensor([0.9, 0.1, 0.95, 0.7]), torch.tensor([1.0, 2.0, 3.0, 0.0])
+    assert tg.select_prompts(uncertainty, entropy, (0.3, 0.6), 0.6, 0).tolist() == []
+    # keep 3: hard share 2 = the nearest (3: 0.1 away, 1: 0.2 away), then the highest-entropy rest (2)
+    assert tg.select_prompts(uncertainty, entropy, (0.3, 0.6), 0.6, 3).tolist() == [3, 1, 2]
 
 
 def test_jaccard_filter_drops_near_duplicates_of_kept_samples_only():
