@@ -155,6 +155,13 @@ class Config:
     egt_reward_weight: float = opt(1.0, "priority = uncertainty * critic error + this * verifier reward")
 
 
+# The challenge baseline's architecture (9x512, MLP 2x relu^2, seq 1024, none of record's extras, int8) with a
+# short-run schedule: what trains best when the budget is one GPU for minutes rather than 8xH100 for 10 minutes.
+BASELINE_SHAPE = dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction=1.0, seq_len=1024,
+                      train_batch_tokens=524_288, xsa_layers=0, unet_skips=False, smear_gate=False, bigram_buckets=0,
+                      pre_enrich=False, overtone_init=False, ema=False, quant_bits=8, mlp_quant_bits=8, matrix_lr=0.04,
+                      scalar_lr=0.04, embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_wd=0.0,
+                      adam_wd=0.0, grad_clip=0.0, warmdown_frac=0.2)
 PRESETS: dict[str, dict] = {
     "record": {},
     "smoke": dict(data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
@@ -162,16 +169,13 @@ PRESETS: dict[str, dict] = {
                   bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0, iterations=400,
                   warmup_steps=5, compile_warmup_steps=0, log_every=20, eval_stride=64, eval_batch_windows=64,
                   eval_max_tokens=32768, track="smoke"),
-    "baseline": dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction=1.0, seq_len=1024,
-                     train_batch_tokens=524_288, xsa_layers=0, unet_skips=False, smear_gate=False, bigram_buckets=0,
-                     pre_enrich=False, overtone_init=False, ema=False, quant_bits=8, mlp_quant_bits=8, matrix_lr=0.04, scalar_lr=0.04,
-                     embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_wd=0.0, adam_wd=0.0,
-                     grad_clip=0.0, warmdown_frac=0.2, ngram_order=0, ttt_steps=0),
+    "baseline": dict(BASELINE_SHAPE, ngram_order=0, ttt_steps=0),  # the challenge baseline, scored like it
     "long": dict(max_wallclock_seconds=4 * 3600.0, iterations=200_000, checkpoint_every_s=900.0, resume="auto",
                  track="long"),  # hours on one (preemptible) GPU: rerunning the same command continues the run
-    # every block matrix frozen; the freed bytes buy rank 128 (d/4), measured better than d/8 and as good as d/2 on
-    # CPU, where extra depth did not pay at equal steps; LoRA factors take half the Muon rate (also measured better)
-    "random_bases": dict(random_bases="mlp,attn", lora_rank=128, num_layers=11, matrix_lr=0.0125),
+    # MLP matrices frozen to regenerated bases + LoRA rank 64 + row scales, attention trained, on the baseline shape.
+    # Measured (one H200, 150 s): every block matrix frozen in an 11x512 MLP-3x record model with rank 128 trained
+    # at half the tokens/s of the public random-adapter script and scored 2.10 vs its 1.51: compute binds there, not bytes
+    "random_bases": dict(BASELINE_SHAPE, random_bases="mlp", lora_rank=64),
     "egt": dict(egt_mode="interleaved"),  # record + the wake/sleep loop; off in record until measured
     "bytes": dict(vocab_size=256, tokenizer="bytes", data_dir="data/local/sample_bytes", track="bytes"),
 }
