@@ -144,7 +144,7 @@ class Config:
     egt_jaccard_min: float = opt(0.35, "a sample is dropped when its token-Jaccard diversity to a kept sibling is below this")
     egt_replay_size: int = opt(1024, "prioritized replay capacity (highest priority kept)")
     egt_batch: int = opt(32, "replay items per sleep step")
-    egt_lr: float = opt(1e-3, "Adam learning rate of the generator's adapters in sleep")
+    egt_lr: float = opt(3e-4, "Adam learning rate of the generator's adapters in sleep (1e-3 un-anneals a trained model)")
     egt_critic_lr_mult: float = opt(3.0, "critic learning rate / generator learning rate (two time scales)")
     egt_critic_steps: int = opt(50, "critic steps per sleep epoch")
     egt_gen_steps: int = opt(20, "generator steps per sleep epoch")
@@ -742,6 +742,12 @@ def kl_to_teacher(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
                     log_target=True, reduction="none").sum(-1).mean()
 
 
+def policy_gradient_loss(cost: Tensor, logp: Tensor) -> Tensor:
+    """REINFORCE with the batch mean as baseline: its gradient lowers the probability of samples costing more than
+    average and raises the others'. cost [n] is a constant; logp [n] carries the gradient."""
+    return ((cost - cost.mean()).detach() * logp).mean()
+
+
 class ReplayBuffer:
     """Prioritized replay: keeps the `capacity` highest-priority items and samples them in proportion to priority."""
 
@@ -871,18 +877,26 @@ class EGT:
         return fake_logit.detach().mean(0)
 
     def generator_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """LM loss on real text + beta * adversarial + lambda * feature matching + alpha * KL to the teacher."""
-        cfg, real_seq = self.cfg, torch.cat([batch["prompt"], batch["real"]], 1)
+        """LM loss on real text + beta * adversarial + lambda * feature matching + alpha * KL to the teacher.
+        Samples are discrete, so no gradient reaches generation through the critics: the adversarial and feature
+        matching terms are score-function (REINFORCE) surrogates. Each sample's cost (the critics' -log P(real); its
+        critic features' squared distance to the real batch's mean features), minus the batch mean, weighs the
+        gradient of the sample's mean token log-probability: generation moves towards what the critics take for real."""
+        cfg, real_seq, prompt_len = self.cfg, torch.cat([batch["prompt"], batch["real"]], 1), batch["prompt"].size(1)
         real_states, h = self.states(real_seq)
-        fake_logit, fake_feats = self.critics(self.states(torch.cat([batch["prompt"], batch["fake"]], 1))[0])
-        real_feats = self.critics(real_states)[1]
+        fake_states, h_fake = self.states(torch.cat([batch["prompt"], batch["fake"]], 1))
+        with torch.no_grad():  # the critics judge; they are not a path for the generator's gradient
+            fake_logit, fake_feats = self.critics([s.detach() for s in fake_states])
+            real_feats = self.critics([s.detach() for s in real_states])[1]
+            distance = sum(((f.mean(1) - r.mean((0, 1))) ** 2).mean(-1) for r, f in zip(real_feats, fake_feats)) / len(real_feats)
         with self.autocast:
-            logits = self.model.logits(h[:, :-1])
+            logits, fake_logits = self.model.logits(h[:, :-1]), self.model.logits(h_fake[:, prompt_len - 1:-1])
             with torch.no_grad():
                 teacher_logits = self.teacher.logits(self.teacher.hidden(real_seq[:, :-1])[0])
+        sample_logp = fake_logits.float().log_softmax(-1).gather(-1, batch["fake"][..., None]).squeeze(-1).mean(-1)
         lm = F.cross_entropy(logits.flatten(0, 1), real_seq[:, 1:].flatten())
-        adversarial = F.softplus(-fake_logit).mean()  # the generator wants its samples judged real
-        matching = sum(F.mse_loss(f.mean((0, 1)), r.detach().mean((0, 1))) for r, f in zip(real_feats, fake_feats)) / len(real_feats)
+        adversarial = policy_gradient_loss(-F.logsigmoid(fake_logit).mean(0), sample_logp)  # judged real = low cost
+        matching = policy_gradient_loss(distance, sample_logp)
         return lm + cfg.egt_beta_gan * adversarial + cfg.egt_lambda_fm * matching + cfg.egt_alpha_kl * kl_to_teacher(logits, teacher_logits)
 
     def sleep(self, ema: EMA | None) -> None:

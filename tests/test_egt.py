@@ -35,7 +35,7 @@ def test_critics_learn_to_tell_real_text_from_a_unigram_fake():
         unigram_fake = real[:, PROMPT:].flatten()[torch.randint(n * GEN, (n, GEN), generator=g)]  # same token frequencies
         return dict(prompt=real[:, :PROMPT], real=real[:, PROMPT:], fake=unigram_fake)
 
-    for _ in range(100):
+    for _ in range(300):  # critic rate 3 x egt_lr = 9e-4
         egt.critic_step(batch(32))
     held_out = batch(256)
     with torch.no_grad():
@@ -103,6 +103,25 @@ def test_sleep_changes_only_adapters_and_critics():
     assert not any(p.requires_grad for p in tg.lora_parameters(model))  # frozen again for the main steps
     ema_of = dict(zip([id(p) for p in model.parameters()], ema.params))
     assert all(torch.equal(ema_of[id(p)], p) for p in tg.lora_parameters(model))  # the packed EMA keeps sleep's work
+
+
+def test_policy_gradient_lowers_the_costlier_samples_probability_and_ignores_a_constant_cost():
+    logp = torch.zeros(3, requires_grad=True)
+    tg.policy_gradient_loss(torch.tensor([2.0, 0.0, 1.0]), logp).backward()
+    assert logp.grad.tolist() == pytest.approx([1 / 3, -1 / 3, 0.0])  # descent: sample 0 down, sample 1 up
+    logp.grad = None
+    tg.policy_gradient_loss(torch.full((3,), 5.0), logp).backward()
+    assert logp.grad.abs().max() == 0
+
+
+def test_generator_step_leaves_the_critics_alone():
+    model, egt = tiny_egt()
+    g = torch.Generator().manual_seed(4)
+    batch = dict(prompt=counting_text(4, g)[:, :8], real=counting_text(4, g)[:, :4], fake=torch.randint(0, VOCAB, (4, 4), generator=g))
+    egt.train_lora(True)
+    egt.generator_loss(batch).backward()
+    assert all(p.grad is None for p in egt.critics.parameters())
+    assert all(p.grad is not None for p in tg.lora_parameters(model))
 
 
 def test_kl_to_teacher_is_zero_when_student_equals_teacher():
