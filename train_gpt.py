@@ -729,9 +729,10 @@ def select_prompts(uncertainty: Tensor, entropy: Tensor, band: tuple[float, floa
     samples all disagree), the prompts nearest to the band fill the hard share, so a wake phase always feeds sleep."""
     distance = (band[0] - uncertainty).clamp(min=0) + (uncertainty - band[1]).clamp(min=0)
     inside = (uncertainty > band[0]) & (uncertainty < band[1])
-    keep = min(uncertainty.numel(), max(min_keep, math.ceil(inside.sum().item() / hard_frac - 1e-9)))
+    n_inside = int(inside.sum())
+    keep = min(uncertainty.numel(), max(min_keep, math.ceil(n_inside / hard_frac - 1e-9)))  # 1e-9: 3 / 0.6 is 5.0000001
     by_distance = torch.where(inside, -1.0, distance).argsort(stable=True)  # in-band first, in index order
-    hard = by_distance[:max(inside.sum().item(), round(keep * hard_frac))]
+    hard = by_distance[:max(n_inside, round(keep * hard_frac))]
     rest = by_distance[hard.numel():]
     return torch.cat([hard, rest[entropy[rest].argsort(descending=True, stable=True)[:keep - hard.numel()]]])
 
