@@ -178,7 +178,7 @@ PRESETS: dict[str, dict] = {
     # lora_lr_scale 0.25 won on CPU (4x128, 300 steps: 2.640 -> 2.602) but scored 1.5599 on another H200 machine.
     # An 11x512 MLP-3x record model with every block matrix frozen and rank 128 ran at half the peer's tokens/s: 2.10
     "random_bases": dict(BASELINE_SHAPE, random_bases="mlp", lora_rank=64),
-    "egt": dict(egt_mode="interleaved"),  # record + the wake/sleep loop; off in record until measured
+    "egt": dict(egt_mode="interleaved"),  # record + the wake/sleep loop; off in record (records/bench/*issue7*)
     "bytes": dict(vocab_size=256, tokenizer="bytes", data_dir="data/local/sample_bytes", track="bytes"),
 }
 
