@@ -11,6 +11,7 @@ import json
 import lzma
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 import struct
 import sys
 import time
@@ -120,7 +121,8 @@ def target_bytes(prev: torch.Tensor, target: torch.Tensor, tables) -> torch.Tens
 
 
 # ---------------------------------------------------------------- artifact packing
-ARTIFACT_MAGIC, ARTIFACT_FORMAT = b"PGOLF\x00", 1
+ARTIFACT_MAGIC, ARTIFACT_FORMAT = b"PGOLF\x00", 2
+LZMA_CHUNK = 4 << 20  # independent LZMA streams: compressed in parallel, and preset 9 is ~5x faster on 4 MiB than on 23 MiB
 ARTIFACT_LIMIT = 16_000_000
 HERE = os.path.dirname(os.path.abspath(__file__))
 CODE_FILES = [os.path.join(HERE, "train_gpt.py"), os.path.join(HERE, "eval_ngram.py")]  # what an artifact needs
@@ -184,11 +186,13 @@ def pack_artifact(state: dict[str, torch.Tensor], meta: dict, quant_bits: dict[s
         index.append({"name": name, "shape": list(tensor.shape), "kind": kind, "offset": offset, "nbytes": nbytes})
         chunks.extend(parts)
         offset += nbytes
-    payload = lzma.compress(b"".join(chunks), preset=9)  # EXTREME gains ~0.01% on weights, costs 3x time
+    raw = b"".join(chunks)
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # lzma releases the GIL while it compresses
+        streams = list(pool.map(lambda i: lzma.compress(raw[i:i + LZMA_CHUNK], preset=9), range(0, len(raw), LZMA_CHUNK)))
     tables = tables or {}
     header = json.dumps({"format": ARTIFACT_FORMAT, "meta": meta, "tensors": index, "payload_raw": offset,
-                         "payload_lzma": len(payload), "tables": {k: len(v) for k, v in tables.items()}}).encode()
-    return b"".join([ARTIFACT_MAGIC, struct.pack("<I", len(header)), header, payload, *tables.values()])
+                         "payload_lzma": [len(s) for s in streams], "tables": {k: len(v) for k, v in tables.items()}}).encode()
+    return b"".join([ARTIFACT_MAGIC, struct.pack("<I", len(header)), header, *streams, *tables.values()])
 
 
 def unpack_artifact(blob: bytes) -> tuple[dict[str, torch.Tensor], dict, dict[str, bytes]]:
@@ -201,21 +205,28 @@ def unpack_artifact(blob: bytes) -> tuple[dict[str, torch.Tensor], dict, dict[st
     (header_len,) = struct.unpack("<I", blob[len(ARTIFACT_MAGIC):start])
     try:
         header = json.loads(blob[start:start + header_len].decode())
-        index, table_sizes = header["tensors"], header["tables"]
-        payload_end = start + header_len + int(header["payload_lzma"])
         if header["format"] != ARTIFACT_FORMAT:
             raise ArtifactError(f"artifact format {header['format']} is not {ARTIFACT_FORMAT}; use the matching code")
+        index, table_sizes, raw_size = header["tensors"], header["tables"], int(header["payload_raw"])
+        stream_sizes = [int(n) for n in header["payload_lzma"]]
+        payload_end = start + header_len + sum(stream_sizes)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise ArtifactError("artifact header is truncated or corrupt") from None
     if len(blob) != payload_end + sum(table_sizes.values()):
         raise ArtifactError(f"artifact has {len(blob)} bytes, its header promises "
                             f"{payload_end + sum(table_sizes.values())}: truncated or padded")
-    try:
-        decompressor = lzma.LZMADecompressor()
-        payload = decompressor.decompress(blob[start + header_len:payload_end], max_length=int(header["payload_raw"]))
-    except lzma.LZMAError:
-        raise ArtifactError("artifact payload is corrupt (LZMA failed)") from None
-    if len(payload) != header["payload_raw"] or not decompressor.eof:
+    pieces, offset = [], start + header_len
+    for size in stream_sizes:
+        try:  # bounded by the header's raw size, so a hostile blob cannot exhaust memory
+            decompressor = lzma.LZMADecompressor()
+            pieces.append(decompressor.decompress(blob[offset:offset + size], max_length=raw_size + 1))
+        except lzma.LZMAError:
+            raise ArtifactError("artifact payload is corrupt (LZMA failed)") from None
+        if not decompressor.eof or decompressor.unused_data:
+            raise ArtifactError("artifact payload stream is truncated or padded")
+        offset, raw_size = offset + size, raw_size - len(pieces[-1])
+    payload = b"".join(pieces)
+    if len(payload) != header["payload_raw"]:
         raise ArtifactError("artifact payload size does not match its header")
     state = {}
     for entry in index:

@@ -1,6 +1,7 @@
 """The trainer's contract: shards are validated, bytes are counted as the challenge counts them, config errors are
 clear, Muon orthogonalizes, EMA and XSA do what they say, gradient accumulation and extra ranks leave the step
 unchanged, and a packed artifact scores exactly like the model it was packed from."""
+import json
 import os
 import subprocess
 import sys
@@ -206,6 +207,23 @@ def test_a_damaged_artifact_is_one_clear_error_line(tmp_path, damage, message):
     path.write_bytes(damage(blob))
     proc = subprocess.run([sys.executable, "eval_ngram.py", str(path)], cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_payload_is_several_lzma_streams_that_unpack_to_the_same_tensors(monkeypatch):
+    cfg = tiny_config()
+    model = train_gpt.GPT(cfg)
+    whole = eval_ngram.unpack_artifact(train_gpt.pack_model(model, cfg, {"train_time_s": 0.0}))[0]
+    monkeypatch.setattr(eval_ngram, "LZMA_CHUNK", 4096)
+    blob = train_gpt.pack_model(model, cfg, {"train_time_s": 0.0})
+    header_len = int.from_bytes(blob[len(eval_ngram.ARTIFACT_MAGIC):len(eval_ngram.ARTIFACT_MAGIC) + 4], "little")
+    streams = json.loads(blob[len(eval_ngram.ARTIFACT_MAGIC) + 4:][:header_len])["payload_lzma"]
+    assert len(streams) > 3
+    chunked = eval_ngram.unpack_artifact(blob)[0]
+    assert chunked.keys() == whole.keys() and all(torch.equal(chunked[n], whole[n]) for n in whole)
+    second = len(eval_ngram.ARTIFACT_MAGIC) + 4 + header_len + streams[0] + streams[1] // 2  # inside stream 2
+    damaged = blob[:second] + bytes(b ^ 0xFF for b in blob[second:second + 16]) + blob[second + 16:]
+    with pytest.raises(eval_ngram.ArtifactError, match="payload"):
+        eval_ngram.unpack_artifact(damaged)
 
 
 def test_the_training_time_ngram_cache_is_packed_and_scores_stay_normalized(sp1024_shards, sp1024_model):
