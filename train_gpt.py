@@ -285,7 +285,9 @@ class Linear(nn.Linear):
     def __init__(self, fan_in: int, fan_out: int, zero_init: bool = False):
         super().__init__(fan_in, fan_out, bias=False)
         nn.init.zeros_(self.weight) if zero_init else nn.init.normal_(self.weight, std=fan_in ** -0.5)
-        self.zero_init, self.lora_a, self.lora_b, self.row_scale = zero_init, None, None, None
+        self.zero_init, self.row_scale = zero_init, None
+        self.register_parameter("lora_a", None)  # registered while empty: attaching and removing adapters (EGT's
+        self.register_parameter("lora_b", None)  # sleep) leaves the module as the compiled main step saw it
 
     def add_lora(self, rank: int, generator: torch.Generator | None = None) -> None:
         a = torch.randn(rank, self.in_features, generator=generator) * self.in_features ** -0.5  # CPU: same on every device
@@ -789,9 +791,10 @@ class Critics(nn.Module):
 
 
 class EGT:
-    """The wake/sleep loop around a GPT: owns the critics, the replay buffer, the teacher and both optimizers.
-    A model with LoRA of its own (e.g. random bases) trains that; otherwise EGT adds rank egt_lora_rank adapters
-    to every trained block matrix, frozen outside sleep and merged into the weights by finish()."""
+    """The wake/sleep loop around a GPT: owns the critics, the replay buffer, the teacher and the critics' optimizer.
+    A model with LoRA of its own (e.g. random bases) trains that in sleep; otherwise each sleep gives every trained
+    block matrix fresh rank-egt_lora_rank adapters and merges them into the weights when it ends, so the main steps
+    never pay for adapters (dormant rank-8 adapters on the record model cost 20% of its tokens/s on an H200)."""
 
     def __init__(self, cfg: Config, model: GPT, rank: int, world: int, device: torch.device, log):
         if cfg.egt_mode not in ("off", "interleaved", "final") or cfg.egt_verifier not in VERIFIERS:
@@ -799,25 +802,39 @@ class EGT:
         self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
         runs = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
         self.watched = list(range(cfg.egt_critic_every - 1, runs, cfg.egt_critic_every))
-        self.own_lora = not lora_parameters(model)
-        with torch.random.fork_rng(devices=[]):  # adapters and critics are drawn on the CPU: the same on every rank
+        own_lora = not lora_parameters(model)
+        self.adapted = [m for m in model.blocks.modules() if own_lora and isinstance(m, Linear) and isinstance(m.weight, nn.Parameter)]
+        with torch.random.fork_rng(devices=[]):  # critics are drawn on the CPU: the same on every rank
             torch.manual_seed(cfg.seed)
-            for m in model.blocks.modules() if self.own_lora else ():
-                if isinstance(m, Linear) and isinstance(m.weight, nn.Parameter):  # merged into it by finish()
-                    m.add_lora(cfg.egt_lora_rank)
             self.critics = Critics(cfg.model_dim, cfg.egt_critic_hidden, len(self.watched), cfg.egt_pool).to(device)
-        self.lora = lora_parameters(model)
-        self.train_lora(False)
         self.teacher = copy.deepcopy(model).requires_grad_(False)
-        self.gen_opt = torch.optim.Adam(self.lora, lr=cfg.egt_lr)
         self.critic_opt = torch.optim.Adam(self.critics.parameters(), lr=cfg.egt_lr * cfg.egt_critic_lr_mult)
         self.buffer, self.verifier = ReplayBuffer(cfg.egt_replay_size, device), VERIFIERS[cfg.egt_verifier]
         self.autocast = eval_ngram.autocast(device)
         self.history = []
 
-    def train_lora(self, sleeping: bool) -> None:  # our own adapters change only in sleep; shared ones always train
-        for p in self.lora:
-            p.requires_grad_(sleeping or not self.own_lora)
+    def attach_adapters(self) -> list[nn.Parameter]:
+        """The generator's trainable parameters for one sleep: fresh adapters of our own (B = 0, so the model is
+        unchanged; drawn on the CPU from the phase number, the same on every rank), or the model's shared LoRA."""
+        generator = torch.Generator().manual_seed(self.cfg.seed + len(self.history))
+        for m in self.adapted:
+            m.add_lora(self.cfg.egt_lora_rank, generator)
+        return lora_parameters(self.model)
+
+    @torch.no_grad()
+    def merge_adapters(self, ema: EMA | None) -> None:
+        """Sleep's work goes into the weights (our adapters merged, then removed) and into the EMA, which is packed."""
+        deltas = {}
+        for m in self.adapted:
+            deltas[id(m.weight)] = m.lora_b @ m.lora_a
+            m.weight += deltas[id(m.weight)]
+            m.lora_a = m.lora_b = None
+        shared = {id(p) for p in lora_parameters(self.model)}
+        for p, e in zip(self.model.parameters(), ema.params if ema is not None else ()):
+            if id(p) in deltas:
+                e.add_(deltas[id(p)])
+            elif id(p) in shared:  # the shared adapters' EMA follows sleep exactly
+                e.copy_(p)
 
     def states(self, seq: Tensor) -> tuple[list[Tensor], Tensor]:
         """Watched blocks' hidden states over the continuation (last egt_gen_len tokens), and the final hidden states."""
@@ -904,19 +921,15 @@ class EGT:
         """One sleep epoch: egt_critic_steps critic and egt_gen_steps generator steps, interleaved evenly."""
         cfg, C, S = self.cfg, self.cfg.egt_critic_steps, self.cfg.egt_gen_steps
         ema.copy_to(self.teacher) if ema is not None else self.teacher.load_state_dict(self.model.state_dict())
-        self.train_lora(True)
+        lora = self.attach_adapters()
+        generator_opt = torch.optim.Adam(lora, lr=cfg.egt_lr)
         for _, turn in sorted([(i / C, "critic") for i in range(C)] + [(i / S, "generator") for i in range(S)]):
             index, batch = self.buffer.sample(cfg.egt_batch)
             if turn == "critic":  # a fresh critic error gives the item a fresh priority
                 self.buffer.priority[index] = self.priority(batch, self.critic_step(batch))
             else:
-                self.update(self.gen_opt, self.generator_loss(batch), self.lora)
-        self.train_lora(False)
-        if ema is not None:  # the adapters' EMA follows sleep exactly, so the packed EMA keeps what sleep learned
-            lora = {id(p) for p in self.lora}
-            for p, e in zip(self.model.parameters(), ema.params):
-                if id(p) in lora:
-                    e.copy_(p.detach())
+                self.update(generator_opt, self.generator_loss(batch), lora)
+        self.merge_adapters(ema)
 
     def phase(self, stream: TrainStream, ema: EMA | None, step: int) -> None:
         started = time.perf_counter()
@@ -938,13 +951,8 @@ class EGT:
         while all_reduce_max(time.perf_counter() - t0, self.world, self.device) < deadline:
             self.phase(stream, ema, step)
 
-    @torch.no_grad()
     def finish(self) -> dict:
-        """Merge our own adapters into the weights (the artifact stays a plain GPT); return the loop's facts."""
-        for m in self.model.modules() if self.own_lora else ():
-            if isinstance(m, Linear) and m.lora_a is not None:
-                m.weight += m.lora_b @ m.lora_a
-                m.lora_a = m.lora_b = None
+        """The loop's facts for the record (sleep already merged its adapters: the artifact is a plain GPT)."""
         return {"mode": self.cfg.egt_mode, "phases": len(self.history), "seconds": sum(h["sleep_ms"] for h in self.history) / 1000, "history": self.history}
 
 
@@ -1065,7 +1073,7 @@ def resumable_folder(cfg: Config, preset: str) -> str | None:
 # ============================================================================ training loop
 def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: int, device, checkpoint_dir: str = "") -> dict:
     """Train until the wall-clock budget or the step limit; returns timing facts for the record."""
-    egt = EGT(cfg, model, rank, world, device, log) if cfg.egt_mode != "off" else None  # adds LoRA: before compile
+    egt = EGT(cfg, model, rank, world, device, log) if cfg.egt_mode != "off" else None
     main_share = 1 - cfg.egt_final_frac if cfg.egt_mode == "final" else 1.0  # the main steps' share of the budget
     accum = accumulation_steps(cfg, world)
     micro_tokens = cfg.train_batch_tokens // (world * accum)
