@@ -174,11 +174,12 @@ PRESETS: dict[str, dict] = {
     "long": dict(max_wallclock_seconds=4 * 3600.0, iterations=200_000, checkpoint_every_s=900.0, resume="auto",
                  track="long"),  # hours on one (preemptible) GPU: rerunning the same command continues the run
     # MLP matrices frozen to regenerated bases + LoRA rank 64 + row scales, attention trained, on the baseline shape.
-    # One H200, 150 s, same val tokens: 1.5535 bpb vs 1.4976 for the public random-adapter script (target missed).
-    # lora_lr_scale 0.25 won on CPU (4x128, 300 steps: 2.640 -> 2.602) but scored 1.5599 on another H200 machine.
-    # An 11x512 MLP-3x record model with every block matrix frozen and rank 128 ran at half the peer's tokens/s: 2.10
+    # vs the public random-adapter script, one H200, same val tokens: 1.4367 vs 1.5224 bpb at 200 s, 1.8159 vs 2.0025
+    # at 90 s, 1.5535 vs 1.4976 at 150 s (records/bench/*issue6*). Frozen, the MLP costs 0.47 bpb at 90 s.
     "random_bases": dict(BASELINE_SHAPE, random_bases="mlp", lora_rank=64),
-    "egt": dict(egt_mode="interleaved"),  # record + the wake/sleep loop; off in record (records/bench/*issue7*)
+    # record + the wake/sleep loop. Off in record: at matched steps its generator updates cost ~0.007 bpb and its
+    # time 12-15% of the steps; the critics stay near chance on the model's own samples (records/bench/*issue7*).
+    "egt": dict(egt_mode="interleaved"),
     "bytes": dict(vocab_size=256, tokenizer="bytes", data_dir="data/local/sample_bytes", track="bytes"),
 }
 
