@@ -110,6 +110,24 @@ def test_sleep_moves_block_matrices_by_a_low_rank_delta_only_and_the_ema_with_th
     assert all(not torch.equal(a, b) for a, b in zip(critics_before, egt.critics.parameters()))
 
 
+def test_on_a_random_bases_model_sleep_trains_its_own_lora_and_nothing_else():
+    model, egt = tiny_egt("random_bases=mlp", "lora_rank=4", "egt_critic_steps=5", "egt_gen_steps=3")
+    ema = tg.EMA(model, 0.9)
+    g = torch.Generator().manual_seed(1)
+    real = counting_text(16, g)
+    egt.buffer.push(dict(prompt=real[:, :PROMPT], fake=torch.randint(VOCAB, (16, GEN), generator=g), real=real[:, PROMPT:],
+                         uncertainty=torch.full((16,), 0.5), reward=torch.zeros(16)), torch.rand(16, generator=g))
+    shared = {id(p) for p in tg.lora_parameters(model)}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    egt.sleep(ema)
+    assert not egt.adapted and {id(p) for p in tg.lora_parameters(model)} == shared  # no adapters of EGT's own
+    for (name, p), e in zip(model.named_parameters(), ema.params):
+        if id(p) in shared:
+            assert torch.equal(e, p) and (name.endswith("lora_a") or not torch.equal(p, before[name])), name
+        else:
+            assert torch.equal(p, before[name]), name
+
+
 def test_policy_gradient_lowers_the_costlier_samples_probability_and_ignores_a_constant_cost():
     logp = torch.zeros(3, requires_grad=True)
     tg.policy_gradient_loss(torch.tensor([2.0, 0.0, 1.0]), logp).backward()
