@@ -803,8 +803,8 @@ class EGT:
         self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
         runs = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
         self.watched = list(range(cfg.egt_critic_every - 1, runs, cfg.egt_critic_every))
-        own_lora = not lora_parameters(model)
-        self.adapted = [m for m in model.blocks.modules() if own_lora and isinstance(m, Linear) and isinstance(m.weight, nn.Parameter)]
+        self.adapted = [] if lora_parameters(model) else [  # block matrices that get our own adapters in sleep
+            m for m in model.blocks.modules() if isinstance(m, Linear) and isinstance(m.weight, nn.Parameter)]
         with torch.random.fork_rng(devices=[]):  # critics are drawn on the CPU: the same on every rank
             torch.manual_seed(cfg.seed)
             self.critics = Critics(cfg.model_dim, cfg.egt_critic_hidden, len(self.watched), cfg.egt_pool).to(device)
