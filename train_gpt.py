@@ -9,6 +9,7 @@ processes and logging, rolling checkpoints, training loop, pack/evaluate/record,
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -29,6 +30,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 import eval_ngram
 
@@ -82,6 +84,7 @@ class Config:
     muon_momentum_start: float = opt(0.92, "Muon momentum at step 0")
     muon_momentum_warmup: float = opt(0.25, "fraction of the budget over which Muon momentum warms up")
     muon_ns_steps: int = opt(5, "Newton-Schulz iterations")
+    muon_ns_coefficients: str = opt("quintic", "Newton-Schulz polynomials: quintic (one, repeated) | polar_express (one per step)")
     muon_wd: float = opt(0.04, "decoupled weight decay for Muon matrices")
     adam_wd: float = opt(0.04, "decoupled weight decay for AdamW embeddings")
     beta1: float = opt(0.9, "AdamW beta1")
@@ -258,9 +261,11 @@ class TrainStream:
     def next_batch(self, micro_tokens: int, seq_len: int, rank: int, world: int, device) -> tuple[Tensor, Tensor]:
         span = self.take(world * micro_tokens + 1)  # one extra token so the last target exists ...
         self.position -= 1  # ... and is the next span's first input, so N ranks x 1 micro-step = 1 rank x N
-        mine = torch.from_numpy(span[rank * micro_tokens: (rank + 1) * micro_tokens + 1].astype(np.int64))
-        x, y = mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
-        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        mine = torch.from_numpy(span[rank * micro_tokens: (rank + 1) * micro_tokens + 1].astype(np.int32))
+        if torch.device(device).type == "cuda":  # a copy from pageable memory would wait for the GPU to drain: pin it, copy async
+            mine = mine.pin_memory().to(device, non_blocking=True)
+        mine = mine.long()
+        return mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
 
     def state(self) -> dict:
         return {"shard_index": self.shard_index, "position": self.position, "epoch": self.epoch}
@@ -365,16 +370,21 @@ def semi_orthogonal(rows: int, cols: int, seed: int) -> Tensor:
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE)."""
+    """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE, PR #315), on [B, T, H, D].
+    cos/sin for the training length are computed once; a longer evaluation context computes its own."""
 
-    def __init__(self, head_dim: int, fraction: float, base: float):
+    def __init__(self, head_dim: int, fraction: float, base: float, seq_len: int):
         super().__init__()
         self.dims = max(2, int(head_dim * fraction) // 2 * 2)
         self.register_buffer("inv_freq", base ** (-torch.arange(0, self.dims, 2).float() / self.dims), persistent=False)
+        self.register_buffer("angles", self.positions(seq_len), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:  # x: [B, H, T, D]
-        t = torch.arange(x.size(2), device=x.device, dtype=torch.float32)
-        angles = torch.outer(t, self.inv_freq)
+    def positions(self, length: int) -> Tensor:
+        return torch.outer(torch.arange(length, device=self.inv_freq.device, dtype=torch.float32), self.inv_freq)
+
+    def forward(self, x: Tensor) -> Tensor:
+        T = x.size(1)
+        angles = (self.angles[:T] if T <= self.angles.size(0) else self.positions(T))[:, None, :]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         rot, rest = x[..., :self.dims], x[..., self.dims:]
         a, b = rot[..., : self.dims // 2], rot[..., self.dims // 2:]
@@ -382,14 +392,27 @@ class Rotary(nn.Module):
 
 
 def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
-    """XSA: remove from each head's output its component along that head's own value vector at the same position.
+    """XSA (PR #265): remove from each head's output its component along that head's own value vector at the same
+    position. y: [B, T, H, D]; v: [B, T, H_kv, D], H a multiple of H_kv (query head h reads value head h // (H / H_kv))."""
+    y = y.unflatten(2, (v.size(2), y.size(2) // v.size(2)))
+    v_hat = F.normalize(v, dim=-1).unsqueeze(3)
+    return (y - (y * v_hat).sum(-1, keepdim=True) * v_hat).flatten(2, 3)
 
-    y: [B, H, T, D]; v: [B, H_kv, T, D] with H a multiple of H_kv (query head h reads value head h // (H / H_kv)).
-    """
-    groups = y.size(1) // v.size(1)
-    y = y.unflatten(1, (v.size(1), groups))
-    v_hat = F.normalize(v, dim=-1).unsqueeze(2)
-    return (y - (y * v_hat).sum(-1, keepdim=True) * v_hat).flatten(1, 2)
+
+try:  # FlashAttention 3 (Hopper) where it is installed; torch's SDPA (flash backend on CUDA) otherwise
+    from flash_attn_interface import flash_attn_func as flash_attention_3
+except ImportError:
+    flash_attention_3 = None
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal grouped-query attention on [B, T, H, D] (k, v with H_kv heads), without repeating k and v."""
+    if flash_attention_3 is not None and q.is_cuda:
+        out = flash_attention_3(q, k, v, causal=True)
+        return out[0] if isinstance(out, tuple) else out
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                                       enable_gqa=q.size(2) != k.size(2))
+    return y.transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -401,21 +424,19 @@ class Attention(nn.Module):
         self.q, self.k, self.v = Linear(cfg.model_dim, cfg.model_dim), Linear(cfg.model_dim, kv_dim), Linear(cfg.model_dim, kv_dim)
         self.proj = Linear(cfg.model_dim, cfg.model_dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((self.heads,), cfg.qk_gain_init))
-        self.rotary = Rotary(self.head_dim, cfg.rope_fraction, cfg.rope_base)
+        self.rotary = Rotary(self.head_dim, cfg.rope_fraction, cfg.rope_base, cfg.seq_len)
         self.xsa = xsa
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q(x).view(B, T, self.heads, self.head_dim)
+        k = self.k(x).view(B, T, self.kv_heads, self.head_dim)
+        v = self.v(x).view(B, T, self.kv_heads, self.head_dim)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
-        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        groups = self.heads // self.kv_heads
-        y = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), is_causal=True)
+        y = causal_attention(q * self.q_gain.to(q.dtype)[:, None], k, v)
         if self.xsa:
             y = exclusive_self_attention(y, v)
-        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+        return self.proj(y.reshape(B, T, -1))
 
 
 ACTIVATIONS = {
@@ -602,52 +623,79 @@ def flops_per_token(model: GPT, seq_len: int) -> float:
 
 
 # ============================================================================ optimizers
-def newton_schulz(g: Tensor, steps: int) -> Tensor:
-    """Approximately orthogonalize g (the nearest semi-orthogonal matrix) with a quintic iteration in bf16."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+QUINTIC = ((3.4445, -4.7750, 2.0315),)  # one quintic step, repeated (Keller Jordan's Muon)
+POLAR_EXPRESS = (  # a minimax-optimal quintic per step (Polar Express, arXiv:2505.16932; modded-nanogpt)
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323))
+NS_COEFFICIENTS = {"quintic": (QUINTIC, 1.0), "polar_express": (POLAR_EXPRESS, 1.02)}  # (steps' a, b, c; norm safety)
+
+
+def newton_schulz(g: Tensor, steps: int, coefficients: str = "quintic") -> Tensor:
+    """Approximately orthogonalize each matrix of g ([..., rows, cols]: one matrix or a batch of equal shapes)
+    with quintic iterations x <- a x + (b s + c s^2) x, s = x x^T, in bf16 on CUDA."""
+    table, safety = NS_COEFFICIENTS[coefficients]
     x = g.bfloat16() if g.is_cuda else g.float()
-    x = x / (x.norm() + 1e-7)
-    tall = x.size(0) > x.size(1)
+    tall = x.size(-2) > x.size(-1)
     if tall:
-        x = x.T
-    for _ in range(steps):
-        s = x @ x.T
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) * safety + 1e-7)
+    for i in range(steps):
+        a, b, c = table[min(i, len(table) - 1)]
+        s = x @ x.mT
         x = a * x + (b * s + c * s @ s) @ x
-    return (x.T if tall else x).to(g.dtype)
+    return (x.mT if tall else x).to(g.dtype)
 
 
 class Muon(torch.optim.Optimizer):
-    """Momentum + Newton-Schulz orthogonalized updates for matrices; each rank orthogonalizes every
-    world-th matrix and one all-reduce shares the results."""
+    """Momentum + Newton-Schulz orthogonalized updates for matrices (Muon, Keller Jordan 2024).
 
-    def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float, rank: int, world: int):
+    Matrices of one shape are orthogonalized together as one batch (a handful of batched matmuls per step instead
+    of a handful per matrix: the step is launch-bound otherwise). With N ranks, rank r orthogonalizes every N-th
+    matrix of each batch and one all-reduce shares the results."""
+
+    def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float, rank: int, world: int,
+                 coefficients: str = "quintic"):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.coefficients = rank, world, coefficients
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            params = group["params"]
+            params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.bfloat16 if params[0].is_cuda else torch.float32)
-            offset = 0
+            momentum, lr = group["momentum"], group["lr"]
+            buffers = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in params]
+            grads = [p.grad for p in params]
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, grads)
+            nesterov = torch._foreach_add(grads, buffers, alpha=momentum)
+            updates: list[Tensor | None] = [None] * len(params)
+            by_shape: dict[tuple, list[int]] = {}
             for i, p in enumerate(params):
-                if i % self.world == self.rank and p.grad is not None:
-                    state = self.state[p]
-                    buf = state.setdefault("momentum", torch.zeros_like(p.grad))
-                    buf.mul_(group["momentum"]).add_(p.grad)
-                    update = newton_schulz(p.grad.add(buf, alpha=group["momentum"]), group["ns_steps"])  # Nesterov
-                    update *= max(1.0, p.size(0) / p.size(1)) ** 0.5
-                    flat[offset:offset + p.numel()] = update.flatten().to(flat.dtype)
-                offset += p.numel()
-            if self.world > 1:
+                by_shape.setdefault(tuple(p.shape), []).append(i)
+            for shape, indices in by_shape.items():
+                mine = indices[self.rank::self.world]
+                if not mine:
+                    continue
+                batch = newton_schulz(torch.stack([nesterov[i] for i in mine]), group["ns_steps"], self.coefficients)
+                batch *= max(1.0, shape[0] / shape[1]) ** 0.5
+                for i, u in zip(mine, batch.unbind(0)):
+                    updates[i] = u
+            if self.world > 1:  # every rank fills its share of one flat buffer; the sum is every rank's update
+                flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device,
+                                   dtype=torch.bfloat16 if params[0].is_cuda else torch.float32)
+                views = list(flat.split([p.numel() for p in params]))
+                for view, u in zip(views, updates):
+                    if u is not None:
+                        view.copy_(u.flatten())
                 dist.all_reduce(flat)
-            offset = 0
-            for p in params:
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(flat[offset:offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
-                offset += p.numel()
+                updates = [v.view_as(p) for v, p in zip(views, params)]
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+            torch._foreach_add_(params, [u.to(p.dtype) for u, p in zip(updates, params)], alpha=-lr)
 
 
 def is_embedding(name: str) -> bool:
@@ -667,7 +715,7 @@ def build_optimizers(model: GPT, cfg: Config, rank: int, world: int) -> list[tor
     lora_lr = cfg.matrix_lr * cfg.lora_lr_scale
     muon = Muon([dict(params=[p for p in matrices if id(p) not in lora], lr=cfg.matrix_lr, base_lr=cfg.matrix_lr),
                  dict(params=[p for p in matrices if id(p) in lora], lr=lora_lr, base_lr=lora_lr)],
-                cfg.matrix_lr, cfg.muon_momentum, cfg.muon_ns_steps, cfg.muon_wd, rank, world)
+                cfg.matrix_lr, cfg.muon_momentum, cfg.muon_ns_steps, cfg.muon_wd, rank, world, cfg.muon_ns_coefficients)
     return [adam, muon]
 
 
@@ -1072,63 +1120,79 @@ def resumable_folder(cfg: Config, preset: str) -> str | None:
 
 
 # ============================================================================ training loop
+def muon_momentum(progress: float, cfg: Config) -> float:
+    """Muon momentum warms up linearly from muon_momentum_start over the first muon_momentum_warmup of the budget."""
+    warm = min(1.0, progress / cfg.muon_momentum_warmup) if cfg.muon_momentum_warmup > 0 else 1.0
+    return cfg.muon_momentum_start + (cfg.muon_momentum - cfg.muon_momentum_start) * warm
+
+
+class Trainer:
+    """The model as training runs it (compiled, wrapped for data parallelism), its optimizers, and one step."""
+
+    def __init__(self, cfg: Config, model: GPT, stream: TrainStream, rank: int, world: int, device):
+        self.cfg, self.model, self.stream, self.rank, self.world, self.device = cfg, model, stream, rank, world, device
+        self.accum = accumulation_steps(cfg, world)
+        self.micro_tokens = cfg.train_batch_tokens // (world * self.accum)
+        use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+        compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_compile else model
+        self.ddp = nn.parallel.DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None,
+                                                       broadcast_buffers=False) if world > 1 else compiled  # buffers are regenerated
+        self.optimizers = build_optimizers(model, cfg, rank, world)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.autocast = eval_ngram.autocast(device)
+        self.ngram_counts = None  # training-time n-gram cache: counts of the tokens trained on, started after warm-up
+
+    def step(self, step: int, progress: float) -> Tensor:
+        """One optimizer step over train_batch_tokens; the mean loss stays on the device (no host sync)."""
+        cfg, total = self.cfg, torch.zeros((), device=self.device)
+        for micro in range(self.accum):
+            x, y = self.stream.next_batch(self.micro_tokens, cfg.seq_len, self.rank, self.world, self.device)
+            if self.ngram_counts is not None:
+                self.ngram_counts.add(torch.cat([x, y[:, -1:]], dim=1))
+            last = micro == self.accum - 1 or self.world == 1  # DDP all-reduces gradients on the last micro-step only
+            with (contextlib.nullcontext() if last else self.ddp.no_sync()), self.autocast, record_function("step.forward_backward"):
+                loss = self.ddp(x, y)
+                (loss / self.accum).backward()
+            total += loss.detach() / self.accum
+        with record_function("step.optimizer"):
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
+            lr, momentum = lr_multiplier(step, progress, cfg), muon_momentum(progress, cfg)
+            for opt_ in self.optimizers:
+                for group in opt_.param_groups:
+                    group["lr"] = group["base_lr"] * lr
+                    if "momentum" in group:
+                        group["momentum"] = momentum
+                opt_.step()
+                opt_.zero_grad(set_to_none=True)
+        return total
+
+    def warm_up(self, steps: int, log) -> None:
+        """Compile and autotune with real steps, then put weights, optimizers and the data stream back as they were."""
+        snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
+        stream_state, opt_states = self.stream.state(), [copy.deepcopy(o.state_dict()) for o in self.optimizers]
+        started = time.perf_counter()
+        for s in range(steps):
+            self.step(s, 0.0)
+        self.model.load_state_dict(snapshot)
+        for o, state in zip(self.optimizers, opt_states):
+            o.load_state_dict(state)
+        self.stream.restore(stream_state)
+        log(f"warmup compile_steps={steps} seconds={time.perf_counter() - started:.1f} (not counted)")
+
+
 def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: int, device, checkpoint_dir: str = "") -> dict:
     """Train until the wall-clock budget or the step limit; returns timing facts for the record."""
     egt = EGT(cfg, model, rank, world, device, log) if cfg.egt_mode != "off" else None
     main_share = 1 - cfg.egt_final_frac if cfg.egt_mode == "final" else 1.0  # the main steps' share of the budget
-    accum = accumulation_steps(cfg, world)
-    micro_tokens = cfg.train_batch_tokens // (world * accum)
-    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-    fwd = torch.compile(model) if use_compile else model
-    ddp = nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None,
-                                              broadcast_buffers=False) if world > 1 else fwd  # buffers are regenerated
-    optimizers = build_optimizers(model, cfg, rank, world)
-    autocast = eval_ngram.autocast(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    train_counts = []  # ---- training-time n-gram cache: counts of the tokens trained on, started after warm-up
-
-    def step_once(step: int, progress: float) -> Tensor:
-        total = torch.zeros((), device=device)
-        for micro in range(accum):
-            x, y = stream.next_batch(micro_tokens, cfg.seq_len, rank, world, device)
-            for counts in train_counts:
-                counts.add(torch.cat([x, y[:, -1:]], dim=1))
-            sync = micro == accum - 1 or world == 1
-            context = ddp.no_sync() if not sync else torch.enable_grad()
-            with context, autocast:
-                loss = ddp(x, y)
-                (loss / accum).backward()
-            total += loss.detach() / accum
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        mult = lr_multiplier(step, progress, cfg)
-        momentum_warm = min(1.0, progress / cfg.muon_momentum_warmup) if cfg.muon_momentum_warmup > 0 else 1.0
-        for opt_ in optimizers:
-            for group in opt_.param_groups:
-                group["lr"] = group["base_lr"] * mult
-                if "momentum" in group:
-                    group["momentum"] = cfg.muon_momentum_start + (cfg.muon_momentum - cfg.muon_momentum_start) * momentum_warm
-            opt_.step()
-            opt_.zero_grad(set_to_none=True)
-        return total
-
-    if cfg.compile_warmup_steps > 0:  # compile and autotune, then put everything back as it was
-        snapshot = {k: v.clone() for k, v in model.state_dict().items()}
-        stream_state, opt_states = stream.state(), [o.state_dict() for o in optimizers]
-        started = time.perf_counter()
-        for s in range(cfg.compile_warmup_steps):
-            step_once(s, 0.0)
-        model.load_state_dict(snapshot)
-        for o, st in zip(optimizers, opt_states):
-            o.load_state_dict(st)
-        stream.restore(stream_state)
-        log(f"warmup compile_steps={cfg.compile_warmup_steps} seconds={time.perf_counter() - started:.1f} (not counted)")
-
+    trainer = Trainer(cfg, model, stream, rank, world, device)
+    optimizers = trainer.optimizers
+    if cfg.compile_warmup_steps > 0:
+        trainer.warm_up(cfg.compile_warmup_steps, log)
     if cfg.ngram_cache_bytes:
         if cfg.ngram_order < 2:
             raise ConfigError("ngram_cache_bytes needs ngram_order >= 2")
-        train_counts.append(eval_ngram.NGramCounts(cfg.ngram_order, cfg.vocab_size, device))
+        trainer.ngram_counts = eval_ngram.NGramCounts(cfg.ngram_order, cfg.vocab_size, device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema else None
     flops_token = flops_per_token(model, cfg.seq_len)
     peak_flops = 989e12 * world if device.type == "cuda" else 0.0  # H100/H200 dense bf16
@@ -1174,7 +1238,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
             break
         stream_state = stream.state()  # a halt inside this step saves the data position of its start
         try:
-            loss = step_once(step, progress)
+            loss = trainer.step(step, progress)
         except eval_ngram.DataError as error:
             halt(error, stream_state)
         if ema is not None:
@@ -1206,9 +1270,9 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
         f"train_time_s={train_time:.1f} epochs={stream.epoch}")
     if ema is not None:
         ema.copy_to(model)
-    for counts in train_counts:
-        counts.all_reduce()
-    return {"ngram_counts": train_counts[0] if train_counts else None, "steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
+    if trainer.ngram_counts is not None:
+        trainer.ngram_counts.all_reduce()
+    return {"ngram_counts": trainer.ngram_counts, "steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
             "mfu": tok_s * flops_token / peak_flops if peak_flops else None, "losses": losses,
             "egt": egt.finish() if egt is not None else None}
 
