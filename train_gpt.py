@@ -68,8 +68,11 @@ class Config:
     bigram_dim: int = opt(128, "bigram embedding width before projection")
     pre_enrich: bool = opt(True, "embedding -> Linear -> GELU -> Linear -> RMSNorm before the blocks")
     enrich_hidden: int = opt(768, "hidden width of the pre-enrichment MLP")
-    encoder_recurrence: bool = opt(False, "run the first-half blocks twice (more depth, no extra parameters)")
-    recurrence_reverse: bool = opt(True, "second encoder pass runs the blocks in reverse order")
+    recur_layers: str = opt("", "depth recurrence: these consecutive blocks run twice (e.g. 4,5; '' = off)")
+    recur_start: float = opt(0.5, "fraction of the budget after which the recurrence switches on")
+    parallel_start: int = opt(0, "parallel residuals from this block on: attention and MLP keep separate lanes (0 = off)")
+    ln_scale: bool = opt(False, "scale each block's normalized inputs by 1/sqrt(block index + 1)")
+    layer0_attention: bool = opt(True, "block 0 has attention (false: an MLP-only first block)")
     overtone_init: bool = opt(True, "power-law singular spectrum for the embedding init")
     logit_softcap: float = opt(30.0, "soft cap on logits: c * tanh(logits / c)")
     tied_embed_init_std: float = opt(0.005, "std of the tied embedding at init")
@@ -460,18 +463,33 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: Config, xsa: bool):
+    def __init__(self, cfg: Config, index: int):
         super().__init__()
-        self.attn, self.mlp = Attention(cfg, xsa), MLP(cfg)
+        has_attention = index > 0 or cfg.layer0_attention
+        self.attn = Attention(cfg, xsa=index >= cfg.num_layers - cfg.xsa_layers) if has_attention else None
+        self.mlp = MLP(cfg)
         self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.resid_mix = nn.Parameter(torch.tensor([1.0, 0.0]))  # how much of the block input vs. the embedding
+        self.norm_scale = (index + 1) ** -0.5 if cfg.ln_scale else 1.0  # LN scale (PR #315)
+        # parallel residuals (PR #1204): each sublayer writes to the attention lane and the MLP lane with its own weights
+        self.lane_writes = nn.Parameter(torch.ones(2, 2)) if 0 < cfg.parallel_start <= index else None
+
+    def sublayer(self, module: nn.Module, scale: Tensor, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        return scale.to(x.dtype) * module(rms_norm(mix[0] * x + mix[1] * x0) * self.norm_scale)
 
     def forward(self, x: Tensor, x0: Tensor) -> Tensor:
-        mix = self.resid_mix.to(x.dtype)
-        x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+        if self.attn is not None:
+            x = x + self.sublayer(self.attn, self.attn_scale, x, x0)
+        return x + self.sublayer(self.mlp, self.mlp_scale, x, x0)
+
+    def parallel(self, lanes: Tensor, x0: Tensor) -> Tensor:
+        """lanes [2, B, T, D]: attention reads lane 0, the MLP lane 1; each output is written to both lanes."""
+        writes = self.lane_writes.to(lanes.dtype)[:, :, None, None, None]
+        if self.attn is not None:
+            lanes = lanes + writes[0] * self.sublayer(self.attn, self.attn_scale, lanes[0], x0)
+        return lanes + writes[1] * self.sublayer(self.mlp, self.mlp_scale, lanes[1], x0)
 
 
 class SmearGate(nn.Module):
@@ -537,10 +555,16 @@ class GPT(nn.Module):
         self.bigram = BigramHash(cfg) if cfg.bigram_buckets else None
         self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
         self.enrich = PreEnrich(cfg) if cfg.pre_enrich else None
-        first_xsa = cfg.num_layers - cfg.xsa_layers
-        self.blocks = nn.ModuleList(Block(cfg, xsa=i >= first_xsa) for i in range(cfg.num_layers))
-        self.encoder_layers = cfg.num_layers // 2
-        self.skip_weights = nn.Parameter(torch.ones(cfg.num_layers - self.encoder_layers, cfg.model_dim)) if cfg.unet_skips else None
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.recur_band = [int(i) for i in cfg.recur_layers.split(",") if i.strip()]
+        if self.recur_band and (self.recur_band != list(range(self.recur_band[0], self.recur_band[-1] + 1))
+                                or not 0 <= self.recur_band[0] <= self.recur_band[-1] < cfg.num_layers):
+            raise ConfigError(f"recur_layers={cfg.recur_layers!r}: consecutive block indices in 0..{cfg.num_layers - 1}")
+        if self.recur_band and 0 < cfg.parallel_start <= self.recur_band[-1]:
+            raise ConfigError("parallel_start must come after the last of recur_layers (lanes never rejoin)")
+        self.recurrence_active = False  # depth recurrence (PR #1204) switches on after recur_start of training
+        runs = cfg.num_layers + len(self.recur_band)
+        self.skip_weights = nn.Parameter(torch.ones(runs - runs // 2, cfg.model_dim)) if cfg.unet_skips else None
         self.basis_seeds = self.freeze_random_bases(cfg, basis_seeds or {})  # also sets basis_seconds
 
     def freeze_random_bases(self, cfg: Config, seeds: dict[str, int]) -> dict[str, int]:
@@ -573,26 +597,26 @@ class GPT(nn.Module):
             x, aux["enrich_delta"] = self.enrich(x)
         else:
             x = rms_norm(x)
-        x0, skips = x, []
-        encoder = list(self.blocks[:self.encoder_layers])
-        passes = [encoder]
-        if self.cfg.encoder_recurrence:
-            passes.append(encoder[::-1] if self.cfg.recurrence_reverse else encoder)
-        for p, blocks in enumerate(passes):
-            if p:
-                x, skips = rms_norm(x), []
-            for block in blocks:
+        x0, skips, order = x, [], self.layer_order()
+        encoder = len(order) // 2  # U-Net (PR #289): the first half's outputs feed the second half, last first
+        for i, index in enumerate(order):
+            block = self.blocks[index]
+            if i >= encoder and self.skip_weights is not None and skips:
+                x = x + self.skip_weights[i - encoder].to(x.dtype) * skips.pop()
+            if block.lane_writes is None:
                 x = block(x, x0)
+            else:  # parallel lanes from here on; the hidden state is their mean
+                x = block.parallel(x.expand(2, *x.shape) if x.dim() == 3 else x, x0)
+            if i < encoder:
                 skips.append(x)
-                if collect is not None:
-                    collect.append(x)
-        for i, block in enumerate(self.blocks[self.encoder_layers:]):
-            if self.skip_weights is not None and skips:
-                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
-            x = block(x, x0)
             if collect is not None:
-                collect.append(x)
-        return rms_norm(x), aux
+                collect.append(x if x.dim() == 3 else x.mean(0))
+        return rms_norm(x if x.dim() == 3 else x.mean(0)), aux
+
+    def layer_order(self) -> list[int]:
+        """Blocks in execution order: each once or, with depth recurrence on, the band again right after itself."""
+        band, n = self.recur_band, self.cfg.num_layers
+        return list(range(n)) if not (band and self.recurrence_active) else list(range(band[-1] + 1)) + band + list(range(band[-1] + 1, n))
 
     def logits(self, h: Tensor) -> Tensor:
         logits = F.linear(h, self.tok_emb.weight.to(h.dtype)).float()
@@ -617,19 +641,18 @@ def flops_per_token(model: GPT, seq_len: int) -> float:
     """Training FLOPs per token: 6 per matmul parameter (4 per frozen basis weight: no weight gradient) plus causal
     attention scores and values."""
     cfg = model.cfg
-    layers = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
+    layers = cfg.num_layers + len(model.recur_band)
     frozen = sum(model.get_submodule(name).weight.numel() for name in model.basis_seeds)
     return 6 * matmul_params(model) + 4 * frozen + 6 * layers * seq_len * cfg.model_dim
 
 
 # ============================================================================ optimizers
 QUINTIC = ((3.4445, -4.7750, 2.0315),)  # one quintic step, repeated (Keller Jordan's Muon)
-POLAR_EXPRESS = (  # a minimax-optimal quintic per step (Polar Express, arXiv:2505.16932; modded-nanogpt)
-    (8.156554524902461, -22.48329292557795, 15.878769915207462),
-    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
-    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
-    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
-    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323))
+POLAR_EXPRESS = ((8.156554524902461, -22.48329292557795, 15.878769915207462),  # a minimax-optimal quintic per step
+                 (4.042929935166739, -2.808917465908714, 0.5000178451051316),  # (Polar Express, arXiv:2505.16932)
+                 (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+                 (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+                 (2.3465413258596377, -1.7097828382687081, 0.42323551169305323))
 NS_COEFFICIENTS = {"quintic": (QUINTIC, 1.0), "polar_express": (POLAR_EXPRESS, 1.02)}  # (steps' a, b, c; norm safety)
 
 
@@ -673,17 +696,14 @@ class Muon(torch.optim.Optimizer):
             torch._foreach_mul_(buffers, momentum)
             torch._foreach_add_(buffers, grads)
             nesterov = torch._foreach_add(grads, buffers, alpha=momentum)
-            updates: list[Tensor | None] = [None] * len(params)
-            by_shape: dict[tuple, list[int]] = {}
+            updates, by_shape = [None] * len(params), {}
             for i, p in enumerate(params):
                 by_shape.setdefault(tuple(p.shape), []).append(i)
-            for shape, indices in by_shape.items():
+            for (rows, cols), indices in by_shape.items():
                 mine = indices[self.rank::self.world]
-                if not mine:
-                    continue
-                batch = newton_schulz(torch.stack([nesterov[i] for i in mine]), group["ns_steps"], self.coefficients)
-                batch *= max(1.0, shape[0] / shape[1]) ** 0.5
-                for i, u in zip(mine, batch.unbind(0)):
+                stacked = torch.stack([nesterov[i] for i in mine]) if mine else None
+                for i, u in zip(mine, newton_schulz(stacked, group["ns_steps"], self.coefficients).mul_(
+                        max(1.0, rows / cols) ** 0.5) if mine else []):
                     updates[i] = u
             if self.world > 1:  # every rank fills its share of one flat buffer; the sum is every rank's update
                 flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device,
@@ -849,7 +869,7 @@ class EGT:
         if cfg.egt_mode not in ("off", "interleaved", "final") or cfg.egt_verifier not in VERIFIERS:
             raise ConfigError(f"egt_mode={cfg.egt_mode!r} egt_verifier={cfg.egt_verifier!r}: use off|interleaved|final and {'|'.join(VERIFIERS)}")
         self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
-        runs = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
+        runs = len(model.layer_order())
         self.watched = list(range(cfg.egt_critic_every - 1, runs, cfg.egt_critic_every))
         self.adapted = [] if lora_parameters(model) else [  # block matrices that get our own adapters in sleep
             m for m in model.blocks.modules() if isinstance(m, Linear) and isinstance(m.weight, nn.Parameter)]
@@ -1172,8 +1192,10 @@ class Trainer:
         snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
         stream_state, opt_states = self.stream.state(), [copy.deepcopy(o.state_dict()) for o in self.optimizers]
         started = time.perf_counter()
-        for s in range(steps):
+        for s in range(steps):  # with depth recurrence, the second half compiles the recurrent graph too
+            self.model.recurrence_active = bool(self.model.recur_band) and s >= steps // 2
             self.step(s, 0.0)
+        self.model.recurrence_active = False
         self.model.load_state_dict(snapshot)
         for o, state in zip(self.optimizers, opt_states):
             o.load_state_dict(state)
@@ -1237,6 +1259,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
         if progress >= 1.0:
             break
         stream_state = stream.state()  # a halt inside this step saves the data position of its start
+        model.recurrence_active = bool(model.recur_band) and progress >= cfg.recur_start
         try:
             loss = trainer.step(step, progress)
         except eval_ngram.DataError as error:
@@ -1322,6 +1345,7 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
     """Rebuild the model an artifact was packed from (called by eval_ngram.py)."""
     fields = {f.name for f in dataclasses.fields(Config)}
     model = GPT(Config(**{k: v for k, v in meta["config"].items() if k in fields}), meta.get("basis_seeds"))
+    model.recurrence_active = model.cfg.recur_start < 1.0  # training ended with the recurrence on
     if model.basis_seeds:
         if set(model.basis_seeds) != set(meta.get("basis_seeds", {})) or basis_sha256(model) != meta.get("basis_sha256"):
             raise eval_ngram.ArtifactError("random bases regenerated here differ from the ones the artifact was trained "
