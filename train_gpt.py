@@ -52,27 +52,27 @@ class Config:
     train_batch_tokens: int = opt(786_432, "global batch in tokens per optimizer step")
     grad_accum_steps: int = opt(0, "micro-steps per step; 0 = 8 // world_size, so the global batch fits any GPU count")
     # model
-    num_layers: int = opt(9, "transformer blocks")
+    num_layers: int = opt(11, "transformer blocks")
     model_dim: int = opt(512, "residual width")
     num_heads: int = opt(8, "query heads")
     num_kv_heads: int = opt(4, "key/value heads (grouped-query attention)")
-    mlp_mult: float = opt(3.0, "MLP hidden width / model_dim")
+    mlp_mult: float = opt(2.75, "MLP hidden width / model_dim")
     mlp_act: str = opt("leaky_relu2", "MLP activation: leaky_relu2 | relu2 | gelu")
     rope_fraction: float = opt(0.25, "fraction of each head's dims that get rotary position (partial RoPE)")
     rope_base: float = opt(10000.0, "rotary base")
     qk_gain_init: float = opt(1.5, "initial per-head query gain after QK RMSNorm")
-    xsa_layers: int = opt(4, "exclusive self-attention on the last k blocks (0 = off)")
+    xsa_layers: int = opt(11, "exclusive self-attention on the last k blocks (0 = off)")
     unet_skips: bool = opt(True, "U-Net skip connections from the first half of blocks to the second")
     smear_gate: bool = opt(True, "gate that mixes each token's embedding with the previous token's")
     bigram_buckets: int = opt(2048, "hashed bigram embedding buckets (0 = off)")
     bigram_dim: int = opt(128, "bigram embedding width before projection")
-    pre_enrich: bool = opt(True, "embedding -> Linear -> GELU -> Linear -> RMSNorm before the blocks")
+    pre_enrich: bool = opt(False, "embedding -> Linear -> GELU -> Linear -> RMSNorm before the blocks")
     enrich_hidden: int = opt(768, "hidden width of the pre-enrichment MLP")
-    recur_layers: str = opt("", "depth recurrence: these consecutive blocks run twice (e.g. 4,5; '' = off)")
+    recur_layers: str = opt("4,5", "depth recurrence: these consecutive blocks run twice (e.g. 4,5; '' = off)")
     recur_start: float = opt(0.5, "fraction of the budget after which the recurrence switches on")
-    parallel_start: int = opt(0, "parallel residuals from this block on: attention and MLP keep separate lanes (0 = off)")
-    ln_scale: bool = opt(False, "scale each block's normalized inputs by 1/sqrt(block index + 1)")
-    layer0_attention: bool = opt(True, "block 0 has attention (false: an MLP-only first block)")
+    parallel_start: int = opt(7, "parallel residuals from this block on: attention and MLP keep separate lanes (0 = off)")
+    ln_scale: bool = opt(True, "scale each block's normalized inputs by 1/sqrt(block index + 1)")
+    layer0_attention: bool = opt(False, "block 0 has attention (false: an MLP-only first block)")
     overtone_init: bool = opt(True, "power-law singular spectrum for the embedding init")
     logit_softcap: float = opt(30.0, "soft cap on logits: c * tanh(logits / c)")
     tied_embed_init_std: float = opt(0.005, "std of the tied embedding at init")
@@ -87,7 +87,7 @@ class Config:
     muon_momentum_start: float = opt(0.92, "Muon momentum at step 0")
     muon_momentum_warmup: float = opt(0.25, "fraction of the budget over which Muon momentum warms up")
     muon_ns_steps: int = opt(5, "Newton-Schulz iterations")
-    muon_ns_coefficients: str = opt("quintic", "Newton-Schulz polynomials: quintic (one, repeated) | polar_express (one per step)")
+    muon_ns_coefficients: str = opt("polar_express", "Newton-Schulz polynomials: quintic (one, repeated) | polar_express (one per step)")
     muon_wd: float = opt(0.04, "decoupled weight decay for Muon matrices")
     adam_wd: float = opt(0.04, "decoupled weight decay for AdamW embeddings")
     beta1: float = opt(0.9, "AdamW beta1")
@@ -162,16 +162,18 @@ class Config:
     egt_reward_weight: float = opt(1.0, "priority = uncertainty * critic error + this * verifier reward")
 
 
+# record v1's blocks (before depth recurrence, parallel lanes, LN scale, Polar Express): for presets that keep them
+V1_BLOCKS = dict(recur_layers="", parallel_start=0, ln_scale=False, layer0_attention=True, muon_ns_coefficients="quintic")
 # The challenge baseline's architecture (9x512, MLP 2x relu^2, seq 1024, none of record's extras, int8) with a
 # short-run schedule: what trains best when the budget is one GPU for minutes rather than 8xH100 for 10 minutes.
-BASELINE_SHAPE = dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction=1.0, seq_len=1024,
+BASELINE_SHAPE = dict(V1_BLOCKS, num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction=1.0, seq_len=1024,
                       train_batch_tokens=524_288, xsa_layers=0, unet_skips=False, smear_gate=False, bigram_buckets=0,
                       pre_enrich=False, overtone_init=False, ema=False, quant_bits=8, mlp_quant_bits=8, matrix_lr=0.04,
                       scalar_lr=0.04, embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_wd=0.0,
                       adam_wd=0.0, grad_clip=0.0, warmdown_frac=0.2)
 PRESETS: dict[str, dict] = {
     "record": {},
-    "smoke": dict(data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
+    "smoke": dict(V1_BLOCKS, pre_enrich=True, data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
                   num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1,
                   bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0, iterations=400,
                   warmup_steps=5, compile_warmup_steps=0, log_every=20, eval_stride=64, eval_batch_windows=64,
@@ -374,21 +376,22 @@ def semi_orthogonal(rows: int, cols: int, seed: int) -> Tensor:
 
 class Rotary(nn.Module):
     """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE, PR #315), on [B, T, H, D].
-    cos/sin for the training length are computed once; a longer evaluation context computes its own."""
+    cos/sin for the training length are tables computed once (computed inside the fused kernel, they cost a
+    transcendental per element); a longer evaluation context computes its own."""
 
     def __init__(self, head_dim: int, fraction: float, base: float, seq_len: int):
         super().__init__()
         self.dims = max(2, int(head_dim * fraction) // 2 * 2)
         self.register_buffer("inv_freq", base ** (-torch.arange(0, self.dims, 2).float() / self.dims), persistent=False)
-        self.register_buffer("angles", self.positions(seq_len), persistent=False)
+        self.register_buffer("cos_sin", self.tables(seq_len), persistent=False)
 
-    def positions(self, length: int) -> Tensor:
-        return torch.outer(torch.arange(length, device=self.inv_freq.device, dtype=torch.float32), self.inv_freq)
+    def tables(self, length: int) -> Tensor:
+        angles = torch.outer(torch.arange(length, device=self.inv_freq.device, dtype=torch.float32), self.inv_freq)
+        return torch.stack([angles.cos(), angles.sin()])[:, :, None, :]  # [2, T, 1, dims / 2]
 
     def forward(self, x: Tensor) -> Tensor:
         T = x.size(1)
-        angles = (self.angles[:T] if T <= self.angles.size(0) else self.positions(T))[:, None, :]
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        cos, sin = (self.cos_sin[:, :T] if T <= self.cos_sin.size(1) else self.tables(T)).to(x.dtype)
         rot, rest = x[..., :self.dims], x[..., self.dims:]
         a, b = rot[..., : self.dims // 2], rot[..., self.dims // 2:]
         return torch.cat([a * cos - b * sin, a * sin + b * cos, rest], dim=-1)
@@ -475,21 +478,27 @@ class Block(nn.Module):
         # parallel residuals (PR #1204): each sublayer writes to the attention lane and the MLP lane with its own weights
         self.lane_writes = nn.Parameter(torch.ones(2, 2)) if 0 < cfg.parallel_start <= index else None
 
-    def sublayer(self, module: nn.Module, scale: Tensor, x: Tensor, x0: Tensor) -> Tensor:
+    def mix(self, x: Tensor, x0: Tensor) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
-        return scale.to(x.dtype) * module(rms_norm(mix[0] * x + mix[1] * x0) * self.norm_scale)
+        return mix[0] * x + mix[1] * x0
+
+    def sublayer(self, module: nn.Module, scale: Tensor, x: Tensor) -> Tensor:
+        return scale.to(x.dtype) * module(rms_norm(x) * self.norm_scale)
 
     def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        x = self.mix(x, x0)
         if self.attn is not None:
-            x = x + self.sublayer(self.attn, self.attn_scale, x, x0)
-        return x + self.sublayer(self.mlp, self.mlp_scale, x, x0)
+            x = x + self.sublayer(self.attn, self.attn_scale, x)
+        return x + self.sublayer(self.mlp, self.mlp_scale, x)
 
-    def parallel(self, lanes: Tensor, x0: Tensor) -> Tensor:
-        """lanes [2, B, T, D]: attention reads lane 0, the MLP lane 1; each output is written to both lanes."""
-        writes = self.lane_writes.to(lanes.dtype)[:, :, None, None, None]
+    def parallel(self, lanes: tuple[Tensor, Tensor], x0: Tensor) -> tuple[Tensor, Tensor]:
+        """Attention reads the first lane, the MLP the second; each output is written to both, with learned weights."""
+        (attn_lane, mlp_lane), w = lanes, self.lane_writes.to(x0.dtype)
         if self.attn is not None:
-            lanes = lanes + writes[0] * self.sublayer(self.attn, self.attn_scale, lanes[0], x0)
-        return lanes + writes[1] * self.sublayer(self.mlp, self.mlp_scale, lanes[1], x0)
+            y = self.sublayer(self.attn, self.attn_scale, self.mix(attn_lane, x0))
+            attn_lane, mlp_lane = attn_lane + w[0, 0] * y, mlp_lane + w[0, 1] * y
+        y = self.sublayer(self.mlp, self.mlp_scale, self.mix(mlp_lane, x0))
+        return attn_lane + w[1, 0] * y, mlp_lane + w[1, 1] * y
 
 
 class SmearGate(nn.Module):
@@ -597,21 +606,23 @@ class GPT(nn.Module):
             x, aux["enrich_delta"] = self.enrich(x)
         else:
             x = rms_norm(x)
-        x0, skips, order = x, [], self.layer_order()
+        x0, skips, order, lanes = x, [], self.layer_order(), None
         encoder = len(order) // 2  # U-Net (PR #289): the first half's outputs feed the second half, last first
         for i, index in enumerate(order):
             block = self.blocks[index]
             if i >= encoder and self.skip_weights is not None and skips:
-                x = x + self.skip_weights[i - encoder].to(x.dtype) * skips.pop()
+                skip = self.skip_weights[i - encoder].to(x.dtype) * skips.pop()
+                x, lanes = x + skip, lanes and (lanes[0] + skip, lanes[1] + skip)
             if block.lane_writes is None:
                 x = block(x, x0)
-            else:  # parallel lanes from here on; the hidden state is their mean
-                x = block.parallel(x.expand(2, *x.shape) if x.dim() == 3 else x, x0)
+            else:  # parallel lanes from here on; the hidden state is their mean (compiled away where unused)
+                lanes = block.parallel(lanes or (x, x), x0)
+                x = (lanes[0] + lanes[1]) * 0.5
             if i < encoder:
                 skips.append(x)
             if collect is not None:
-                collect.append(x if x.dim() == 3 else x.mean(0))
-        return rms_norm(x if x.dim() == 3 else x.mean(0)), aux
+                collect.append(x)
+        return rms_norm(x), aux
 
     def layer_order(self) -> list[int]:
         """Blocks in execution order: each once or, with depth recurrence on, the band again right after itself."""

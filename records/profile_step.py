@@ -26,6 +26,7 @@ import eval_ngram  # noqa: E402
 import train_gpt  # noqa: E402
 
 PEAK_FLOPS = 989e12
+ANNOTATIONS = ("step.", "Optimizer.")  # record_function ranges, which the trace also lists on the GPU timeline
 BLOCKING_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy ")
 
 
@@ -47,7 +48,7 @@ def kernel_table(prof, steps: int, top: int = 15) -> tuple[list[dict], float]:
     """(top kernels by GPU time per step, GPU busy ms per step): device events from the profiler trace."""
     kernels: dict[str, list[float]] = {}
     for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
+        if event.device_type == torch.autograd.DeviceType.CUDA and not event.name.startswith(ANNOTATIONS):
             kernels.setdefault(event.name, []).append(event.time_range.elapsed_us() / 1000)
     busy = sum(sum(v) for v in kernels.values()) / steps
     rows = sorted(({"kernel": name[:90], "calls_per_step": len(v) / steps, "ms_per_step": sum(v) / steps}
@@ -59,15 +60,16 @@ def kernel_table(prof, steps: int, top: int = 15) -> tuple[list[dict], float]:
 
 def host_table(prof, steps: int) -> tuple[list[dict], list[dict]]:
     """(phases: record_function ranges with their wall ms per step; blocking host calls per step)."""
-    phases, blocking = [], []
+    phases, blocking = {}, []
     for avg in prof.key_averages():
-        if avg.key.startswith("step."):
-            phases.append({"phase": avg.key, "cpu_ms_per_step": avg.cpu_time_total / 1000 / steps,
-                           "gpu_ms_per_step": avg.device_time_total / 1000 / steps})
+        if avg.key.startswith("step."):  # listed once for the host range and once for its GPU span
+            phase = phases.setdefault(avg.key, {"phase": avg.key, "cpu_ms_per_step": 0.0, "gpu_ms_per_step": 0.0})
+            phase["cpu_ms_per_step"] = max(phase["cpu_ms_per_step"], avg.cpu_time_total / 1000 / steps)
+            phase["gpu_ms_per_step"] = max(phase["gpu_ms_per_step"], avg.device_time_total / 1000 / steps)
         if avg.key.startswith(BLOCKING_CALLS) or "Memcpy HtoD (Pageable" in avg.key:
             blocking.append({"call": avg.key, "count_per_step": avg.count / steps,
                              "cpu_ms_per_step": avg.cpu_time_total / 1000 / steps})
-    return phases, blocking
+    return list(phases.values()), blocking
 
 
 def profile(argv: list[str]) -> dict:
