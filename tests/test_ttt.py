@@ -17,7 +17,7 @@ TABLES = byte_tables("bytes", VOCAB)
 
 
 def tiny_model(preset: str = "record") -> GPT:
-    cfg, _ = resolve_config(preset, [f"vocab_size={VOCAB}", "num_layers=2", "recur_layers=", "model_dim=32", "num_heads=2",
+    cfg, _ = resolve_config(preset, [f"vocab_size={VOCAB}", "num_layers=2", "model_dim=32", "num_heads=2",
                                      "num_kv_heads=1", "bigram_buckets=64", "bigram_dim=16", "enrich_hidden=32",
                                      f"seq_len={SEQ}", "lora_rank=4", "xsa_layers=1", "tied_embed_init_std=0.3",
                                      f"eval_stride={STRIDE}", f"eval_chunk_tokens={CHUNK}", "tokenizer=bytes"])
