@@ -279,7 +279,7 @@ class Linear(nn.Linear):
     """Bias-free linear whose fp32 master weight is cast to the activation dtype (bf16 under autocast).
 
     add_lora(r) attaches a low-rank adapter (B @ A, B zero-initialised so the output is unchanged at first);
-    lora_parameters(model) lists every adapter parameter, for training, test-time training or packing.
+    GPT.lora_parameters() lists every adapter parameter, for training, test-time training or packing.
     freeze_to_basis(seed) makes the weight a frozen random basis (see "random bases" below) times a trained row scale.
     """
 
@@ -311,10 +311,6 @@ class Linear(nn.Linear):
         if self.lora_a is not None:
             y = y + F.linear(F.linear(x, self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype))
         return y
-
-
-def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for n, p in model.named_parameters() if n.endswith(("lora_a", "lora_b"))]
 
 
 # ---- random bases: frozen orthogonal matrices regenerated from 8-byte seeds, never stored in the artifact
@@ -540,6 +536,19 @@ class GPT(nn.Module):
         self.basis_seconds = time.perf_counter() - started
         return chosen
 
+    def lora_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if n.endswith(("lora_a", "lora_b"))]
+
+    def attach_adapters(self, rank: int, seed: int) -> list[Linear]:
+        """Fresh rank-`rank` LoRA on every trained block matrix, drawn on the CPU from `seed` (the same on every rank),
+        B = 0 so the model is unchanged until they train; returns those Linears. For learners that need adapters on a
+        model without its own: test-time training (eval_ngram.ScoreFirstTTT) and EGT's sleep."""
+        generator = torch.Generator().manual_seed(seed)
+        adapted = [m for m in self.blocks.modules() if isinstance(m, Linear) and isinstance(m.weight, nn.Parameter)]
+        for m in adapted:
+            m.add_lora(rank, generator)
+        return adapted
+
     def hidden(self, idx: Tensor, collect: list | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Final hidden states; with a `collect` list, also appends every block's output in execution order."""
         x = self.tok_emb(idx)
@@ -657,7 +666,7 @@ def is_embedding(name: str) -> bool:
 
 def build_optimizers(model: GPT, cfg: Config, rank: int, world: int) -> list[torch.optim.Optimizer]:
     matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and p.requires_grad and not is_embedding(n)]
-    lora = {id(p) for p in lora_parameters(model)}
+    lora = {id(p) for p in model.lora_parameters()}
     embeddings = [p for n, p in model.named_parameters() if p.requires_grad and is_embedding(n)]
     scalars = [p for p in model.parameters() if p.ndim < 2 and p.requires_grad]
     fused = next(model.parameters()).is_cuda
@@ -803,8 +812,7 @@ class EGT:
         self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
         runs = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
         self.watched = list(range(cfg.egt_critic_every - 1, runs, cfg.egt_critic_every))
-        self.adapted = [] if lora_parameters(model) else [  # block matrices that get our own adapters in sleep
-            m for m in model.blocks.modules() if isinstance(m, Linear) and isinstance(m.weight, nn.Parameter)]
+        self.own_lora, self.adapted = bool(model.lora_parameters()), []  # adapted: the Linears given adapters in a sleep
         with torch.random.fork_rng(devices=[]):  # critics are drawn on the CPU: the same on every rank
             torch.manual_seed(cfg.seed)
             self.critics = Critics(cfg.model_dim, cfg.egt_critic_hidden, len(self.watched), cfg.egt_pool).to(device)
@@ -817,10 +825,9 @@ class EGT:
     def attach_adapters(self) -> list[nn.Parameter]:
         """The generator's trainable parameters for one sleep: fresh adapters of our own (B = 0, so the model is
         unchanged; drawn on the CPU from the phase number, the same on every rank), or the model's shared LoRA."""
-        generator = torch.Generator().manual_seed(self.cfg.seed + len(self.history))
-        for m in self.adapted:
-            m.add_lora(self.cfg.egt_lora_rank, generator)
-        return lora_parameters(self.model)
+        if not self.own_lora:
+            self.adapted = self.model.attach_adapters(self.cfg.egt_lora_rank, seed=self.cfg.seed + len(self.history))
+        return self.model.lora_parameters()
 
     @torch.no_grad()
     def merge_adapters(self, ema: EMA | None) -> None:
@@ -830,7 +837,7 @@ class EGT:
             deltas[id(m.weight)] = m.lora_b @ m.lora_a
             m.weight += deltas[id(m.weight)]
             m.lora_a = m.lora_b = None
-        shared = {id(p) for p in lora_parameters(self.model)}
+        self.adapted, shared = [], {id(p) for p in self.model.lora_parameters()}
         for p, e in zip(self.model.parameters(), ema.params if ema is not None else ()):
             if id(p) in deltas:
                 e.add_(deltas[id(p)])
@@ -854,10 +861,9 @@ class EGT:
         for _ in range(G):  # prompts x K samples together; no KV cache, continuations are short
             with self.autocast:
                 logits = self.model.logits(self.model.hidden(seq)[0][:, -1]).float()
-            probs, order = logits.softmax(-1).sort(-1, descending=True)
+            probs = logits.softmax(-1)
             entropy = entropy + torch.special.entr(probs).sum(-1) / G
-            probs = probs.masked_fill(probs.cumsum(-1) - probs > cfg.egt_top_p, 0.0)  # top-p: smallest prefix with that mass
-            seq = torch.cat([seq, order.gather(-1, torch.multinomial(probs, 1))], 1)
+            seq = torch.cat([seq, torch.multinomial(eval_ngram.top_p_filter(probs, cfg.egt_top_p), 1)], 1)
         samples = seq[:, -G:].view(-1, K, G)
         similarity = jaccard_similarity(samples, cfg.vocab_size)
         uncertainty = 1 - (similarity.sum((1, 2)) - K) / (K * (K - 1))  # 1 - mean pairwise agreement
@@ -880,9 +886,7 @@ class EGT:
     def update(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: list[Tensor]) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=params)
-        if self.world > 1:  # every rank drew its own prompts; averaged gradients keep all ranks identical
-            for p in params:
-                dist.all_reduce(p.grad.div_(self.world))
+        eval_ngram.all_reduce_gradients(params, self.world, average=True)  # every rank drew its own prompts
         optimizer.step()
 
     def critic_step(self, batch: dict[str, Tensor]) -> Tensor:
@@ -1248,14 +1252,15 @@ def artifact_parts(model: GPT, cfg: Config) -> str:
 
 def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None) -> bytes:
     meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.files_sha256(CODE_FILES),
-            "train_time_s": train_facts["train_time_s"]}
+            "train_time_s": train_facts["train_time_s"], "model_builder": "train_gpt:model_from_artifact"}
     if model.basis_seeds:
         meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
     return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg), tables)
 
 
 def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
-    """Rebuild the model an artifact was packed from (called by eval_ngram.py)."""
+    """Rebuild the model an artifact was packed from, its config as model.cfg (eval_ngram.py finds this function by
+    the artifact's model_builder)."""
     fields = {f.name for f in dataclasses.fields(Config)}
     model = GPT(Config(**{k: v for k, v in meta["config"].items() if k in fields}), meta.get("basis_seeds"))
     if model.basis_seeds:
@@ -1394,10 +1399,8 @@ def main(argv: list[str]) -> int:
     log(artifact_parts(model, cfg))
     state, meta, artifact_tables = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
     scored = model_from_artifact(state, meta).to(device).eval()
-    result = eval_ngram.score(scored, val_tokens, tables, seq_len=cfg.seq_len, stride=cfg.eval_stride,
-                              ngram_order=cfg.ngram_order, artifact_tables=artifact_tables, audit=cfg.eval_audit,
-                              batch_windows=cfg.eval_batch_windows, rank=rank, world=world, device=device, log=log,
-                              chunk_tokens=cfg.eval_chunk_tokens, ttt_steps=cfg.ttt_steps, ttt_lr=cfg.ttt_lr, ttt_rank=cfg.ttt_rank)
+    result = eval_ngram.score(scored, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world,
+                              device=device, log=log)  # with the unpacked artifact's config, scored.cfg
     if cfg.eval_audit:
         log(eval_ngram.audit_line(result))
         if result["audit_max_err"] > eval_ngram.AUDIT_TOLERANCE:  # a score from an unnormalized distribution is void
@@ -1414,5 +1417,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.modules.setdefault("train_gpt", sys.modules[__name__])  # eval_ngram's `import train_gpt` gets these classes
     eval_ngram.run_script(main, ConfigError, FloatingPointError)
