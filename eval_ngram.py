@@ -274,7 +274,8 @@ def model_logits(model, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
 
 
 def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
-    """Windows (start, lo, hi) over a token stream: inputs tokens[start:start+L], scored targets tokens[lo:hi].
+    """Windows (start, lo, hi) over a token stream: inputs tokens[start:start+L], scored targets tokens[lo:hi]
+    (sliding-window evaluation: PR #50).
 
     The first window scores all its targets; each later one slides by `stride` and scores only the targets
     no earlier window scored, so every target 1..n-1 is scored exactly once with up to L-stride tokens of context.
@@ -365,6 +366,8 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
 
 
 # ---------------------------------------------------------------- n-gram mixture (score-first)
+# (Interpolated Witten-Bell backoff, Witten & Bell 1991. Unlike the hashed caches the challenge ruled out in
+# PR #720's review, the mixture is a distribution over the whole vocabulary before the target is looked at.)
 # A cache of n-gram counts learns from validation tokens only after they have been scored, and is mixed into
 # the neural distribution by interpolated backoff. With p_1 = softmax(logits), for orders n = 2..N, counts
 # c(v) of each continuation v of the context (the n-1 tokens before the target) and their total C = sum_v c(v):

@@ -314,6 +314,7 @@ class Linear(nn.Linear):
 
 
 # ---- random bases: frozen orthogonal matrices regenerated from 8-byte seeds, never stored in the artifact
+# (adapters on random linear maps: the challenge's wish list; non-record PR #2058)
 def splitmix64(seed: int, n: int) -> np.ndarray:
     """n pseudo-random 64-bit words from `seed` by plain integer arithmetic: the same on every machine and library
     version (torch's and numpy's generators promise no stable stream across versions)."""
@@ -360,6 +361,7 @@ def semi_orthogonal(rows: int, cols: int, seed: int) -> Tensor:
     return torch.from_numpy(x if rows >= cols else x.T).float().contiguous()
 
 
+# Partial RoPE: PR #315.
 class Rotary(nn.Module):
     """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE)."""
 
@@ -378,7 +380,8 @@ class Rotary(nn.Module):
 
 
 def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
-    """XSA: remove from each head's output its component along that head's own value vector at the same position.
+    """XSA (arXiv:2603.09078; PR #265, record PR #287): remove from each head's output its component along that
+    head's own value vector at the same position.
 
     y: [B, H, T, D]; v: [B, H_kv, T, D] with H a multiple of H_kv (query head h reads value head h // (H / H_kv)).
     """
@@ -415,8 +418,8 @@ class Attention(nn.Module):
 
 
 ACTIVATIONS = {
-    "leaky_relu2": lambda h: F.leaky_relu(h, 0.5).square(),
-    "relu2": lambda h: F.relu(h).square(),
+    "leaky_relu2": lambda h: F.leaky_relu(h, 0.5).square(),  # LeakyReLU(0.5)^2: record PR #549
+    "relu2": lambda h: F.relu(h).square(),  # relu^2: Primer (arXiv:2109.08668), via modded-nanogpt and the baseline
     "gelu": F.gelu,
 }
 
@@ -450,7 +453,7 @@ class Block(nn.Module):
 
 
 class SmearGate(nn.Module):
-    """Blend each position's embedding with the previous position's through a learned per-channel gate."""
+    """Each position's embedding blended with the previous one's by a learned per-channel gate (PR #102, #135)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -462,7 +465,7 @@ class SmearGate(nn.Module):
 
 
 class BigramHash(nn.Module):
-    """Embedding of (previous token, token) hashed into buckets, projected to the model width."""
+    """Embedding of (previous token, token) hashed into buckets, projected to the model width (BigramHash, PR #135)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -477,7 +480,7 @@ class BigramHash(nn.Module):
 
 
 class PreEnrich(nn.Module):
-    """Embedding -> Linear -> GELU -> Linear (residual) -> RMSNorm; also reports how much it moved each token."""
+    """Embedding -> Linear -> GELU -> Linear (residual) -> RMSNorm, and how much it moved each token (PR #184)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -489,7 +492,7 @@ class PreEnrich(nn.Module):
 
 
 def overtone_embedding(vocab: int, dim: int, std: float, generator: torch.Generator) -> Tensor:
-    """Random embedding whose singular values fall as a power law (1/sqrt(k)), rescaled to `std`."""
+    """Random embedding with a power-law (1/sqrt(k)) singular spectrum, rescaled to `std` (overtone init, PR #60)."""
     u, _, vt = torch.linalg.svd(torch.randn(vocab, dim, generator=generator), full_matrices=False)
     spectrum = torch.arange(1, min(vocab, dim) + 1, dtype=torch.float32) ** -0.5
     w = u @ torch.diag(spectrum) @ vt
@@ -515,6 +518,7 @@ class GPT(nn.Module):
         first_xsa = cfg.num_layers - cfg.xsa_layers
         self.blocks = nn.ModuleList(Block(cfg, xsa=i >= first_xsa) for i in range(cfg.num_layers))
         self.encoder_layers = cfg.num_layers // 2
+        # U-Net skips (the challenge baseline's, from modded-nanogpt)
         self.skip_weights = nn.Parameter(torch.ones(cfg.num_layers - self.encoder_layers, cfg.model_dim)) if cfg.unet_skips else None
         self.basis_seeds = self.freeze_random_bases(cfg, basis_seeds or {})  # also sets basis_seconds
 
@@ -564,7 +568,7 @@ class GPT(nn.Module):
         x0, skips = x, []
         encoder = list(self.blocks[:self.encoder_layers])
         passes = [encoder]
-        if self.cfg.encoder_recurrence:
+        if self.cfg.encoder_recurrence:  # PR #184
             passes.append(encoder[::-1] if self.cfg.recurrence_reverse else encoder)
         for p, blocks in enumerate(passes):
             if p:
@@ -625,6 +629,7 @@ def newton_schulz(g: Tensor, steps: int) -> Tensor:
     return (x.T if tall else x).to(g.dtype)
 
 
+# Muon: Keller Jordan, modded-nanogpt (the baseline's optimizer); decoupled weight decay: PR #60.
 class Muon(torch.optim.Optimizer):
     """Momentum + Newton-Schulz orthogonalized updates for matrices; each rank orthogonalizes every
     world-th matrix and one all-reduce shares the results."""
@@ -688,7 +693,7 @@ def lr_multiplier(step: int, progress: float, cfg: Config) -> float:
 
 
 class EMA:
-    """Exponential moving average of all weights, kept on the weights' device (no host round trips)."""
+    """EMA of all weights (record PR #287), kept on the weights' device: no host round trips."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay, self.updates = decay, 0
@@ -1219,7 +1224,8 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
 
 # ============================================================================ pack, evaluate, record
 def quant_plan(model: GPT, cfg: Config) -> dict[str, int]:
-    """Bits per packed tensor: block matrices at quant_bits, embedding tables at embed_quant_bits; the rest fp16."""
+    """Bits per packed tensor: block matrices at quant_bits, embedding tables at embed_quant_bits; the rest fp16.
+    (int6 block matrices: PR #135; int5 MLP: PR #180.)"""
     plan = {}
     for name, p in model.state_dict().items():
         if name.endswith(("lora_a", "lora_b")):
