@@ -1,5 +1,9 @@
 """eval_ngram.py: pack/unpack a parameter-golf artifact and score it.
 
+The base of the two scripts: train_gpt.py imports this file, this file never imports train_gpt.py. A model comes
+in as an object (its .cfg the typed Config, .lora_parameters() and .attach_adapters() for test-time training); an
+artifact loaded alone is rebuilt by the function its metadata names (model_builder), found in this checkout.
+
 Sections: shards and byte accounting, artifact packing, sliding-window evaluation,
 score-first n-gram mixture, sampling, score-first test-time training, command line.
 """
@@ -71,9 +75,11 @@ def find_shards(data_dir: str, split: str) -> list[str]:
     return paths
 
 
-def load_val_tokens(data_dir: str) -> torch.Tensor:
-    """Every validation token of a directory, in shard order (training never calls this)."""
-    return torch.from_numpy(np.concatenate([read_shard(p) for p in find_shards(data_dir, "val")]).astype(np.int64))
+def load_val_tokens(data_dir: str, max_tokens: int = 0) -> torch.Tensor:
+    """The validation tokens of a directory in shard order, the first max_tokens of them (0 = all); training never
+    calls this."""
+    tokens = np.concatenate([read_shard(p) for p in find_shards(data_dir, "val")])
+    return torch.from_numpy((tokens[:max_tokens] if max_tokens else tokens).astype(np.int64))
 
 
 def load_sentencepiece(path: str):
@@ -1013,9 +1019,7 @@ def main(argv: list[str]) -> int:
         print(sample_text(model, args.generate, cfg.tokenizer, seed=args.seed, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_p=args.top_p, no_repeat_ngram=args.no_repeat_ngram))
         return 0
-    val_tokens = load_val_tokens(cfg.data_dir)
-    if cfg.eval_max_tokens:
-        val_tokens = val_tokens[:cfg.eval_max_tokens]
+    val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_max_tokens)
     result = score(model, val_tokens, byte_tables(cfg.tokenizer, cfg.vocab_size), artifact_tables=artifact_tables,
                    rank=rank, world=world, device=device, mix=parse_mix(args.mix), eval_audit=args.audit, **settings)
     code_bytes = code_size()

@@ -5,7 +5,8 @@
     python train_gpt.py --print-config | --help
 
 Read top to bottom: config, data, model (with random bases), optimizers, embedded critics and wake/sleep (EGT),
-processes and logging, rolling checkpoints, training loop, pack/evaluate/record, main.
+processes and logging, rolling checkpoints, training loop, pack/evaluate/record, main. Shards, byte accounting,
+packing and evaluation live in eval_ngram.py, which this file imports (never the reverse).
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ class Config:
     eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
     ttt_steps: int = opt(2, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
     ttt_lr: float = opt(1e-3, "test-time training Adam learning rate")
-    ttt_rank: int = opt(8, "LoRA rank added to every block Linear for test-time training when the model has no adapters")
+    ttt_rank: int = opt(8, "LoRA rank added to every trained block matrix for test-time training when the model has none")
     # records
     run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
     track: str = opt("track_10min_16mb", "records/<track>/ folder")
@@ -1374,9 +1375,7 @@ def main(argv: list[str]) -> int:
     log("config " + json.dumps(dataclasses.asdict(cfg)))
     tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
     stream = TrainStream(cfg.data_dir, cfg.vocab_size)
-    val_tokens = eval_ngram.load_val_tokens(cfg.data_dir)
-    if cfg.eval_max_tokens:
-        val_tokens = val_tokens[:cfg.eval_max_tokens]
+    val_tokens = eval_ngram.load_val_tokens(cfg.data_dir, cfg.eval_max_tokens)
     model = GPT(cfg).to(device)
     log(f"model params={sum(p.numel() for p in model.parameters()):,} flops_per_token={flops_per_token(model, cfg.seq_len):.3e}")
     if model.basis_seeds:
