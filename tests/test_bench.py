@@ -30,6 +30,7 @@ seconds = float(os.environ.get("MAX_WALLCLOCK_SECONDS", 600.0))
 data = os.environ["DATA_PATH"]
 train, val = glob.glob(data + "/fineweb_train_*.bin"), glob.glob(data + "/fineweb_val_*.bin")
 print(f"shards train:{len(train)} val:{len(val)} vocab:{os.environ.get('VOCAB_SIZE')} seed:{os.environ['SEED']}")
+print(f"val_bytes:{sum(os.path.getsize(p) for p in val)}")
 print(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} warmdown_iters:{warmdown_iters}")
 print(f"train_batch_tokens:{train_batch_tokens} train_seq_len:1024 iterations:20000")
 if os.environ.get("FAKE_CRASH"):
@@ -113,6 +114,19 @@ def test_peer_and_ours_rows_make_one_table(setup, capsys):
     assert "| row | script | protocol notes | tokens/s | ms/step | steps | peak MiB | val_bpb |" in md
     assert "protocol `wall`" in md and "seed 1337" in md and "GPU " in md
     assert capsys.readouterr().out.endswith(md)
+
+
+def test_val_tokens_gives_every_row_the_same_shorter_validation_split(setup):
+    tmp_path, common = setup
+    table = bench.main(["--peer", str(tmp_path / "peer.py"), "--ours", "smoke", "--val-tokens", "1000", *common()])
+    peer, ours = table["rows"]
+    peer_log = log_of(table, peer, tmp_path)
+    assert f"val_bytes:{1024 + 2 * 1000}\n" in peer_log  # one shard: the 1024-byte header and 1,000 uint16 tokens
+    shown_to_peer = peer_log.split("DATA_PATH=", 1)[1].split()[0]
+    keys = json.loads(log_of(table, ours, tmp_path).split("keys ", 1)[1].splitlines()[0])
+    assert keys["data_dir"] == shown_to_peer  # ours scores the same subset
+    md = (tmp_path / "bench" / f"{table['date']}_{table['name']}" / "table.md").read_text()
+    assert table["val_tokens"] == 1000 and "the first 1,000 val tokens" in md
 
 
 def test_failing_peer_is_a_failed_row_not_dropped(setup):
