@@ -191,3 +191,22 @@ def test_a_sleep_leaves_the_compiled_main_step_as_it_was(monkeypatch):
     egt.attach_adapters()
     egt.merge_adapters(None)
     step(x[:, :-1], x[:, 1:]).backward()  # raises if attaching and merging adapters forced a recompilation
+
+
+def _reduce_gradients(rank: int, world: int, out: str):
+    params = [torch.nn.Parameter(torch.zeros(2, 3)), torch.nn.Parameter(torch.zeros(4))]
+    for p in params:
+        p.grad = torch.full_like(p, float(rank + 1))  # rank 0 holds ones, rank 1 twos
+    eval_ngram.all_reduce_gradients(params, world, average=True)  # EGT's sleep: each rank's loss is its own mean
+    averaged = [p.grad.clone() for p in params]
+    eval_ngram.all_reduce_gradients(params, world)  # TTT: each rank's loss is its share of one sum
+    torch.save((averaged, [p.grad.clone() for p in params]), f"{out}{rank}.pt")
+
+
+def test_sleep_and_ttt_share_one_gradient_all_reduce_that_averages_or_sums(tmp_path):
+    from distributed import spawn_gloo
+    spawn_gloo(_reduce_gradients, 2, tmp_path, str(tmp_path / "rank"))
+    for rank in range(2):
+        averaged, summed = torch.load(tmp_path / f"rank{rank}.pt")
+        assert all(torch.equal(g, torch.full_like(g, 1.5)) for g in averaged)  # (1 + 2) / 2 on every rank
+        assert all(torch.equal(g, torch.full_like(g, 3.0)) for g in summed)  # then 1.5 + 1.5
