@@ -160,10 +160,12 @@ def test_train_gpt_run_as_a_script_trains_its_adapters_at_the_end(tmp_path, byte
     """The final evaluation of `python train_gpt.py` runs TTT. eval_ngram.py takes the adapters from the model
     (lora_parameters, attach_adapters) and never imports train_gpt: a second copy of train_gpt's classes, imported
     beside the running script, once found no Linear to adapt and crashed the record preset here."""
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "train_gpt.py"), "--preset", "smoke", f"data_dir={byte_shards}",
-                           "tokenizer=bytes", "vocab_size=256", "iterations=2", "max_wallclock_seconds=0", "device=cpu",
-                           "eval_max_tokens=4096", "eval_chunk_tokens=1024", "ngram_order=0", "ttt_steps=1",
-                           f"records_dir={tmp_path}"], capture_output=True, text=True)
+    tiny = ["num_layers=2", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
+            "bigram_dim=8", "seq_len=32", "train_batch_tokens=256", "eval_stride=16"]
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "train_gpt.py"), "--preset", "smoke", *tiny,
+                           f"data_dir={byte_shards}", "tokenizer=bytes", "vocab_size=256", "iterations=2",
+                           "max_wallclock_seconds=0", "device=cpu", "eval_max_tokens=1024", "eval_chunk_tokens=256",
+                           "ngram_order=0", "ttt_steps=1", f"records_dir={tmp_path}"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ttt = next(line for line in proc.stdout.splitlines() if line.startswith("ttt "))
     assert int(ttt.split("adapter_params=")[1].split()[0]) > 0 and float(ttt.split("seconds=")[1].split()[0]) > 0
