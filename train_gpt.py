@@ -10,6 +10,7 @@ packing and evaluation live in eval_ngram.py, which this file imports (never the
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -30,6 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 import eval_ngram
 
@@ -67,8 +69,11 @@ class Config:
     bigram_dim: int = opt(128, "bigram embedding width before projection")
     pre_enrich: bool = opt(True, "embedding -> Linear -> GELU -> Linear -> RMSNorm before the blocks")
     enrich_hidden: int = opt(768, "hidden width of the pre-enrichment MLP")
-    encoder_recurrence: bool = opt(False, "run the first-half blocks twice (more depth, no extra parameters)")
-    recurrence_reverse: bool = opt(True, "second encoder pass runs the blocks in reverse order")
+    recur_layers: str = opt("", "depth recurrence: these consecutive blocks run twice (e.g. 4,5; '' = off)")
+    recur_start: float = opt(0.5, "fraction of the budget after which the recurrence switches on")
+    parallel_start: int = opt(0, "parallel residuals from this block on: attention and MLP keep separate lanes (0 = off)")
+    ln_scale: bool = opt(False, "scale each block's normalized inputs by 1/sqrt(block index + 1)")
+    layer0_attention: bool = opt(True, "block 0 has attention (false: an MLP-only first block)")
     overtone_init: bool = opt(True, "power-law singular spectrum for the embedding init")
     logit_softcap: float = opt(30.0, "soft cap on logits: c * tanh(logits / c)")
     tied_embed_init_std: float = opt(0.005, "std of the tied embedding at init")
@@ -83,6 +88,7 @@ class Config:
     muon_momentum_start: float = opt(0.92, "Muon momentum at step 0")
     muon_momentum_warmup: float = opt(0.25, "fraction of the budget over which Muon momentum warms up")
     muon_ns_steps: int = opt(5, "Newton-Schulz iterations")
+    muon_ns_coefficients: str = opt("quintic", "Newton-Schulz polynomials: quintic (one, repeated) | polar_express (one per step)")
     muon_wd: float = opt(0.04, "decoupled weight decay for Muon matrices")
     adam_wd: float = opt(0.04, "decoupled weight decay for AdamW embeddings")
     beta1: float = opt(0.9, "AdamW beta1")
@@ -259,9 +265,11 @@ class TrainStream:
     def next_batch(self, micro_tokens: int, seq_len: int, rank: int, world: int, device) -> tuple[Tensor, Tensor]:
         span = self.take(world * micro_tokens + 1)  # one extra token so the last target exists ...
         self.position -= 1  # ... and is the next span's first input, so N ranks x 1 micro-step = 1 rank x N
-        mine = torch.from_numpy(span[rank * micro_tokens: (rank + 1) * micro_tokens + 1].astype(np.int64))
-        x, y = mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
-        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        mine = torch.from_numpy(span[rank * micro_tokens: (rank + 1) * micro_tokens + 1].astype(np.int32))
+        if torch.device(device).type == "cuda":  # a copy from pageable memory would wait for the GPU to drain: pin it, copy async
+            mine = mine.pin_memory().to(device, non_blocking=True)
+        mine = mine.long()
+        return mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
 
     def state(self) -> dict:
         return {"shard_index": self.shard_index, "position": self.position, "epoch": self.epoch}
@@ -364,16 +372,21 @@ def semi_orthogonal(rows: int, cols: int, seed: int) -> Tensor:
 
 # Partial RoPE: PR #315.
 class Rotary(nn.Module):
-    """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE)."""
+    """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE, PR #315), on [B, T, H, D].
+    cos/sin for the training length are computed once; a longer evaluation context computes its own."""
 
-    def __init__(self, head_dim: int, fraction: float, base: float):
+    def __init__(self, head_dim: int, fraction: float, base: float, seq_len: int):
         super().__init__()
         self.dims = max(2, int(head_dim * fraction) // 2 * 2)
         self.register_buffer("inv_freq", base ** (-torch.arange(0, self.dims, 2).float() / self.dims), persistent=False)
+        self.register_buffer("angles", self.positions(seq_len), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:  # x: [B, H, T, D]
-        t = torch.arange(x.size(2), device=x.device, dtype=torch.float32)
-        angles = torch.outer(t, self.inv_freq)
+    def positions(self, length: int) -> Tensor:
+        return torch.outer(torch.arange(length, device=self.inv_freq.device, dtype=torch.float32), self.inv_freq)
+
+    def forward(self, x: Tensor) -> Tensor:
+        T = x.size(1)
+        angles = (self.angles[:T] if T <= self.angles.size(0) else self.positions(T))[:, None, :]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         rot, rest = x[..., :self.dims], x[..., self.dims:]
         a, b = rot[..., : self.dims // 2], rot[..., self.dims // 2:]
@@ -381,15 +394,27 @@ class Rotary(nn.Module):
 
 
 def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
-    """XSA (arXiv:2603.09078; PR #265, record PR #287): remove from each head's output its component along that
-    head's own value vector at the same position.
+    """XSA (arXiv:2603.09078; PR #265): remove from each head's output its component along that head's own value
+    vector at the same position. y: [B, T, H, D]; v: [B, T, H_kv, D], H a multiple of H_kv (query head h reads value head h // (H / H_kv))."""
+    y = y.unflatten(2, (v.size(2), y.size(2) // v.size(2)))
+    v_hat = F.normalize(v, dim=-1).unsqueeze(3)
+    return (y - (y * v_hat).sum(-1, keepdim=True) * v_hat).flatten(2, 3)
 
-    y: [B, H, T, D]; v: [B, H_kv, T, D] with H a multiple of H_kv (query head h reads value head h // (H / H_kv)).
-    """
-    groups = y.size(1) // v.size(1)
-    y = y.unflatten(1, (v.size(1), groups))
-    v_hat = F.normalize(v, dim=-1).unsqueeze(2)
-    return (y - (y * v_hat).sum(-1, keepdim=True) * v_hat).flatten(1, 2)
+
+try:  # FlashAttention 3 (Hopper) where it is installed; torch's SDPA (flash backend on CUDA) otherwise
+    from flash_attn_interface import flash_attn_func as flash_attention_3
+except ImportError:
+    flash_attention_3 = None
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal grouped-query attention on [B, T, H, D] (k, v with H_kv heads), without repeating k and v."""
+    if flash_attention_3 is not None and q.is_cuda:
+        out = flash_attention_3(q, k, v, causal=True)
+        return out[0] if isinstance(out, tuple) else out
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                                       enable_gqa=q.size(2) != k.size(2))
+    return y.transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -401,21 +426,19 @@ class Attention(nn.Module):
         self.q, self.k, self.v = Linear(cfg.model_dim, cfg.model_dim), Linear(cfg.model_dim, kv_dim), Linear(cfg.model_dim, kv_dim)
         self.proj = Linear(cfg.model_dim, cfg.model_dim, zero_init=True)
         self.q_gain = nn.Parameter(torch.full((self.heads,), cfg.qk_gain_init))
-        self.rotary = Rotary(self.head_dim, cfg.rope_fraction, cfg.rope_base)
+        self.rotary = Rotary(self.head_dim, cfg.rope_fraction, cfg.rope_base, cfg.seq_len)
         self.xsa = xsa
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q(x).view(B, T, self.heads, self.head_dim)
+        k = self.k(x).view(B, T, self.kv_heads, self.head_dim)
+        v = self.v(x).view(B, T, self.kv_heads, self.head_dim)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
-        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        groups = self.heads // self.kv_heads
-        y = F.scaled_dot_product_attention(q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), is_causal=True)
+        y = causal_attention(q * self.q_gain.to(q.dtype)[:, None], k, v)
         if self.xsa:
             y = exclusive_self_attention(y, v)
-        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+        return self.proj(y.reshape(B, T, -1))
 
 
 ACTIVATIONS = {
@@ -439,18 +462,33 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: Config, xsa: bool):
+    def __init__(self, cfg: Config, index: int):
         super().__init__()
-        self.attn, self.mlp = Attention(cfg, xsa), MLP(cfg)
+        has_attention = index > 0 or cfg.layer0_attention
+        self.attn = Attention(cfg, xsa=index >= cfg.num_layers - cfg.xsa_layers) if has_attention else None
+        self.mlp = MLP(cfg)
         self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.resid_mix = nn.Parameter(torch.tensor([1.0, 0.0]))  # how much of the block input vs. the embedding
+        self.norm_scale = (index + 1) ** -0.5 if cfg.ln_scale else 1.0  # LN scale (PR #315)
+        # parallel residuals (PR #1204): each sublayer writes to the attention lane and the MLP lane with its own weights
+        self.lane_writes = nn.Parameter(torch.ones(2, 2)) if 0 < cfg.parallel_start <= index else None
+
+    def sublayer(self, module: nn.Module, scale: Tensor, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        return scale.to(x.dtype) * module(rms_norm(mix[0] * x + mix[1] * x0) * self.norm_scale)
 
     def forward(self, x: Tensor, x0: Tensor) -> Tensor:
-        mix = self.resid_mix.to(x.dtype)
-        x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+        if self.attn is not None:
+            x = x + self.sublayer(self.attn, self.attn_scale, x, x0)
+        return x + self.sublayer(self.mlp, self.mlp_scale, x, x0)
+
+    def parallel(self, lanes: Tensor, x0: Tensor) -> Tensor:
+        """lanes [2, B, T, D]: attention reads lane 0, the MLP lane 1; each output is written to both lanes."""
+        writes = self.lane_writes.to(lanes.dtype)[:, :, None, None, None]
+        if self.attn is not None:
+            lanes = lanes + writes[0] * self.sublayer(self.attn, self.attn_scale, lanes[0], x0)
+        return lanes + writes[1] * self.sublayer(self.mlp, self.mlp_scale, lanes[1], x0)
 
 
 class SmearGate(nn.Module):
@@ -516,11 +554,16 @@ class GPT(nn.Module):
         self.bigram = BigramHash(cfg) if cfg.bigram_buckets else None
         self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
         self.enrich = PreEnrich(cfg) if cfg.pre_enrich else None
-        first_xsa = cfg.num_layers - cfg.xsa_layers
-        self.blocks = nn.ModuleList(Block(cfg, xsa=i >= first_xsa) for i in range(cfg.num_layers))
-        self.encoder_layers = cfg.num_layers // 2
-        # U-Net skips (the challenge baseline's, from modded-nanogpt)
-        self.skip_weights = nn.Parameter(torch.ones(cfg.num_layers - self.encoder_layers, cfg.model_dim)) if cfg.unet_skips else None
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.recur_band = [int(i) for i in cfg.recur_layers.split(",") if i.strip()]
+        if self.recur_band and (self.recur_band != list(range(self.recur_band[0], self.recur_band[-1] + 1))
+                                or not 0 <= self.recur_band[0] <= self.recur_band[-1] < cfg.num_layers):
+            raise ConfigError(f"recur_layers={cfg.recur_layers!r}: consecutive block indices in 0..{cfg.num_layers - 1}")
+        if self.recur_band and 0 < cfg.parallel_start <= self.recur_band[-1]:
+            raise ConfigError("parallel_start must come after the last of recur_layers (lanes never rejoin)")
+        self.recurrence_active = False  # depth recurrence (PR #1204) switches on after recur_start of training
+        runs = cfg.num_layers + len(self.recur_band)
+        self.skip_weights = nn.Parameter(torch.ones(runs - runs // 2, cfg.model_dim)) if cfg.unet_skips else None
         self.basis_seeds = self.freeze_random_bases(cfg, basis_seeds or {})  # also sets basis_seconds
 
     def freeze_random_bases(self, cfg: Config, seeds: dict[str, int]) -> dict[str, int]:
@@ -566,26 +609,26 @@ class GPT(nn.Module):
             x, aux["enrich_delta"] = self.enrich(x)
         else:
             x = rms_norm(x)
-        x0, skips = x, []
-        encoder = list(self.blocks[:self.encoder_layers])
-        passes = [encoder]
-        if self.cfg.encoder_recurrence:  # PR #184
-            passes.append(encoder[::-1] if self.cfg.recurrence_reverse else encoder)
-        for p, blocks in enumerate(passes):
-            if p:
-                x, skips = rms_norm(x), []
-            for block in blocks:
+        x0, skips, order = x, [], self.layer_order()
+        encoder = len(order) // 2  # U-Net (PR #289): the first half's outputs feed the second half, last first
+        for i, index in enumerate(order):
+            block = self.blocks[index]
+            if i >= encoder and self.skip_weights is not None and skips:
+                x = x + self.skip_weights[i - encoder].to(x.dtype) * skips.pop()
+            if block.lane_writes is None:
                 x = block(x, x0)
+            else:  # parallel lanes from here on; the hidden state is their mean
+                x = block.parallel(x.expand(2, *x.shape) if x.dim() == 3 else x, x0)
+            if i < encoder:
                 skips.append(x)
-                if collect is not None:
-                    collect.append(x)
-        for i, block in enumerate(self.blocks[self.encoder_layers:]):
-            if self.skip_weights is not None and skips:
-                x = x + self.skip_weights[i].to(x.dtype) * skips.pop()
-            x = block(x, x0)
             if collect is not None:
-                collect.append(x)
-        return rms_norm(x), aux
+                collect.append(x if x.dim() == 3 else x.mean(0))
+        return rms_norm(x if x.dim() == 3 else x.mean(0)), aux
+
+    def layer_order(self) -> list[int]:
+        """Blocks in execution order: each once or, with depth recurrence on, the band again right after itself."""
+        band, n = self.recur_band, self.cfg.num_layers
+        return list(range(n)) if not (band and self.recurrence_active) else list(range(band[-1] + 1)) + band + list(range(band[-1] + 1, n))
 
     def logits(self, h: Tensor) -> Tensor:
         logits = F.linear(h, self.tok_emb.weight.to(h.dtype)).float()
@@ -610,59 +653,82 @@ def flops_per_token(model: GPT, seq_len: int) -> float:
     """Training FLOPs per token: 6 per matmul parameter (4 per frozen basis weight: no weight gradient) plus causal
     attention scores and values."""
     cfg = model.cfg
-    layers = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
+    layers = cfg.num_layers + len(model.recur_band)
     frozen = sum(model.get_submodule(name).weight.numel() for name in model.basis_seeds)
     return 6 * matmul_params(model) + 4 * frozen + 6 * layers * seq_len * cfg.model_dim
 
 
 # ============================================================================ optimizers
-def newton_schulz(g: Tensor, steps: int) -> Tensor:
-    """Approximately orthogonalize g (the nearest semi-orthogonal matrix) with a quintic iteration in bf16."""
-    a, b, c = 3.4445, -4.7750, 2.0315
+QUINTIC = ((3.4445, -4.7750, 2.0315),)  # one quintic step, repeated (Keller Jordan's Muon)
+POLAR_EXPRESS = ((8.156554524902461, -22.48329292557795, 15.878769915207462),  # a minimax-optimal quintic per step
+                 (4.042929935166739, -2.808917465908714, 0.5000178451051316),  # (Polar Express, arXiv:2505.16932)
+                 (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+                 (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+                 (2.3465413258596377, -1.7097828382687081, 0.42323551169305323))
+NS_COEFFICIENTS = {"quintic": (QUINTIC, 1.0), "polar_express": (POLAR_EXPRESS, 1.02)}  # (steps' a, b, c; norm safety)
+
+
+def newton_schulz(g: Tensor, steps: int, coefficients: str = "quintic") -> Tensor:
+    """Approximately orthogonalize each matrix of g ([..., rows, cols]: one matrix or a batch of equal shapes)
+    with quintic iterations x <- a x + (b s + c s^2) x, s = x x^T, in bf16 on CUDA."""
+    table, safety = NS_COEFFICIENTS[coefficients]
     x = g.bfloat16() if g.is_cuda else g.float()
-    x = x / (x.norm() + 1e-7)
-    tall = x.size(0) > x.size(1)
+    tall = x.size(-2) > x.size(-1)
     if tall:
-        x = x.T
-    for _ in range(steps):
-        s = x @ x.T
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) * safety + 1e-7)
+    for i in range(steps):
+        a, b, c = table[min(i, len(table) - 1)]
+        s = x @ x.mT
         x = a * x + (b * s + c * s @ s) @ x
-    return (x.T if tall else x).to(g.dtype)
+    return (x.mT if tall else x).to(g.dtype)
 
 
 # Muon: Keller Jordan, modded-nanogpt (the baseline's optimizer); decoupled weight decay: PR #60.
 class Muon(torch.optim.Optimizer):
-    """Momentum + Newton-Schulz orthogonalized updates for matrices; each rank orthogonalizes every
-    world-th matrix and one all-reduce shares the results."""
+    """Momentum + Newton-Schulz orthogonalized updates for matrices (Muon, Keller Jordan 2024).
 
-    def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float, rank: int, world: int):
+    Matrices of one shape are orthogonalized together as one batch (a handful of batched matmuls per step instead
+    of a handful per matrix: the step is launch-bound otherwise). With N ranks, rank r orthogonalizes every N-th
+    matrix of each batch and one all-reduce shares the results."""
+
+    def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float, rank: int, world: int,
+                 coefficients: str = "quintic"):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.coefficients = rank, world, coefficients
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            params = group["params"]
+            params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.bfloat16 if params[0].is_cuda else torch.float32)
-            offset = 0
+            momentum, lr = group["momentum"], group["lr"]
+            buffers = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in params]
+            grads = [p.grad for p in params]
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, grads)
+            nesterov = torch._foreach_add(grads, buffers, alpha=momentum)
+            updates, by_shape = [None] * len(params), {}
             for i, p in enumerate(params):
-                if i % self.world == self.rank and p.grad is not None:
-                    state = self.state[p]
-                    buf = state.setdefault("momentum", torch.zeros_like(p.grad))
-                    buf.mul_(group["momentum"]).add_(p.grad)
-                    update = newton_schulz(p.grad.add(buf, alpha=group["momentum"]), group["ns_steps"])  # Nesterov
-                    update *= max(1.0, p.size(0) / p.size(1)) ** 0.5
-                    flat[offset:offset + p.numel()] = update.flatten().to(flat.dtype)
-                offset += p.numel()
-            if self.world > 1:
+                by_shape.setdefault(tuple(p.shape), []).append(i)
+            for (rows, cols), indices in by_shape.items():
+                mine = indices[self.rank::self.world]
+                stacked = torch.stack([nesterov[i] for i in mine]) if mine else None
+                for i, u in zip(mine, newton_schulz(stacked, group["ns_steps"], self.coefficients).mul_(
+                        max(1.0, rows / cols) ** 0.5) if mine else []):
+                    updates[i] = u
+            if self.world > 1:  # every rank fills its share of one flat buffer; the sum is every rank's update
+                flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device,
+                                   dtype=torch.bfloat16 if params[0].is_cuda else torch.float32)
+                views = list(flat.split([p.numel() for p in params]))
+                for view, u in zip(views, updates):
+                    if u is not None:
+                        view.copy_(u.flatten())
                 dist.all_reduce(flat)
-            offset = 0
-            for p in params:
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(flat[offset:offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
-                offset += p.numel()
+                updates = [v.view_as(p) for v, p in zip(views, params)]
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+            torch._foreach_add_(params, [u.to(p.dtype) for u, p in zip(updates, params)], alpha=-lr)
 
 
 def is_embedding(name: str) -> bool:
@@ -682,7 +748,7 @@ def build_optimizers(model: GPT, cfg: Config, rank: int, world: int) -> list[tor
     lora_lr = cfg.matrix_lr * cfg.lora_lr_scale
     muon = Muon([dict(params=[p for p in matrices if id(p) not in lora], lr=cfg.matrix_lr, base_lr=cfg.matrix_lr),
                  dict(params=[p for p in matrices if id(p) in lora], lr=lora_lr, base_lr=lora_lr)],
-                cfg.matrix_lr, cfg.muon_momentum, cfg.muon_ns_steps, cfg.muon_wd, rank, world)
+                cfg.matrix_lr, cfg.muon_momentum, cfg.muon_ns_steps, cfg.muon_wd, rank, world, cfg.muon_ns_coefficients)
     return [adam, muon]
 
 
@@ -816,7 +882,7 @@ class EGT:
         if cfg.egt_mode not in ("off", "interleaved", "final") or cfg.egt_verifier not in VERIFIERS:
             raise ConfigError(f"egt_mode={cfg.egt_mode!r} egt_verifier={cfg.egt_verifier!r}: use off|interleaved|final and {'|'.join(VERIFIERS)}")
         self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
-        runs = cfg.num_layers + (model.encoder_layers if cfg.encoder_recurrence else 0)
+        runs = len(model.layer_order())
         self.watched = list(range(cfg.egt_critic_every - 1, runs, cfg.egt_critic_every))
         self.own_lora, self.adapted = bool(model.lora_parameters()), []  # adapted: the Linears given adapters in a sleep
         with torch.random.fork_rng(devices=[]):  # critics are drawn on the CPU: the same on every rank
@@ -1082,63 +1148,81 @@ def resumable_folder(cfg: Config, preset: str) -> str | None:
 
 
 # ============================================================================ training loop
+def muon_momentum(progress: float, cfg: Config) -> float:
+    """Muon momentum warms up linearly from muon_momentum_start over the first muon_momentum_warmup of the budget."""
+    warm = min(1.0, progress / cfg.muon_momentum_warmup) if cfg.muon_momentum_warmup > 0 else 1.0
+    return cfg.muon_momentum_start + (cfg.muon_momentum - cfg.muon_momentum_start) * warm
+
+
+class Trainer:
+    """The model as training runs it (compiled, wrapped for data parallelism), its optimizers, and one step."""
+
+    def __init__(self, cfg: Config, model: GPT, stream: TrainStream, rank: int, world: int, device):
+        self.cfg, self.model, self.stream, self.rank, self.world, self.device = cfg, model, stream, rank, world, device
+        self.accum = accumulation_steps(cfg, world)
+        self.micro_tokens = cfg.train_batch_tokens // (world * self.accum)
+        use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+        compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_compile else model
+        self.ddp = nn.parallel.DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None,
+                                                       broadcast_buffers=False) if world > 1 else compiled  # buffers are regenerated
+        self.optimizers = build_optimizers(model, cfg, rank, world)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.autocast = eval_ngram.autocast(device)
+        self.ngram_counts = None  # training-time n-gram cache: counts of the tokens trained on, started after warm-up
+
+    def step(self, step: int, progress: float) -> Tensor:
+        """One optimizer step over train_batch_tokens; the mean loss stays on the device (no host sync)."""
+        cfg, total = self.cfg, torch.zeros((), device=self.device)
+        for micro in range(self.accum):
+            x, y = self.stream.next_batch(self.micro_tokens, cfg.seq_len, self.rank, self.world, self.device)
+            if self.ngram_counts is not None:
+                self.ngram_counts.add(torch.cat([x, y[:, -1:]], dim=1))
+            last = micro == self.accum - 1 or self.world == 1  # DDP all-reduces gradients on the last micro-step only
+            with (contextlib.nullcontext() if last else self.ddp.no_sync()), self.autocast, record_function("step.forward_backward"):
+                loss = self.ddp(x, y)
+                (loss / self.accum).backward()
+            total += loss.detach() / self.accum
+        with record_function("step.optimizer"):
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
+            lr, momentum = lr_multiplier(step, progress, cfg), muon_momentum(progress, cfg)
+            for opt_ in self.optimizers:
+                for group in opt_.param_groups:
+                    group["lr"] = group["base_lr"] * lr
+                    if "momentum" in group:
+                        group["momentum"] = momentum
+                opt_.step()
+                opt_.zero_grad(set_to_none=True)
+        return total
+
+    def warm_up(self, steps: int, log) -> None:
+        """Compile and autotune with real steps, then put weights, optimizers and the data stream back as they were."""
+        snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
+        stream_state, opt_states = self.stream.state(), [copy.deepcopy(o.state_dict()) for o in self.optimizers]
+        started = time.perf_counter()
+        for s in range(steps):  # with depth recurrence, the second half compiles the recurrent graph too
+            self.model.recurrence_active = bool(self.model.recur_band) and s >= steps // 2
+            self.step(s, 0.0)
+        self.model.recurrence_active = False
+        self.model.load_state_dict(snapshot)
+        for o, state in zip(self.optimizers, opt_states):
+            o.load_state_dict(state)
+        self.stream.restore(stream_state)
+        log(f"warmup compile_steps={steps} seconds={time.perf_counter() - started:.1f} (not counted)")
+
+
 def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: int, device, checkpoint_dir: str = "") -> dict:
     """Train until the wall-clock budget or the step limit; returns timing facts for the record."""
     egt = EGT(cfg, model, rank, world, device, log) if cfg.egt_mode != "off" else None
     main_share = 1 - cfg.egt_final_frac if cfg.egt_mode == "final" else 1.0  # the main steps' share of the budget
-    accum = accumulation_steps(cfg, world)
-    micro_tokens = cfg.train_batch_tokens // (world * accum)
-    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-    fwd = torch.compile(model) if use_compile else model
-    ddp = nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None,
-                                              broadcast_buffers=False) if world > 1 else fwd  # buffers are regenerated
-    optimizers = build_optimizers(model, cfg, rank, world)
-    autocast = eval_ngram.autocast(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    train_counts = []  # ---- training-time n-gram cache: counts of the tokens trained on, started after warm-up
-
-    def step_once(step: int, progress: float) -> Tensor:
-        total = torch.zeros((), device=device)
-        for micro in range(accum):
-            x, y = stream.next_batch(micro_tokens, cfg.seq_len, rank, world, device)
-            for counts in train_counts:
-                counts.add(torch.cat([x, y[:, -1:]], dim=1))
-            sync = micro == accum - 1 or world == 1
-            context = ddp.no_sync() if not sync else torch.enable_grad()
-            with context, autocast:
-                loss = ddp(x, y)
-                (loss / accum).backward()
-            total += loss.detach() / accum
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        mult = lr_multiplier(step, progress, cfg)
-        momentum_warm = min(1.0, progress / cfg.muon_momentum_warmup) if cfg.muon_momentum_warmup > 0 else 1.0
-        for opt_ in optimizers:
-            for group in opt_.param_groups:
-                group["lr"] = group["base_lr"] * mult
-                if "momentum" in group:
-                    group["momentum"] = cfg.muon_momentum_start + (cfg.muon_momentum - cfg.muon_momentum_start) * momentum_warm
-            opt_.step()
-            opt_.zero_grad(set_to_none=True)
-        return total
-
-    if cfg.compile_warmup_steps > 0:  # compile and autotune, then put everything back as it was
-        snapshot = {k: v.clone() for k, v in model.state_dict().items()}
-        stream_state, opt_states = stream.state(), [o.state_dict() for o in optimizers]
-        started = time.perf_counter()
-        for s in range(cfg.compile_warmup_steps):
-            step_once(s, 0.0)
-        model.load_state_dict(snapshot)
-        for o, st in zip(optimizers, opt_states):
-            o.load_state_dict(st)
-        stream.restore(stream_state)
-        log(f"warmup compile_steps={cfg.compile_warmup_steps} seconds={time.perf_counter() - started:.1f} (not counted)")
-
+    trainer = Trainer(cfg, model, stream, rank, world, device)
+    optimizers = trainer.optimizers
+    if cfg.compile_warmup_steps > 0:
+        trainer.warm_up(cfg.compile_warmup_steps, log)
     if cfg.ngram_cache_bytes:
         if cfg.ngram_order < 2:
             raise ConfigError("ngram_cache_bytes needs ngram_order >= 2")
-        train_counts.append(eval_ngram.NGramCounts(cfg.ngram_order, cfg.vocab_size, device))
+        trainer.ngram_counts = eval_ngram.NGramCounts(cfg.ngram_order, cfg.vocab_size, device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema else None
     flops_token = flops_per_token(model, cfg.seq_len)
     peak_flops = 989e12 * world if device.type == "cuda" else 0.0  # H100/H200 dense bf16
@@ -1183,8 +1267,9 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
         if progress >= 1.0:
             break
         stream_state = stream.state()  # a halt inside this step saves the data position of its start
+        model.recurrence_active = bool(model.recur_band) and progress >= cfg.recur_start
         try:
-            loss = step_once(step, progress)
+            loss = trainer.step(step, progress)
         except eval_ngram.DataError as error:
             halt(error, stream_state)
         if ema is not None:
@@ -1216,9 +1301,9 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
         f"train_time_s={train_time:.1f} epochs={stream.epoch}")
     if ema is not None:
         ema.copy_to(model)
-    for counts in train_counts:
-        counts.all_reduce()
-    return {"ngram_counts": train_counts[0] if train_counts else None, "steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
+    if trainer.ngram_counts is not None:
+        trainer.ngram_counts.all_reduce()
+    return {"ngram_counts": trainer.ngram_counts, "steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
             "mfu": tok_s * flops_token / peak_flops if peak_flops else None, "losses": losses,
             "egt": egt.finish() if egt is not None else None}
 
@@ -1270,6 +1355,7 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
     the artifact's model_builder)."""
     fields = {f.name for f in dataclasses.fields(Config)}
     model = GPT(Config(**{k: v for k, v in meta["config"].items() if k in fields}), meta.get("basis_seeds"))
+    model.recurrence_active = model.cfg.recur_start < 1.0  # training ended with the recurrence on
     if model.basis_seeds:
         if set(model.basis_seeds) != set(meta.get("basis_seeds", {})) or basis_sha256(model) != meta.get("basis_sha256"):
             raise eval_ngram.ArtifactError("random bases regenerated here differ from the ones the artifact was trained "

@@ -135,9 +135,9 @@ def test_ema_warms_up_then_follows_its_decay():
 
 
 def test_xsa_output_has_no_component_along_the_heads_own_value():
-    y, v = torch.randn(2, 8, 5, 16), torch.randn(2, 4, 5, 16)  # 8 query heads read 4 value heads
+    y, v = torch.randn(2, 5, 8, 16), torch.randn(2, 5, 4, 16)  # [B, T, H, D]: 8 query heads read 4 value heads
     out = train_gpt.exclusive_self_attention(y, v)
-    own_value = v.repeat_interleave(2, dim=1)
+    own_value = v.repeat_interleave(2, dim=2)
     assert (out * own_value).sum(-1).abs().max() < 1e-5
     assert not torch.allclose(out, y)
 

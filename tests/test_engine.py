@@ -1,0 +1,93 @@
+"""The training engine and the record recipe's switches: batched Muon, grouped-query attention, rotary cache, depth
+recurrence, parallel residual lanes, LN scale, an attention-free first block."""
+import torch
+import torch.nn.functional as F
+
+import train_gpt
+
+
+def tiny(*overrides: str) -> train_gpt.Config:
+    return train_gpt.resolve_config("smoke", ["device=cpu", "num_layers=6", *overrides])[0]
+
+
+def test_batched_newton_schulz_equals_one_matrix_at_a_time():
+    g = torch.randn(3, 24, 40, generator=torch.Generator().manual_seed(0))
+    for coefficients in ("quintic", "polar_express"):
+        batched = train_gpt.newton_schulz(g, 5, coefficients)
+        single = torch.stack([train_gpt.newton_schulz(m, 5, coefficients) for m in g])
+        assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_newton_schulz_makes_the_matrix_nearly_orthogonal():
+    g = torch.randn(32, 64, generator=torch.Generator().manual_seed(1))
+    for coefficients in ("quintic", "polar_express"):
+        s = torch.linalg.svdvals(train_gpt.newton_schulz(g, 5, coefficients))
+        assert 0.5 < s.min() and s.max() < 1.3, (coefficients, s.min(), s.max())
+
+
+def test_muon_step_matches_the_unbatched_rule():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(8, 16)) for _ in range(3)] + [torch.nn.Parameter(torch.randn(16, 8))]
+    expected = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    muon = train_gpt.Muon(params, lr=0.1, momentum=0.9, ns_steps=5, weight_decay=0.01, rank=0, world=1)
+    muon.step()
+    for p, w in zip(params, expected):
+        g = p.grad
+        update = train_gpt.newton_schulz(g + 0.9 * g, 5) * max(1.0, p.size(0) / p.size(1)) ** 0.5  # Nesterov, buffer = g
+        assert torch.allclose(p.detach(), w * (1 - 0.1 * 0.01) - 0.1 * update, atol=1e-6)
+
+
+def test_grouped_query_attention_equals_repeated_keys_and_values():
+    q, k, v = torch.randn(2, 10, 8, 16), torch.randn(2, 10, 4, 16), torch.randn(2, 10, 4, 16)  # [B, T, H, D]
+    out = train_gpt.causal_attention(q, k, v)
+    reference = F.scaled_dot_product_attention(q.transpose(1, 2), k.repeat_interleave(2, 2).transpose(1, 2),
+                                               v.repeat_interleave(2, 2).transpose(1, 2), is_causal=True).transpose(1, 2)
+    assert out.shape == q.shape and torch.allclose(out, reference, atol=1e-5)
+
+
+def test_rotary_cache_equals_angles_computed_for_a_longer_context():
+    rotary = train_gpt.Rotary(16, 0.5, 10000.0, seq_len=8)
+    x = torch.randn(1, 12, 2, 16)
+    long = rotary(x)  # 12 > 8 positions: computed on the fly
+    assert torch.allclose(rotary(x[:, :8]), long[:, :8], atol=1e-6)
+    assert torch.equal(long[..., 8:], x[..., 8:])  # partial RoPE: the last dims are not rotated
+
+
+def test_depth_recurrence_repeats_the_band_right_after_itself_once_switched_on():
+    model = train_gpt.GPT(tiny("recur_layers=2,3"))
+    assert model.layer_order() == [0, 1, 2, 3, 4, 5]
+    model.recurrence_active = True
+    assert model.layer_order() == [0, 1, 2, 3, 2, 3, 4, 5]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randint(0, 1024, (2, 16))
+    recurrent = model(x, x)
+    model.recurrence_active = False
+    assert not torch.allclose(recurrent, model(x, x))
+
+
+def test_parallel_lanes_with_unit_writes_equal_the_sequential_block():
+    """Writing each sublayer's output to both lanes with weight 1 is exactly the sequential residual stream."""
+    torch.manual_seed(0)
+    sequential = train_gpt.GPT(tiny())
+    parallel = train_gpt.GPT(tiny("parallel_start=3"))
+    with torch.no_grad():
+        for p in sequential.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    parallel.load_state_dict(sequential.state_dict(), strict=False)
+    x = torch.randint(0, 1024, (2, 16))
+    assert torch.allclose(sequential(x, x), parallel(x, x), atol=1e-5)
+    with torch.no_grad():
+        parallel.blocks[4].lane_writes.copy_(torch.tensor([[1.0, 0.0], [0.5, 1.0]]))
+    assert not torch.allclose(sequential(x, x), parallel(x, x), atol=1e-4)
+
+
+def test_ln_scale_and_attention_free_first_block():
+    model = train_gpt.GPT(tiny("ln_scale=true", "layer0_attention=false"))
+    assert model.blocks[0].attn is None and model.blocks[1].attn is not None
+    assert [b.norm_scale for b in model.blocks[:3]] == [1.0, 2 ** -0.5, 3 ** -0.5]
+    x = torch.randint(0, 1024, (2, 16))
+    assert torch.isfinite(model(x, x))
