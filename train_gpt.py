@@ -322,8 +322,7 @@ class Linear(nn.Linear):
         return y
 
 
-# ---- random bases: frozen orthogonal matrices regenerated from 8-byte seeds, never stored in the artifact
-# (adapters on random linear maps: the challenge's wish list; non-record PR #2058)
+# ---- random bases (non-record PR #2058): frozen orthogonal matrices regenerated from 8-byte seeds, never stored
 def splitmix64(seed: int, n: int) -> np.ndarray:
     """n pseudo-random 64-bit words from `seed` by plain integer arithmetic: the same on every machine and library
     version (torch's and numpy's generators promise no stable stream across versions)."""
@@ -370,7 +369,6 @@ def semi_orthogonal(rows: int, cols: int, seed: int) -> Tensor:
     return torch.from_numpy(x if rows >= cols else x.T).float().contiguous()
 
 
-# Partial RoPE: PR #315.
 class Rotary(nn.Module):
     """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE, PR #315), on [B, T, H, D].
     cos/sin for the training length are computed once; a longer evaluation context computes its own."""
@@ -588,9 +586,8 @@ class GPT(nn.Module):
         return [p for n, p in self.named_parameters() if n.endswith(("lora_a", "lora_b"))]
 
     def attach_adapters(self, rank: int, seed: int) -> list[Linear]:
-        """Fresh rank-`rank` LoRA on every trained block matrix, drawn on the CPU from `seed` (the same on every rank),
-        B = 0 so the model is unchanged until they train; returns those Linears. For learners that need adapters on a
-        model without its own: test-time training (eval_ngram.ScoreFirstTTT) and EGT's sleep."""
+        """Fresh rank-`rank` LoRA (B = 0: no change until trained) on every trained block matrix, drawn on the CPU from
+        `seed` (alike on every rank), for TTT and EGT's sleep on a model without its own; returns those Linears."""
         generator = torch.Generator().manual_seed(seed)
         adapted = [m for m in self.blocks.modules() if isinstance(m, Linear) and isinstance(m.weight, nn.Parameter)]
         for m in adapted:
@@ -1034,17 +1031,13 @@ class EGT:
 
 
 # ============================================================================ processes and logging
-class Logger:
-    """Prints on rank 0 and appends every line to the run's log file as it happens (nothing is lost on a crash)."""
-
-    def __init__(self, path: str | None):
-        self.path = path
-
-    def __call__(self, line: str) -> None:
+def file_logger(path: str):
+    """log(line) for rank 0: prints it and appends it to the run's log file at once (nothing is lost on a crash)."""
+    def log(line: str) -> None:
         print(line, flush=True)
-        if self.path:
-            with open(self.path, "a") as f:
-                f.write(line + "\n")
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    return log
 
 
 def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
@@ -1371,9 +1364,7 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
 
 def loss_curve_svg(losses: list[tuple[int, float]], title: str) -> str:
     """A dependency-free SVG line plot of train loss against step."""
-    w, h, pad = 640, 360, 48
-    if not losses:
-        losses = [(0, 0.0)]
+    w, h, pad, losses = 640, 360, 48, losses or [(0, 0.0)]
     steps, values = [s for s, _ in losses], [v for _, v in losses]
     s0, s1, v0, v1 = min(steps), max(steps) or 1, min(values), max(values)
     sx = lambda s: pad + (w - 2 * pad) * (s - s0) / max(s1 - s0, 1)
@@ -1434,13 +1425,10 @@ def main(argv: list[str]) -> int:
     if "--help" in argv or "-h" in argv:
         print(help_text())
         return 0
-    preset, rest = "record", []
-    it = iter(argv)
-    for arg in it:
-        if arg == "--preset":
-            preset = next(it, "")
-        elif arg.startswith("--preset="):
-            preset = arg.split("=", 1)[1]
+    preset, rest, args = "record", [], iter(argv)
+    for arg in args:  # --preset NAME | --preset=NAME, --print-config, and key=value overrides
+        if arg == "--preset" or arg.startswith("--preset="):
+            preset = arg.partition("=")[2] or next(args, "")
         elif arg != "--print-config":
             rest.append(arg)
     cfg, preset = resolve_config(preset, rest)
@@ -1455,7 +1443,7 @@ def main(argv: list[str]) -> int:
     if world > 1:  # every rank writes its own checkpoint files into the same folder
         dist.broadcast_object_list(box := [folder if rank == 0 else None])
         folder = box[0]
-    log = Logger(os.path.join(folder, f"train_seed{cfg.seed}.log")) if rank == 0 else (lambda line: None)
+    log = file_logger(os.path.join(folder, f"train_seed{cfg.seed}.log")) if rank == 0 else (lambda line: None)
     hardware = f"{world}x {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{world}x CPU"
     log(f"preset={preset} world={world} device={hardware} accum={accumulation_steps(cfg, world)} folder={folder}")
     log("config " + json.dumps(dataclasses.asdict(cfg)))
@@ -1493,9 +1481,7 @@ def main(argv: list[str]) -> int:
     result = eval_ngram.score(scored, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world,
                               device=device, log=log)  # with the unpacked artifact's config, scored.cfg
     if cfg.eval_audit:
-        log(eval_ngram.audit_line(result))
-        if result["audit_max_err"] > eval_ngram.AUDIT_TOLERANCE:  # a score from an unnormalized distribution is void
-            raise eval_ngram.ArtifactError(f"normalization audit failed: max |sum p - 1| = {result['audit_max_err']:.3e}")
+        eval_ngram.report_audit(result, log)
     result.update(bytes_total=bytes_total, bytes_code=bytes_code)
     if rank == 0:
         write_record(folder, cfg, preset, result, facts, hardware, argv, world)

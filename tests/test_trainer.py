@@ -199,6 +199,14 @@ def test_pack_then_unpack_scores_exactly_like_the_packed_weights(sp1024_shards, 
     assert quantized and all(torch.allclose(model.state_dict()[n], state[n], atol=0.02) for n in state)
 
 
+def test_an_audit_over_the_tolerance_voids_the_score():
+    lines = []
+    eval_ngram.report_audit({"audit_max_err": 4e-16, "audit_count": 64}, lines.append)
+    with pytest.raises(eval_ngram.ArtifactError, match="normalization audit failed"):
+        eval_ngram.report_audit({"audit_max_err": 2e-6, "audit_count": 64}, lines.append)
+    assert lines == ["audit positions=64 max_abs_sum_err=4.000e-16 PASS", "audit positions=64 max_abs_sum_err=2.000e-06 FAIL"]
+
+
 def test_the_size_check_fails_loudly_over_the_cap():
     assert eval_ngram.check_artifact_size(15_000_000, 1_000_000) == 16_000_000
     with pytest.raises(eval_ngram.ArtifactError, match="1 over the 16000000-byte cap"):
