@@ -5,7 +5,8 @@
     python train_gpt.py --print-config | --help
 
 Read top to bottom: config, data, model (with random bases), optimizers, embedded critics and wake/sleep (EGT),
-processes and logging, rolling checkpoints, training loop, pack/evaluate/record, main.
+processes and logging, rolling checkpoints, training loop, pack/evaluate/record, main. Shards, byte accounting,
+packing and evaluation live in eval_ngram.py, which this file imports (never the reverse).
 """
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ class Config:
     eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
     ttt_steps: int = opt(2, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
     ttt_lr: float = opt(1e-3, "test-time training Adam learning rate")
-    ttt_rank: int = opt(8, "LoRA rank added to every block Linear for test-time training when the model has no adapters")
+    ttt_rank: int = opt(8, "LoRA rank added to every trained block matrix for test-time training when the model has none")
     # records
     run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
     track: str = opt("track_10min_16mb", "records/<track>/ folder")
@@ -292,7 +293,7 @@ class Linear(nn.Linear):
     """Bias-free linear whose fp32 master weight is cast to the activation dtype (bf16 under autocast).
 
     add_lora(r) attaches a low-rank adapter (B @ A, B zero-initialised so the output is unchanged at first);
-    lora_parameters(model) lists every adapter parameter, for training, test-time training or packing.
+    GPT.lora_parameters() lists every adapter parameter, for training, test-time training or packing.
     freeze_to_basis(seed) makes the weight a frozen random basis (see "random bases" below) times a trained row scale.
     """
 
@@ -326,11 +327,7 @@ class Linear(nn.Linear):
         return y
 
 
-def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for n, p in model.named_parameters() if n.endswith(("lora_a", "lora_b"))]
-
-
-# ---- random bases: frozen orthogonal matrices regenerated from 8-byte seeds, never stored in the artifact
+# ---- random bases (non-record PR #2058): frozen orthogonal matrices regenerated from 8-byte seeds, never stored
 def splitmix64(seed: int, n: int) -> np.ndarray:
     """n pseudo-random 64-bit words from `seed` by plain integer arithmetic: the same on every machine and library
     version (torch's and numpy's generators promise no stable stream across versions)."""
@@ -401,8 +398,8 @@ class Rotary(nn.Module):
 
 
 def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
-    """XSA (PR #265): remove from each head's output its component along that head's own value vector at the same
-    position. y: [B, T, H, D]; v: [B, T, H_kv, D], H a multiple of H_kv (query head h reads value head h // (H / H_kv))."""
+    """XSA (arXiv:2603.09078; PR #265): remove from each head's output its component along that head's own value
+    vector at the same position. y: [B, T, H, D]; v: [B, T, H_kv, D], H a multiple of H_kv (query head h reads value head h // (H / H_kv))."""
     y = y.unflatten(2, (v.size(2), y.size(2) // v.size(2)))
     v_hat = F.normalize(v, dim=-1).unsqueeze(3)
     return (y - (y * v_hat).sum(-1, keepdim=True) * v_hat).flatten(2, 3)
@@ -449,8 +446,8 @@ class Attention(nn.Module):
 
 
 ACTIVATIONS = {
-    "leaky_relu2": lambda h: F.leaky_relu(h, 0.5).square(),
-    "relu2": lambda h: F.relu(h).square(),
+    "leaky_relu2": lambda h: F.leaky_relu(h, 0.5).square(),  # LeakyReLU(0.5)^2: record PR #549
+    "relu2": lambda h: F.relu(h).square(),  # relu^2: Primer (arXiv:2109.08668), via modded-nanogpt and the baseline
     "gelu": F.gelu,
 }
 
@@ -505,7 +502,7 @@ class Block(nn.Module):
 
 
 class SmearGate(nn.Module):
-    """Blend each position's embedding with the previous position's through a learned per-channel gate."""
+    """Each position's embedding blended with the previous one's by a learned per-channel gate (PR #102, #135)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -517,7 +514,7 @@ class SmearGate(nn.Module):
 
 
 class BigramHash(nn.Module):
-    """Embedding of (previous token, token) hashed into buckets, projected to the model width."""
+    """Embedding of (previous token, token) hashed into buckets, projected to the model width (BigramHash, PR #135)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -532,7 +529,7 @@ class BigramHash(nn.Module):
 
 
 class PreEnrich(nn.Module):
-    """Embedding -> Linear -> GELU -> Linear (residual) -> RMSNorm; also reports how much it moved each token."""
+    """Embedding -> Linear -> GELU -> Linear (residual) -> RMSNorm, and how much it moved each token (PR #184)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -544,7 +541,7 @@ class PreEnrich(nn.Module):
 
 
 def overtone_embedding(vocab: int, dim: int, std: float, generator: torch.Generator) -> Tensor:
-    """Random embedding whose singular values fall as a power law (1/sqrt(k)), rescaled to `std`."""
+    """Random embedding with a power-law (1/sqrt(k)) singular spectrum, rescaled to `std` (overtone init, PR #60)."""
     u, _, vt = torch.linalg.svd(torch.randn(vocab, dim, generator=generator), full_matrices=False)
     spectrum = torch.arange(1, min(vocab, dim) + 1, dtype=torch.float32) ** -0.5
     w = u @ torch.diag(spectrum) @ vt
@@ -596,6 +593,18 @@ class GPT(nn.Module):
                     linear.add_lora(cfg.lora_rank, torch.Generator().manual_seed(chosen[name]))
         self.basis_seconds = time.perf_counter() - started
         return chosen
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if n.endswith(("lora_a", "lora_b"))]
+
+    def attach_adapters(self, rank: int, seed: int) -> list[Linear]:
+        """Fresh rank-`rank` LoRA (B = 0: no change until trained) on every trained block matrix, drawn on the CPU from
+        `seed` (alike on every rank), for TTT and EGT's sleep on a model without its own; returns those Linears."""
+        generator = torch.Generator().manual_seed(seed)
+        adapted = [m for m in self.blocks.modules() if isinstance(m, Linear) and isinstance(m.weight, nn.Parameter)]
+        for m in adapted:
+            m.add_lora(rank, generator)
+        return adapted
 
     def hidden(self, idx: Tensor, collect: list | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Final hidden states; with a `collect` list, also appends every block's output in execution order."""
@@ -686,6 +695,7 @@ def newton_schulz(g: Tensor, steps: int, coefficients: str = "quintic") -> Tenso
     return (x.mT if tall else x).to(g.dtype)
 
 
+# Muon: Keller Jordan, modded-nanogpt (the baseline's optimizer); decoupled weight decay: PR #60.
 class Muon(torch.optim.Optimizer):
     """Momentum + Newton-Schulz orthogonalized updates for matrices (Muon, Keller Jordan 2024).
 
@@ -739,7 +749,7 @@ def is_embedding(name: str) -> bool:
 
 def build_optimizers(model: GPT, cfg: Config, rank: int, world: int) -> list[torch.optim.Optimizer]:
     matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and p.requires_grad and not is_embedding(n)]
-    lora = {id(p) for p in lora_parameters(model)}
+    lora = {id(p) for p in model.lora_parameters()}
     embeddings = [p for n, p in model.named_parameters() if p.requires_grad and is_embedding(n)]
     scalars = [p for p in model.parameters() if p.ndim < 2 and p.requires_grad]
     fused = next(model.parameters()).is_cuda
@@ -761,7 +771,7 @@ def lr_multiplier(step: int, progress: float, cfg: Config) -> float:
 
 
 class EMA:
-    """Exponential moving average of all weights, kept on the weights' device (no host round trips)."""
+    """EMA of all weights (record PR #287), kept on the weights' device: no host round trips."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay, self.updates = decay, 0
@@ -885,8 +895,7 @@ class EGT:
         self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
         runs = len(model.layer_order())
         self.watched = list(range(cfg.egt_critic_every - 1, runs, cfg.egt_critic_every))
-        self.adapted = [] if lora_parameters(model) else [  # block matrices that get our own adapters in sleep
-            m for m in model.blocks.modules() if isinstance(m, Linear) and isinstance(m.weight, nn.Parameter)]
+        self.own_lora, self.adapted = bool(model.lora_parameters()), []  # adapted: the Linears given adapters in a sleep
         with torch.random.fork_rng(devices=[]):  # critics are drawn on the CPU: the same on every rank
             torch.manual_seed(cfg.seed)
             self.critics = Critics(cfg.model_dim, cfg.egt_critic_hidden, len(self.watched), cfg.egt_pool).to(device)
@@ -899,10 +908,9 @@ class EGT:
     def attach_adapters(self) -> list[nn.Parameter]:
         """The generator's trainable parameters for one sleep: fresh adapters of our own (B = 0, so the model is
         unchanged; drawn on the CPU from the phase number, the same on every rank), or the model's shared LoRA."""
-        generator = torch.Generator().manual_seed(self.cfg.seed + len(self.history))
-        for m in self.adapted:
-            m.add_lora(self.cfg.egt_lora_rank, generator)
-        return lora_parameters(self.model)
+        if not self.own_lora:
+            self.adapted = self.model.attach_adapters(self.cfg.egt_lora_rank, seed=self.cfg.seed + len(self.history))
+        return self.model.lora_parameters()
 
     @torch.no_grad()
     def merge_adapters(self, ema: EMA | None) -> None:
@@ -912,7 +920,7 @@ class EGT:
             deltas[id(m.weight)] = m.lora_b @ m.lora_a
             m.weight += deltas[id(m.weight)]
             m.lora_a = m.lora_b = None
-        shared = {id(p) for p in lora_parameters(self.model)}
+        self.adapted, shared = [], {id(p) for p in self.model.lora_parameters()}
         for p, e in zip(self.model.parameters(), ema.params if ema is not None else ()):
             if id(p) in deltas:
                 e.add_(deltas[id(p)])
@@ -936,10 +944,9 @@ class EGT:
         for _ in range(G):  # prompts x K samples together; no KV cache, continuations are short
             with self.autocast:
                 logits = self.model.logits(self.model.hidden(seq)[0][:, -1]).float()
-            probs, order = logits.softmax(-1).sort(-1, descending=True)
+            probs = logits.softmax(-1)
             entropy = entropy + torch.special.entr(probs).sum(-1) / G
-            probs = probs.masked_fill(probs.cumsum(-1) - probs > cfg.egt_top_p, 0.0)  # top-p: smallest prefix with that mass
-            seq = torch.cat([seq, order.gather(-1, torch.multinomial(probs, 1))], 1)
+            seq = torch.cat([seq, torch.multinomial(eval_ngram.top_p_filter(probs, cfg.egt_top_p), 1)], 1)
         samples = seq[:, -G:].view(-1, K, G)
         similarity = jaccard_similarity(samples, cfg.vocab_size)
         uncertainty = 1 - (similarity.sum((1, 2)) - K) / (K * (K - 1))  # 1 - mean pairwise agreement
@@ -962,9 +969,7 @@ class EGT:
     def update(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: list[Tensor]) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=params)
-        if self.world > 1:  # every rank drew its own prompts; averaged gradients keep all ranks identical
-            for p in params:
-                dist.all_reduce(p.grad.div_(self.world))
+        eval_ngram.all_reduce_gradients(params, self.world, average=True)  # every rank drew its own prompts
         optimizer.step()
 
     def critic_step(self, batch: dict[str, Tensor]) -> Tensor:
@@ -1040,17 +1045,13 @@ class EGT:
 
 
 # ============================================================================ processes and logging
-class Logger:
-    """Prints on rank 0 and appends every line to the run's log file as it happens (nothing is lost on a crash)."""
-
-    def __init__(self, path: str | None):
-        self.path = path
-
-    def __call__(self, line: str) -> None:
+def file_logger(path: str):
+    """log(line) for rank 0: prints it and appends it to the run's log file at once (nothing is lost on a crash)."""
+    def log(line: str) -> None:
         print(line, flush=True)
-        if self.path:
-            with open(self.path, "a") as f:
-                f.write(line + "\n")
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    return log
 
 
 def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
@@ -1316,7 +1317,8 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
 
 # ============================================================================ pack, evaluate, record
 def quant_plan(model: GPT, cfg: Config) -> dict[str, int]:
-    """Bits per packed tensor: block matrices at quant_bits, embedding tables at embed_quant_bits; the rest fp16."""
+    """Bits per packed tensor: block matrices at quant_bits, embedding tables at embed_quant_bits; the rest fp16.
+    (int6 block matrices: PR #135; int5 MLP: PR #180.)"""
     plan = {}
     for name, p in model.state_dict().items():
         if name.endswith(("lora_a", "lora_b")):
@@ -1349,14 +1351,15 @@ def artifact_parts(model: GPT, cfg: Config) -> str:
 
 def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None) -> bytes:
     meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.files_sha256(CODE_FILES),
-            "train_time_s": train_facts["train_time_s"]}
+            "train_time_s": train_facts["train_time_s"], "model_builder": "train_gpt:model_from_artifact"}
     if model.basis_seeds:
         meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
     return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg), tables)
 
 
 def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
-    """Rebuild the model an artifact was packed from (called by eval_ngram.py)."""
+    """Rebuild the model an artifact was packed from, its config as model.cfg (eval_ngram.py finds this function by
+    the artifact's model_builder)."""
     fields = {f.name for f in dataclasses.fields(Config)}
     model = GPT(Config(**{k: v for k, v in meta["config"].items() if k in fields}), meta.get("basis_seeds"))
     model.recurrence_active = model.cfg.recur_start < 1.0  # training ended with the recurrence on
@@ -1375,9 +1378,7 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
 
 def loss_curve_svg(losses: list[tuple[int, float]], title: str) -> str:
     """A dependency-free SVG line plot of train loss against step."""
-    w, h, pad = 640, 360, 48
-    if not losses:
-        losses = [(0, 0.0)]
+    w, h, pad, losses = 640, 360, 48, losses or [(0, 0.0)]
     steps, values = [s for s, _ in losses], [v for _, v in losses]
     s0, s1, v0, v1 = min(steps), max(steps) or 1, min(values), max(values)
     sx = lambda s: pad + (w - 2 * pad) * (s - s0) / max(s1 - s0, 1)
@@ -1438,13 +1439,10 @@ def main(argv: list[str]) -> int:
     if "--help" in argv or "-h" in argv:
         print(help_text())
         return 0
-    preset, rest = "record", []
-    it = iter(argv)
-    for arg in it:
-        if arg == "--preset":
-            preset = next(it, "")
-        elif arg.startswith("--preset="):
-            preset = arg.split("=", 1)[1]
+    preset, rest, args = "record", [], iter(argv)
+    for arg in args:  # --preset NAME | --preset=NAME, --print-config, and key=value overrides
+        if arg == "--preset" or arg.startswith("--preset="):
+            preset = arg.partition("=")[2] or next(args, "")
         elif arg != "--print-config":
             rest.append(arg)
     cfg, preset = resolve_config(preset, rest)
@@ -1459,15 +1457,13 @@ def main(argv: list[str]) -> int:
     if world > 1:  # every rank writes its own checkpoint files into the same folder
         dist.broadcast_object_list(box := [folder if rank == 0 else None])
         folder = box[0]
-    log = Logger(os.path.join(folder, f"train_seed{cfg.seed}.log")) if rank == 0 else (lambda line: None)
+    log = file_logger(os.path.join(folder, f"train_seed{cfg.seed}.log")) if rank == 0 else (lambda line: None)
     hardware = f"{world}x {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{world}x CPU"
     log(f"preset={preset} world={world} device={hardware} accum={accumulation_steps(cfg, world)} folder={folder}")
     log("config " + json.dumps(dataclasses.asdict(cfg)))
     tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
     stream = TrainStream(cfg.data_dir, cfg.vocab_size)
-    val_tokens = eval_ngram.load_val_tokens(cfg.data_dir)
-    if cfg.eval_max_tokens:
-        val_tokens = val_tokens[:cfg.eval_max_tokens]
+    val_tokens = eval_ngram.load_val_tokens(cfg.data_dir, cfg.eval_max_tokens)
     model = GPT(cfg).to(device)
     log(f"model params={sum(p.numel() for p in model.parameters()):,} flops_per_token={flops_per_token(model, cfg.seq_len):.3e}")
     if model.basis_seeds:
@@ -1496,14 +1492,10 @@ def main(argv: list[str]) -> int:
     log(artifact_parts(model, cfg))
     state, meta, artifact_tables = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
     scored = model_from_artifact(state, meta).to(device).eval()
-    result = eval_ngram.score(scored, val_tokens, tables, seq_len=cfg.seq_len, stride=cfg.eval_stride,
-                              ngram_order=cfg.ngram_order, artifact_tables=artifact_tables, audit=cfg.eval_audit,
-                              batch_windows=cfg.eval_batch_windows, rank=rank, world=world, device=device, log=log,
-                              chunk_tokens=cfg.eval_chunk_tokens, ttt_steps=cfg.ttt_steps, ttt_lr=cfg.ttt_lr, ttt_rank=cfg.ttt_rank)
+    result = eval_ngram.score(scored, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world,
+                              device=device, log=log)  # with the unpacked artifact's config, scored.cfg
     if cfg.eval_audit:
-        log(eval_ngram.audit_line(result))
-        if result["audit_max_err"] > eval_ngram.AUDIT_TOLERANCE:  # a score from an unnormalized distribution is void
-            raise eval_ngram.ArtifactError(f"normalization audit failed: max |sum p - 1| = {result['audit_max_err']:.3e}")
+        eval_ngram.report_audit(result, log)
     result.update(bytes_total=bytes_total, bytes_code=bytes_code)
     if rank == 0:
         write_record(folder, cfg, preset, result, facts, hardware, argv, world)
@@ -1516,5 +1508,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.modules.setdefault("train_gpt", sys.modules[__name__])  # eval_ngram's `import train_gpt` gets these classes
     eval_ngram.run_script(main, ConfigError, FloatingPointError)

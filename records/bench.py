@@ -37,7 +37,7 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from eval_ngram import find_shards, load_sentencepiece, read_shard, run_script  # noqa: E402
+from eval_ngram import find_shards, load_sentencepiece, load_val_tokens, read_shard, run_script, write_shard  # noqa: E402
 
 FLASH_ATTN_FALLBACK = os.path.join(REPO, "records", "flash_attn_fallback")
 
@@ -417,7 +417,8 @@ def markdown(table: dict) -> str:
     else:
         lines += [f"- protocol `{table['protocol']}`: {PROTOCOLS[table['protocol']]}",
                   f"- training wall-clock {table['seconds']:g} s per row, {table['nproc']} process(es), seed {table['seed']}"]
-    lines += [f"- data {table['data_dir']}; tokenizer {table['tokenizer']} (vocab {table['vocab_size']})",
+    val = f"the first {table['val_tokens']:,} val tokens" if table.get("val_tokens") else "all val tokens"
+    lines += [f"- data {table['data_dir']} ({val}); tokenizer {table['tokenizer']} (vocab {table['vocab_size']})",
               f"- GPU {table['gpu']}; torch {table['torch']}",
               f"- ratios: each row / {table['reference'] or '(no reference row finished)'}", ""]
     columns = EVAL_COLUMNS if eval_only else TRAIN_COLUMNS
@@ -490,6 +491,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data-dir", required=True, help="folder of *_train_*.bin / *_val_*.bin shards")
     p.add_argument("--tokenizer", required=True, help="sentencepiece .model the shards were made with, or bytes")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--val-tokens", type=int, default=0, metavar="N", help="every row scores only the first N "
+                   "validation tokens (0 = all): a shorter evaluation, the same for every row")
     p.add_argument("--nproc", type=int, default=1, help="GPUs per row (torchrun when > 1)")
     p.add_argument("--name", default=None, help="table name (default: <protocol><seconds>s or eval)")
     p.add_argument("--out", default=os.path.join(REPO, "records", "bench"), help="parent folder of <date>_<name>/")
@@ -528,11 +531,16 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
-def present_as_challenge_shards(data_dir: str, into: str) -> tuple[int, int]:
-    """Symlink our shards as fineweb_{train,val}_NNNNNN.bin, the names challenge scripts glob for."""
+def present_as_challenge_shards(data_dir: str, into: str, val_tokens: int = 0) -> tuple[int, int]:
+    """Symlink our shards as fineweb_{train,val}_NNNNNN.bin, the names challenge scripts glob for; with val_tokens,
+    the validation split is instead one shard of its first val_tokens tokens."""
     counts = []
     for split in ("train", "val"):
         paths = find_shards(data_dir, split)
+        if split == "val" and val_tokens:
+            write_shard(os.path.join(into, "fineweb_val_000000.bin"), load_val_tokens(data_dir, val_tokens).numpy())
+            counts.append(1)
+            continue
         for i, path in enumerate(paths):
             os.symlink(os.path.abspath(path), os.path.join(into, f"fineweb_{split}_{i:06d}.bin"))
         counts.append(len(paths))
@@ -549,7 +557,7 @@ def open_table(args, settings: dict) -> tuple[dict, str]:
             raise UsageError(f"--append: no table at {path}; run once without --append to start it")
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
-        for key in ("protocol", "seconds", "nproc", "seed", "data_dir", "tokenizer", "gpu"):
+        for key in ("protocol", "seconds", "nproc", "seed", "data_dir", "val_tokens", "tokenizer", "gpu"):
             if table.get(key) != settings[key]:
                 raise UsageError(f"--append: {path} has {key}={table.get(key)!r} but this run has {settings[key]!r}; "
                                  "rows are only comparable under one setting, so start a new --name")
@@ -573,17 +581,18 @@ def main(argv: list[str]) -> dict:
     tokenizer = args.tokenizer if args.tokenizer == "bytes" else os.path.abspath(args.tokenizer)
     settings = {"date": datetime.date.today().isoformat(), "protocol": "eval-only" if args.eval_only else args.protocol,
                 "seconds": args.seconds, "nproc": args.nproc, "seed": args.seed, "data_dir": os.path.abspath(args.data_dir),
-                "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": gpu_name(), "torch": torch.__version__}
+                "val_tokens": args.val_tokens, "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": gpu_name(), "torch": torch.__version__}
     if args.eval_only:
         settings["artifact"] = os.path.abspath(args.eval_only)
     work_root = tempfile.mkdtemp(prefix="bench_")
     try:
         peer_data = os.path.join(work_root, "data")
         os.makedirs(peer_data)
-        n_train, n_val = present_as_challenge_shards(args.data_dir, peer_data)
+        n_train, n_val = present_as_challenge_shards(args.data_dir, peer_data, args.val_tokens)
         table, out_dir = open_table(args, settings)
         unique_labels(specs, {row["label"] for row in table["rows"]})
-        bench = Bench(args.protocol, args.seconds, args.nproc, args.seed, settings["data_dir"], settings["tokenizer"],
+        bench = Bench(args.protocol, args.seconds, args.nproc, args.seed,  # with --val-tokens, ours reads the subset too
+                      peer_data if args.val_tokens else settings["data_dir"], settings["tokenizer"],
                       settings["vocab_size"], peer_data, os.path.abspath(args.ours_script),
                       args.row_timeout or args.seconds + 1200, work_root, out_dir)
         print(f"bench {table['name']}: {settings['protocol']}, {args.seconds:g} s per row, seed {args.seed}, "

@@ -50,7 +50,8 @@ def test_byte_accounting_counts_every_byte_once_and_bos_as_none():
     """With a uniform model (ln 256 nats per token) the bpb is 8 bits x targets / bytes, and a BOS target adds no byte."""
     tokens = torch.tensor([0] + text_bytes("val", 500) + [0] + text_bytes("val", 300))
     uniform = lambda x: (torch.zeros(*x.shape, 256), {})
-    result = eval_ngram.evaluate(uniform, tokens, eval_ngram.byte_tables("bytes", 256), seq_len=64, stride=16)
+    result = eval_ngram.evaluate(uniform, tokens, eval_ngram.byte_tables("bytes", 256), seq_len=64, stride=16,
+                                 batch_windows=16, chunk_tokens=65536)
     assert result["targets"] == tokens.numel() - 1 and result["bytes"] == tokens.numel() - 2  # one BOS target
     assert result["val_loss"] == pytest.approx(math.log(256), rel=1e-6)  # float32 logits
     assert result["val_bpb"] == pytest.approx(result["val_loss"] / math.log(2) * result["targets"] / result["bytes"], rel=1e-12)

@@ -96,10 +96,10 @@ def test_sleep_moves_block_matrices_by_a_low_rank_delta_only_and_the_ema_with_th
     before = {n: p.detach().double() for n, p in model.named_parameters()}
     ema_before = [e.double() for e in ema.params]
     critics_before = [p.detach().clone() for p in egt.critics.parameters()]
-    adapted = {id(m.weight) for m in egt.adapted}
-    assert adapted and not tg.lora_parameters(model)  # no adapters outside sleep: the main steps pay nothing
+    adapted = {id(m.weight) for m in model.blocks.modules() if isinstance(m, tg.Linear)}  # every one is trained here
+    assert adapted and not model.lora_parameters()  # no adapters outside sleep: the main steps pay nothing
     egt.sleep(ema)
-    assert not tg.lora_parameters(model)  # merged and removed
+    assert not model.lora_parameters() and not egt.adapted  # merged and removed
     for (name, p), e, e_before in zip(model.named_parameters(), ema.params, ema_before):
         delta = p.detach().double() - before[name]
         if id(p) in adapted:
@@ -117,10 +117,10 @@ def test_on_a_random_bases_model_sleep_trains_its_own_lora_and_nothing_else():
     real = counting_text(16, g)
     egt.buffer.push(dict(prompt=real[:, :PROMPT], fake=torch.randint(VOCAB, (16, GEN), generator=g), real=real[:, PROMPT:],
                          uncertainty=torch.full((16,), 0.5), reward=torch.zeros(16)), torch.rand(16, generator=g))
-    shared = {id(p) for p in tg.lora_parameters(model)}
+    shared = {id(p) for p in model.lora_parameters()}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     egt.sleep(ema)
-    assert not egt.adapted and {id(p) for p in tg.lora_parameters(model)} == shared  # no adapters of EGT's own
+    assert not egt.adapted and {id(p) for p in model.lora_parameters()} == shared  # no adapters of EGT's own
     for (name, p), e in zip(model.named_parameters(), ema.params):
         if id(p) in shared:
             assert torch.equal(e, p) and (name.endswith("lora_a") or not torch.equal(p, before[name])), name
@@ -178,7 +178,7 @@ def test_egt_preset_trains_end_to_end_and_leaves_a_plain_gpt(tmp_path, mode):
     assert facts["egt"]["phases"] == len(egt_lines) and (len(egt_lines) == 2 if mode == "interleaved" else len(egt_lines) >= 1)
     assert all(k in egt_lines[0] for k in ("step=", "critic_acc=", "in_band=", "kept=", "sleep_ms="))
     assert facts["egt"]["history"][0]["in_band"] == 1.0 and facts["egt"]["history"][0]["kept"] > 0
-    assert not tg.lora_parameters(model) and set(model.state_dict()) == set(tg.GPT(cfg).state_dict())
+    assert not model.lora_parameters() and set(model.state_dict()) == set(tg.GPT(cfg).state_dict())
 
 
 def test_a_sleep_leaves_the_compiled_main_step_as_it_was(monkeypatch):
@@ -191,3 +191,22 @@ def test_a_sleep_leaves_the_compiled_main_step_as_it_was(monkeypatch):
     egt.attach_adapters()
     egt.merge_adapters(None)
     step(x[:, :-1], x[:, 1:]).backward()  # raises if attaching and merging adapters forced a recompilation
+
+
+def _reduce_gradients(rank: int, world: int, out: str):
+    params = [torch.nn.Parameter(torch.zeros(2, 3)), torch.nn.Parameter(torch.zeros(4))]
+    for p in params:
+        p.grad = torch.full_like(p, float(rank + 1))  # rank 0 holds ones, rank 1 twos
+    eval_ngram.all_reduce_gradients(params, world, average=True)  # EGT's sleep: each rank's loss is its own mean
+    averaged = [p.grad.clone() for p in params]
+    eval_ngram.all_reduce_gradients(params, world)  # TTT: each rank's loss is its share of one sum
+    torch.save((averaged, [p.grad.clone() for p in params]), f"{out}{rank}.pt")
+
+
+def test_sleep_and_ttt_share_one_gradient_all_reduce_that_averages_or_sums(tmp_path):
+    from distributed import spawn_gloo
+    spawn_gloo(_reduce_gradients, 2, tmp_path, str(tmp_path / "rank"))
+    for rank in range(2):
+        averaged, summed = torch.load(tmp_path / f"rank{rank}.pt")
+        assert all(torch.equal(g, torch.full_like(g, 1.5)) for g in averaged)  # (1 + 2) / 2 on every rank
+        assert all(torch.equal(g, torch.full_like(g, 3.0)) for g in summed)  # then 1.5 + 1.5

@@ -112,7 +112,7 @@ def test_pack_then_eval_in_a_new_process_gives_the_same_loss(tmp_path, byte_shar
     state, meta, tables = eval_ngram.unpack_artifact(path.read_bytes())
     loaded = train_gpt.model_from_artifact(state, meta).eval()
     val = eval_ngram.load_val_tokens(byte_shards)[:3000]
-    here = eval_ngram.score(loaded, val, eval_ngram.byte_tables("bytes", 256), seq_len=64, stride=32)
+    here = eval_ngram.score(loaded, val, eval_ngram.byte_tables("bytes", 256), ngram_order=0, ttt_steps=0)
     child = subprocess.run([sys.executable, os.path.join(REPO, "eval_ngram.py"), str(path), "--data-dir", byte_shards,
                             "--no-ngram", "--ttt-steps", "0", "--max-tokens", "3000", "--device", "cpu"],
                            capture_output=True, text=True)

@@ -27,8 +27,6 @@ def test_unknown_words_print_usage_and_exit_2(args):
     assert "usage:" in proc.stderr and "./run.sh test" in proc.stderr
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(REPO_ROOT, "train_gpt.py")),
-                    reason="train_gpt.py (the trainer with the smoke preset) is not in the tree yet")
 def test_cpu_mode_runs_the_smoke_preset_and_writes_a_complete_record(tmp_path):
     records = tmp_path / "records"
     # No GPU visible: the CPU mode, whatever this machine has. The smoke preset's 25 s of training cut to 5 s

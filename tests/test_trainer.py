@@ -100,9 +100,16 @@ def test_the_command_line_reports_errors_in_one_line():
 
 
 def test_help_lists_every_key_with_its_default():
-    text = train_gpt.help_text()
-    for field in train_gpt.dataclasses.fields(train_gpt.Config):
-        assert f"  {field.name} " in text
+    lines = train_gpt.help_text().split("config keys (key=value):\n", 1)[1].splitlines()
+    fields = train_gpt.dataclasses.fields(train_gpt.Config)
+    assert len(lines) == len(fields)
+    for field, line in zip(fields, lines):
+        name, rest = line.split(None, 1)
+        shown = rest.removesuffix(field.metadata["help"]).strip()  # the column between the key and its meaning
+        assert name == field.name and rest.endswith(field.metadata["help"]), line
+        assert shown == str(field.default), line
+        if shown:  # and it reads back as the default when given as key=value
+            assert train_gpt.parse_value(field.type, name, shown) == field.default, line
 
 
 # ---------------------------------------------------------------- model and optimizer pieces
@@ -182,7 +189,7 @@ def test_pack_then_unpack_scores_exactly_like_the_packed_weights(sp1024_shards, 
     unpacked = train_gpt.model_from_artifact(state, meta).eval()
     val = eval_ngram.load_val_tokens(sp1024_shards)[:3000]
     tables = eval_ngram.byte_tables(sp1024_model, 1024)
-    in_process = eval_ngram.score(unpacked, val, tables, seq_len=32, stride=16)["val_loss"]
+    in_process = eval_ngram.score(unpacked, val, tables, eval_stride=16, ngram_order=0)["val_loss"]  # as the CLI below
     path = tmp_path / "a.pgolf"
     path.write_bytes(blob)
     proc = subprocess.run([sys.executable, "eval_ngram.py", str(path), "--no-ngram", "--stride", "16",
@@ -190,6 +197,14 @@ def test_pack_then_unpack_scores_exactly_like_the_packed_weights(sp1024_shards, 
     assert f"val_loss={in_process:.6f}" in proc.stdout.splitlines()[-1]
     quantized = {n for n, p in model.state_dict().items() if not torch.equal(p, state[n])}
     assert quantized and all(torch.allclose(model.state_dict()[n], state[n], atol=0.02) for n in state)
+
+
+def test_an_audit_over_the_tolerance_voids_the_score():
+    lines = []
+    eval_ngram.report_audit({"audit_max_err": 4e-16, "audit_count": 64}, lines.append)
+    with pytest.raises(eval_ngram.ArtifactError, match="normalization audit failed"):
+        eval_ngram.report_audit({"audit_max_err": 2e-6, "audit_count": 64}, lines.append)
+    assert lines == ["audit positions=64 max_abs_sum_err=4.000e-16 PASS", "audit positions=64 max_abs_sum_err=2.000e-06 FAIL"]
 
 
 def test_the_size_check_fails_loudly_over_the_cap():
@@ -209,6 +224,22 @@ def test_a_damaged_artifact_is_one_clear_error_line(tmp_path, damage, message):
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("builder, message", [
+    ("os:system", "expected one of"), ("eval_ngram:main", "expected one of"),
+    ("train_gpt:no_such_builder", "has no no_such_builder"), (None, "names no model builder")])
+def test_an_artifact_names_its_model_builder_in_this_checkout_or_is_refused(tmp_path, builder, message):
+    cfg = tiny_config()
+    meta = {"config": train_gpt.dataclasses.asdict(cfg)} | ({"model_builder": builder} if builder else {})
+    path = tmp_path / "a.pgolf"
+    path.write_bytes(eval_ngram.pack_artifact(train_gpt.GPT(cfg).state_dict(), meta, {}))
+    with pytest.raises(eval_ngram.ArtifactError, match=message):
+        eval_ngram.load_artifact(str(path))
+    meta["model_builder"] = "train_gpt:model_from_artifact"  # what pack_model records
+    path.write_bytes(eval_ngram.pack_artifact(train_gpt.GPT(cfg).state_dict(), meta, {}))
+    model = eval_ngram.load_artifact(str(path))[0]
+    assert isinstance(model, train_gpt.GPT) and model.cfg == cfg  # the typed config evaluation reads
+
+
 def test_the_payload_is_several_lzma_streams_that_unpack_to_the_same_tensors(monkeypatch):
     cfg = tiny_config()
     model = train_gpt.GPT(cfg)
@@ -226,7 +257,7 @@ def test_the_payload_is_several_lzma_streams_that_unpack_to_the_same_tensors(mon
         eval_ngram.unpack_artifact(damaged)
 
 
-def test_the_training_time_ngram_cache_is_packed_and_scores_stay_normalized(sp1024_shards, sp1024_model):
+def test_the_training_time_ngram_cache_is_packed_whole_and_primes_the_mixer(sp1024_shards, sp1024_model):
     cfg = tiny_config(f"data_dir={sp1024_shards}", f"tokenizer={sp1024_model}", "iterations=2",
                       "max_wallclock_seconds=0", "ngram_order=3", "ngram_cache_bytes=20000")
     torch.manual_seed(0)
@@ -237,10 +268,13 @@ def test_the_training_time_ngram_cache_is_packed_and_scores_stay_normalized(sp10
     blob = train_gpt.pack_model(model, cfg, facts, {"ngram": facts["ngram_counts"].to_bytes(cfg.ngram_cache_bytes)})
     state, meta, tables = eval_ngram.unpack_artifact(blob)
     assert 0 < len(tables["ngram"]) <= 20000
+    packed = eval_ngram.NGramCounts.from_bytes(tables["ngram"], "cpu")
+    for n in range(2, 4):  # 20,000 bytes hold every n-gram counted, with its count
+        assert all(torch.equal(a, b) for a, b in zip(packed.table(n), facts["ngram_counts"].table(n))), n
     unpacked = train_gpt.model_from_artifact(state, meta).eval()
     val, byte_tables = eval_ngram.load_val_tokens(sp1024_shards)[:2000], eval_ngram.byte_tables(sp1024_model, 1024)
-    common = dict(seq_len=32, stride=16, ngram_order=3, audit=16, chunk_tokens=500)
+    common = dict(eval_stride=16, ngram_order=3, eval_audit=16, eval_chunk_tokens=500, ttt_steps=0)
     primed = eval_ngram.score(unpacked, val, byte_tables, artifact_tables=tables, **common)
     cold = eval_ngram.score(unpacked, val, byte_tables, artifact_tables={}, **common)
-    assert primed["val_loss"] != cold["val_loss"]
+    assert primed["val_loss"] < cold["val_loss"] - 0.05  # the counts of text like this one help from its first token
     assert primed["audit_count"] > 0 and primed["audit_max_err"] < 1e-6

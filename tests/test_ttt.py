@@ -7,7 +7,7 @@ import sys
 import torch
 
 from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score, write_shard
-from train_gpt import GPT, lora_parameters, pack_model, resolve_config
+from train_gpt import GPT, pack_model, resolve_config
 from distributed import spawn_gloo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +20,8 @@ def tiny_model(preset: str = "record") -> GPT:
     cfg, _ = resolve_config(preset, [f"vocab_size={VOCAB}", "num_layers=2", "model_dim=32", "num_heads=2",
                                      "num_kv_heads=1", "bigram_buckets=64", "bigram_dim=16", "enrich_hidden=32",
                                      f"seq_len={SEQ}", "lora_rank=4", "xsa_layers=1", "tied_embed_init_std=0.3",
-                                     f"eval_stride={STRIDE}", f"eval_chunk_tokens={CHUNK}", "tokenizer=bytes"])
+                                     f"eval_stride={STRIDE}", f"eval_chunk_tokens={CHUNK}", "tokenizer=bytes",
+                                     "ngram_order=0", "ttt_steps=0", "eval_audit=0"])  # score() as configured: plain
     torch.manual_seed(0)
     return GPT(cfg).eval()
 
@@ -57,8 +58,8 @@ def per_token_scores(tokens: torch.Tensor, learner_class=ScoreFirstTTT, preset: 
     model = tiny_model(preset)
     recorder = ScoreRecorder(tokens.numel())
     learner = learner_class(model, tokens, seq_len=SEQ, steps=2, lr=3e-2, lora_rank=4)
-    evaluate(lambda x: model.forward_logits(x), tokens, TABLES, SEQ, STRIDE, chunk_tokens=CHUNK, mixer=recorder,
-             learners=[learner])
+    evaluate(lambda x: model.forward_logits(x), tokens, TABLES, SEQ, STRIDE, batch_windows=16, chunk_tokens=CHUNK,
+             mixer=recorder, learners=[learner])
     return recorder.scores
 
 
@@ -86,37 +87,36 @@ def test_the_check_catches_a_learner_that_peeks_ahead():
 
 def test_ttt_off_or_standing_still_gives_exactly_the_plain_score():
     tokens = repeating_stream()
-    plain = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK)
-    off = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK, ttt_steps=0)
-    still = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK, ttt_steps=3, ttt_lr=0.0)
+    plain = score(tiny_model(), tokens, TABLES)
+    off = score(tiny_model(), tokens, TABLES, ttt_steps=0)
+    still = score(tiny_model(), tokens, TABLES, ttt_steps=3, ttt_lr=0.0)
     assert off["val_loss"] == plain["val_loss"] and off["val_bpb"] == plain["val_bpb"]
     assert still["val_loss"] == plain["val_loss"]  # zero-init LoRA attached, then Adam with lr 0: nothing moves
 
 
 def test_ttt_adds_lora_only_when_the_model_has_none():
     record, bases = tiny_model(), tiny_model("random_bases")
-    own = [p.clone() for p in lora_parameters(bases)]
+    own = [p.clone() for p in bases.lora_parameters()]
     ScoreFirstTTT(record, repeating_stream(), seq_len=SEQ, steps=1, lr=1e-3, lora_rank=3)
     ScoreFirstTTT(bases, repeating_stream(), seq_len=SEQ, steps=1, lr=1e-3, lora_rank=3)
-    assert {p.shape[0] for p in lora_parameters(record) if p.shape[1] == 32} == {3}
-    assert all(torch.equal(a, b) for a, b in zip(own, lora_parameters(bases)))
+    assert {p.shape[0] for p in record.lora_parameters() if p.shape[1] == 32} == {3}
+    assert all(torch.equal(a, b) for a, b in zip(own, bases.lora_parameters()))
     assert not any(p.requires_grad for n, p in record.named_parameters() if "lora" not in n)
 
 
 def test_ttt_adapts_to_the_validation_stream():
     """Tokens from 8 of 64 ids: the untrained model spreads its mass over all 64 until TTT moves it."""
     tokens = torch.randint(1, 9, (600,), generator=torch.Generator().manual_seed(2))
-    plain = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK)
-    adapted = score(tiny_model(), tokens, TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK, ttt_steps=2,
-                    ttt_lr=3e-2, ttt_rank=8)
+    plain = score(tiny_model(), tokens, TABLES)
+    adapted = score(tiny_model(), tokens, TABLES, ttt_steps=2, ttt_lr=3e-2, ttt_rank=8)
     assert adapted["val_loss"] < plain["val_loss"] - 0.5
 
 
 def test_ttt_composes_with_the_ngram_mixer():
     """Both learn from each scored chunk; on a stream that repeats beyond the context each helps, together most."""
     def loss(order, steps):
-        return score(tiny_model(), repeating_stream(), TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK,
-                     ngram_order=order, ttt_steps=steps, ttt_lr=1e-2, audit=16)["val_loss"]
+        return score(tiny_model(), repeating_stream(), TABLES, ngram_order=order, ttt_steps=steps, ttt_lr=1e-2,
+                     eval_audit=16)["val_loss"]
     neither, ngram, ttt, both = loss(0, 0), loss(3, 0), loss(0, 2), loss(3, 2)
     assert max(ngram, ttt) < neither and both < min(ngram, ttt)
 
@@ -140,9 +140,8 @@ def test_command_line_ttt_flags_reach_the_learner(tmp_path):
 def ttt_score(rank: int = 0, world: int = 1):
     # one thread here (conftest) and in the ranks (spawn_gloo): the same float arithmetic, so only the rank split differs
     model = tiny_model()
-    result = score(model, repeating_stream(), TABLES, seq_len=SEQ, stride=STRIDE, chunk_tokens=CHUNK, ttt_steps=2,
-                   ttt_lr=1e-2, rank=rank, world=world)
-    return result["val_loss"], [p.detach() for p in lora_parameters(model)]
+    result = score(model, repeating_stream(), TABLES, ttt_steps=2, ttt_lr=1e-2, rank=rank, world=world)
+    return result["val_loss"], [p.detach() for p in model.lora_parameters()]
 
 
 def two_rank_worker(rank: int, world: int, out: str):
@@ -155,3 +154,27 @@ def test_two_ranks_hold_the_same_adapters_and_score_like_one(tmp_path):
     loss, _ = ttt_score()
     assert all(torch.equal(a, b) for a, b in zip(lora0, lora1)) and loss0 == loss1
     assert abs(loss0 - loss) < 1e-4  # only the order of the gradient sums differs
+
+
+def test_train_gpt_run_as_a_script_trains_its_adapters_at_the_end(tmp_path, byte_shards):
+    """The final evaluation of `python train_gpt.py` runs TTT. eval_ngram.py takes the adapters from the model
+    (lora_parameters, attach_adapters) and never imports train_gpt: a second copy of train_gpt's classes, imported
+    beside the running script, once found no Linear to adapt and crashed the record preset here."""
+    tiny = ["num_layers=2", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
+            "bigram_dim=8", "seq_len=32", "train_batch_tokens=256", "eval_stride=16"]
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "train_gpt.py"), "--preset", "smoke", *tiny,
+                           f"data_dir={byte_shards}", "tokenizer=bytes", "vocab_size=256", "iterations=2",
+                           "max_wallclock_seconds=0", "device=cpu", "eval_max_tokens=1024", "eval_chunk_tokens=256",
+                           "ngram_order=0", "ttt_steps=1", f"records_dir={tmp_path}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ttt = next(line for line in proc.stdout.splitlines() if line.startswith("ttt "))
+    same = GPT(resolve_config("smoke", [*tiny, "vocab_size=256"])[0])
+    same.attach_adapters(8, seed=0)  # ttt_rank 8 on every block matrix, as the script's evaluation did
+    assert int(ttt.split("adapter_params=")[1].split()[0]) == sum(p.numel() for p in same.lora_parameters()) > 0
+
+
+def test_the_evaluator_imports_no_trainer():
+    """Imports run one way: train_gpt.py imports eval_ngram.py, never the reverse (an artifact's model builder is
+    looked up only when an artifact is loaded)."""
+    probe = "import sys, eval_ngram; print(sorted(m for m in sys.modules if m in ('train_gpt', '__main__.train_gpt')))"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout == "[]\n"
