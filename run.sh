@@ -19,9 +19,13 @@ PYTHON="${PYTHON:-python3}"
 # The team's data folder (corpus/, tokenizers/), a sibling of the repo; a fresh clone may not have it.
 SHARED_DATA="${RUNSH_SHARED_DATA:-../shared/data}"
 
+commands() {  # the command list at the top of this file
+    sed -n '3,9p' "$0" | sed 's/^#//'
+}
+
 usage() {  # $1 = what was wrong
     echo "run.sh: $1; usage:" >&2
-    sed -n '3,9p' "$0" | sed 's/^#//' >&2
+    commands >&2
     exit 2
 }
 
@@ -142,6 +146,8 @@ case "${1:-}" in
     bench)
         shift
         exec "$PYTHON" records/bench.py "$@" ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;  # this file's header
     "" | *=*)
         main_job "$@" ;;
     *)

@@ -109,3 +109,11 @@ def test_gpu_mode_without_fineweb_says_why_and_runs_the_record_architecture_on_l
     assert submission["config"]["eval_max_tokens"] == 4096 and submission["config"]["max_wallclock_seconds"] == 3.0
     assert 0 < submission["val_bpb"] < 10
     assert run_sh("check", folder).returncode == 0
+
+
+def test_help_lists_every_command_and_the_environment_and_exits_0():
+    proc = run_sh("--help")
+    assert proc.returncode == 0 and proc.stderr == ""
+    for command in ("./run.sh test", "./run.sh diff A B", "./run.sh check FOLDER", "./run.sh bench",
+                    "RUNSH_GPU_SECONDS", "RUNSH_TEST_GPU_COUNT"):
+        assert command in proc.stdout
