@@ -77,8 +77,8 @@ def test_cpu_mode_runs_the_smoke_preset_and_writes_a_complete_record(tmp_path):
 def test_gpu_mode_without_fineweb_says_why_and_runs_the_record_architecture_on_local_text(tmp_path):
     records = tmp_path / "records"
     env = {"RUNSH_RECORDS_DIR": str(records), "RUNSH_TEST_GPU_COUNT": "1", "CUDA_VISIBLE_DEVICES": "",
-           "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "RUNSH_GPU_SECONDS": "3",
-           "RUNSH_GPU_EVAL_TOKENS": "4096", "RUNSH_MAX_BYTES": "200000"}
+           "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "RUNSH_GPU_SECONDS": "2",
+           "RUNSH_GPU_EVAL_TOKENS": "2048", "RUNSH_MAX_BYTES": "200000"}
     # The record architecture shrunk to run on CPU; every other key is the record preset's.
     tiny = ["num_layers=2", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
             "bigram_dim=8", "seq_len=64", "train_batch_tokens=512", "eval_stride=32", "compile=off",
@@ -94,7 +94,7 @@ def test_gpu_mode_without_fineweb_says_why_and_runs_the_record_architecture_on_l
     # key=value words come last and win
     command = next(line for line in out.splitlines() if line.startswith("run.sh: ") and " train_gpt.py " in line)
     assert re.search(r" train_gpt\.py track=local_gpu data_dir=data/local/\w+_max200000 tokenizer=\S+ vocab_size=\d+ "
-                     r"max_wallclock_seconds=3 train_batch_tokens=98304 grad_accum_steps=1 eval_max_tokens=4096 "
+                     r"max_wallclock_seconds=2 train_batch_tokens=98304 grad_accum_steps=1 eval_max_tokens=2048 "
                      r"records_dir=\S+ num_layers=2 ", command), command
     assert re.search(r"^warmup compile_steps=2 seconds=\S+ \(not counted\)$", out, re.M)  # compiled outside the clock
     assert re.search(r"^step=\d+ train_loss=\S+ .* elapsed_s=\S+ eta_s=\S+$", out, re.M)
@@ -106,7 +106,7 @@ def test_gpu_mode_without_fineweb_says_why_and_runs_the_record_architecture_on_l
     with open(os.path.join(folder, "submission.json")) as f:
         submission = json.load(f)
     assert submission["preset"] == "record" and submission["config"]["train_batch_tokens"] == 512
-    assert submission["config"]["eval_max_tokens"] == 4096 and submission["config"]["max_wallclock_seconds"] == 3.0
+    assert submission["config"]["eval_max_tokens"] == 2048 and submission["config"]["max_wallclock_seconds"] == 2.0
     assert 0 < submission["val_bpb"] < 10
     assert run_sh("check", folder).returncode == 0
 
