@@ -193,6 +193,8 @@ PRESETS: dict[str, dict] = {
     # time 12-15% of the steps; the critics stay near chance on the model's own samples (records/bench/*issue7*).
     "egt": dict(egt_mode="interleaved"),
     "bytes": dict(vocab_size=256, tokenizer="bytes", data_dir="data/local/sample_bytes", track="bytes"),
+    # record on the SP8192 data of the public top records: data/fineweb.py --repo-id kevclark/parameter-golf --variant sp8192
+    "sp8192": dict(vocab_size=8192, tokenizer="data/tokenizers/fineweb_8192_bpe.model", data_dir="data/datasets/fineweb10B_sp8192"),
 }
 
 

@@ -1,10 +1,14 @@
-"""data/fineweb.py: download the challenge's FineWeb export and its tokenizer from the Hugging Face hub.
+"""data/fineweb.py: download FineWeb shards and their tokenizer from a Hugging Face hub dataset.
 
-    python data/fineweb.py --variant sp1024 --train-shards 80
+    python data/fineweb.py --variant sp1024 --train-shards 80                                   # the challenge's data
+    python data/fineweb.py --repo-id kevclark/parameter-golf --variant sp8192 --train-shards 80 # the SP8192 records'
 
-The challenge publishes pre-tokenized FineWeb in the hub dataset willdepueoai/parameter-golf, under datasets/:
-manifest.json (shard counts and sizes per variant), datasets/fineweb10B_<variant>/fineweb_{train,val}_NNNNNN.bin
-and tokenizers/. They land in data/datasets/ (manifest.json and fineweb10B_<variant>/) and data/tokenizers/.
+The challenge publishes pre-tokenized FineWeb in the hub dataset willdepueoai/parameter-golf; the SP8192 (and SP4096)
+records use kevclark/parameter-golf, laid out the same way under datasets/: manifest.json (shard counts and sizes
+per variant), datasets/fineweb10B_<variant>/fineweb_{train,val}_NNNNNN.bin and tokenizers/. Any variant the repo's
+manifest lists works. They land in data/datasets/fineweb10B_<variant>/ and data/tokenizers/; each repo's manifest
+is kept under its own name (data/datasets/manifest.json for the challenge's repo, manifest.<owner>--<name>.json for
+others), so fetching from a second repo never reads the first one's manifest.
 All val shards are fetched, and the first N train shards. Files already present and complete (the size the
 manifest implies, or for a split's last shard a size that agrees with its header) are skipped, so an
 interrupted download resumes where it stopped (huggingface_hub itself resumes a partially fetched file) and a
@@ -63,11 +67,13 @@ class HubSource:
 
 
 class LocalHub:
-    """The same layout in a local folder: DIR/<remote root>/manifest.json, DIR/<remote root>/datasets/..."""
+    """The same layout in a local folder: DIR/<remote root>/manifest.json, DIR/<remote root>/datasets/...
+
+    repo_id names the hub repo the folder is a copy of (it decides where the manifest is kept)."""
     may_link = False  # someone else's files: copy them, so changes to either side stay apart
 
-    def __init__(self, folder: str, remote_root: str):
-        self.root = os.path.join(folder, remote_root)
+    def __init__(self, folder: str, remote_root: str, repo_id: str = DEFAULT_REPO_ID):
+        self.root, self.repo_id = os.path.join(folder, remote_root), repo_id
 
     def fetch(self, relative_path: str, force: bool = False) -> str:
         path = os.path.join(self.root, relative_path)
@@ -77,6 +83,12 @@ class LocalHub:
 
 
 # ---------------------------------------------------------------- manifest
+
+
+def manifest_path(data_root: str, repo_id: str) -> str:
+    """Where a repo's manifest is kept: one file per repo, since two repos list different variants and shards."""
+    name = "manifest.json" if repo_id == DEFAULT_REPO_ID else f"manifest.{repo_id.replace('/', '--')}.json"
+    return os.path.join(data_root, "datasets", name)
 
 
 def variant_entries(manifest: dict, variant: str) -> tuple[dict, dict]:
@@ -154,19 +166,24 @@ def ensure(source, relative_path: str, destination: str, expected_bytes: int | N
 
 
 def download(source, data_root: str, variant: str, train_shards: int, log=print) -> dict:
-    """Fetch manifest, val shards, the first train_shards train shards and the tokenizer; returns local paths."""
-    manifest_path = os.path.join(data_root, "datasets", "manifest.json")
-    ensure(source, "manifest.json", manifest_path)
+    """Fetch manifest, val shards, the first train_shards train shards and the tokenizer; returns local paths
+    and the vocabulary size (the tokenizer entry's, else the N of spN)."""
+    manifest_file = manifest_path(data_root, source.repo_id)
+    ensure(source, "manifest.json", manifest_file)
     try:
-        with open(manifest_path) as f:
+        with open(manifest_file) as f:
             manifest = json.load(f)
     except json.JSONDecodeError as e:
-        raise DownloadError(f"{manifest_path}: not valid JSON ({e}); delete it and rerun") from None
-    dataset, tokenizer = variant_entries(manifest, variant)
+        raise DownloadError(f"{manifest_file}: not valid JSON ({e}); delete it and rerun") from None
+    try:
+        dataset, tokenizer = variant_entries(manifest, variant)
+    except DownloadError as e:
+        raise DownloadError(f"{e} (per {manifest_file} of {source.repo_id}; another --repo-id may have it, "
+                            "e.g. kevclark/parameter-golf for sp4096 and sp8192)") from None
     available = int((dataset.get("stats") or {}).get("files_train", 0))
     if not 0 <= train_shards <= available:
         raise DownloadError(f"--train-shards {train_shards}: {dataset['name']} has {available} train shards "
-                            f"(per {manifest_path}; delete that file to fetch the manifest again)")
+                            f"(per {manifest_file}; delete that file to fetch the manifest again)")
 
     dataset_dir = os.path.join(data_root, "datasets", dataset["name"])
     files = []  # (relative path on the hub, local path, expected bytes)
@@ -184,7 +201,8 @@ def download(source, data_root: str, variant: str, train_shards: int, log=print)
                   else "present, skipped")
         log(f"[{n}/{len(files)}] {os.path.basename(local)}: {status}")
     model = next((p for p in tokenizer_files if p.endswith(".model")), None)
-    return {"data_dir": dataset_dir, "tokenizer": os.path.join(data_root, model) if model else None}
+    vocab = tokenizer.get("vocab_size") or (int(variant[2:]) if variant[:2] == "sp" and variant[2:].isdigit() else None)
+    return {"data_dir": dataset_dir, "tokenizer": os.path.join(data_root, model) if model else None, "vocab_size": vocab}
 
 
 # ---------------------------------------------------------------- command line
@@ -192,14 +210,25 @@ def download(source, data_root: str, variant: str, train_shards: int, log=print)
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Download the challenge's FineWeb shards and tokenizer from the Hugging Face hub into data/. "
+        description="Download FineWeb shards and their tokenizer from a Hugging Face hub dataset into data/.\n"
                     "Complete files are skipped, so reruns resume and a finished download works offline.",
-        epilog="Offline, a missing file ends the run with one error line and exit code 1. "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python data/fineweb.py --variant sp1024 --train-shards 80     # the challenge's data "
+               f"({DEFAULT_REPO_ID})\n"
+               "  python data/fineweb.py --repo-id kevclark/parameter-golf --variant sp8192 --train-shards 80\n"
+               "                                                               # the data the SP8192 records train on\n"
+               "  python data/fineweb.py --variant sp1024 --train-shards 1      # a first look: val + 1 train shard\n\n"
+               "Any variant the repo's manifest lists works (an unknown one is an error naming those listed). "
+               "Offline, a missing file ends the run with one error line and exit code 1. "
                "HF_ENDPOINT and the other huggingface_hub variables apply.")
-    parser.add_argument("--variant", default="sp1024", help="tokenizer family, e.g. sp1024 (default) or byte260")
+    parser.add_argument("--variant", default="sp1024",
+                        help="dataset variant as the manifest names it: sp1024 (default), sp4096, sp8192, byte260, ...")
     parser.add_argument("--train-shards", type=int, default=80,
                         help="train shards to fetch, 100M tokens each (default 80, as the challenge's baseline)")
-    parser.add_argument("--repo-id", default=DEFAULT_REPO_ID, help=f"hub dataset repo (default {DEFAULT_REPO_ID})")
+    parser.add_argument("--repo-id", default=DEFAULT_REPO_ID,
+                        help=f"hub dataset repo (default {DEFAULT_REPO_ID}, the challenge's: sp1024; "
+                             "kevclark/parameter-golf has sp4096 and sp8192)")
     parser.add_argument("--remote-root", default=DEFAULT_REMOTE_ROOT,
                         help=f"folder of the export inside the repo (default {DEFAULT_REMOTE_ROOT})")
     parser.add_argument("--local-hub", metavar="DIR", help="read the repo's files from DIR instead of the network")
@@ -207,13 +236,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="where datasets/ and tokenizers/ go (default: data/ of this repo)")
     args = parser.parse_args(argv)
 
-    source = (LocalHub(args.local_hub, args.remote_root) if args.local_hub
+    source = (LocalHub(args.local_hub, args.remote_root, args.repo_id) if args.local_hub
               else HubSource(args.repo_id, args.remote_root))
     try:
         paths = download(source, args.data_root, args.variant, args.train_shards)
     except DownloadError as e:
         sys.exit(f"error: {e}")
     print(f"ready: data_dir={paths['data_dir']} tokenizer={paths['tokenizer']}")
+    if paths["tokenizer"] and paths["vocab_size"]:
+        print(f"train on it: torchrun --standalone --nproc_per_node=8 train_gpt.py data_dir={paths['data_dir']} "
+              f"tokenizer={paths['tokenizer']} vocab_size={paths['vocab_size']}")
 
 
 if __name__ == "__main__":

@@ -58,15 +58,34 @@ PROTOCOLS = {
               "seconds / their default MAX_WALLCLOCK_SECONDS (unchanged at 600 s)",
 }
 # Peer settings counted in optimizer steps that shape the run (warm-up of compiled kernels is not one of them).
-PEER_SCHEDULE_KEYS = ("WARMDOWN_ITERS", "MUON_MOMENTUM_WARMUP_STEPS")
+# RECUR_START_STEP: the step at which the 1.1063 record (PR #1204) switches its depth recurrence on.
+PEER_SCHEDULE_KEYS = ("WARMDOWN_ITERS", "MUON_MOMENTUM_WARMUP_STEPS", "RECUR_START_STEP")
 PEER_ACCUM_LINE = re.compile(r"grad_accum_steps\s*=\s*8\s*//\s*world_size")
-HARD_CODED_EMA = re.compile(r"^\s*ema_decay\s*=\s*([\d.]+)\s*$", re.M)
+# Also as a minified script writes it: `...;ema_decay=.997;...` on one long line.
+HARD_CODED_EMA = re.compile(r"(?:^|;)\s*ema_decay\s*=\s*([\d.]+)\s*(?:;|$)", re.M)
 FLASH_ATTN_IMPORT = re.compile(r"^\s*(from\s+flash_attn_interface\s+import|import\s+flash_attn_interface)", re.M)
+# `os.environ.get('NAME', default)` with either quote; a default is a quoted string or a bare literal (1337, 6e2, .5).
+ENV_DEFAULT = re.compile(r"""os\.environ\.get\(\s*(["'])(\w+)\1\s*,\s*(?:(["'])([^"'\n]*)\3|([\w.+-]+))\s*\)""")
+TOP_LEVEL_IMPORT = re.compile(r"^(?:import\s+(.+)|from\s+(\w+)[\w.]*\s+import\b)", re.M)
 
 
 def env_defaults(source: str) -> dict[str, str]:
     """The `os.environ.get("NAME", default)` defaults a peer script declares, as text."""
-    return {m[1]: m[2] for m in re.finditer(r'os\.environ\.get\(\s*"(\w+)"\s*,\s*"?([^")]*)"?\s*\)', source)}
+    return {m[2]: m[4] if m[3] else m[5] for m in ENV_DEFAULT.finditer(source)}
+
+
+def missing_modules(source: str) -> list[str]:
+    """Modules a script imports at its top level that this Python cannot find (e.g. brotli for the 1.1063 record).
+
+    flash_attn_interface is not one: a peer row gets the SDPA fallback instead."""
+    names = set()
+    for m in TOP_LEVEL_IMPORT.finditer(source):
+        if m[2]:
+            names.add(m[2])
+        else:  # `import a.b as c, d` (a minified line may go on after a `;`)
+            names.update(part.split()[0].split(".")[0] for part in m[1].split(";")[0].split(",") if part.strip())
+    names -= {"__future__", "flash_attn_interface"}
+    return sorted(name for name in names if importlib.util.find_spec(name) is None)
 
 
 def as_number(text: str) -> float:
@@ -185,6 +204,11 @@ def plan_peer(spec: RowSpec, bench: Bench, workdir: str) -> tuple[list[str], dic
     """Command, environment and protocol notes for a peer row; may write a patched copy into workdir."""
     with open(spec.target, encoding="utf-8") as f:
         source = f.read()
+    missing = missing_modules(source)
+    if missing:
+        raise UsageError(f"{os.path.basename(spec.target)} imports {', '.join(missing)}, not installed here: "
+                         f"pip install {' '.join(missing)} (offline: pip install --no-index --find-links DIR "
+                         f"{' '.join(missing)} with the wheels carried in DIR)")
     defaults = env_defaults(source)
     script, notes = spec.target, []
     env = {"DATA_PATH": bench.peer_data_dir, "TOKENIZER_PATH": bench.tokenizer, "SEED": str(bench.seed),

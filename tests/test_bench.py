@@ -191,6 +191,80 @@ def test_fa3_scripts_get_the_sdpa_fallback_only_without_fa3_and_fixed_ema_is_not
     assert "PYTHONPATH" not in env
 
 
+# The 1.1063 record's style: minified, single-quoted defaults, bare literals, a step-counted recurrence start.
+MINIFIED_PEER = """import copy,glob,io,math,os,sys
+class Hyperparameters:warmdown_iters=int(os.environ.get('WARMDOWN_ITERS',3500));train_batch_tokens=int(os.environ.get('TRAIN_BATCH_TOKENS',786432));max_wallclock_seconds=float(os.environ.get('MAX_WALLCLOCK_SECONDS',6e2));muon_momentum_warmup_steps=int(os.environ.get('MUON_MOMENTUM_WARMUP_STEPS',1500));recur_layers_str=os.environ.get('RECUR_LAYERS','').strip();recur_start_step=int(os.environ.get('RECUR_START_STEP',3000))
+def main():
+\tworld_size=int(os.environ.get('WORLD_SIZE','1'));grad_accum_steps=8//world_size;grad_scale=1./grad_accum_steps
+\tema_state={};ema_decay=.997;step=0
+"""
+RECORD_1_1063_SETTINGS = ("BIGRAM_DIM=112,MIXED_QUANT=1,N_INT6_LAYERS=32,NUM_LAYERS=11,RECUR_LAYERS=4,5,"
+                          "RECUR_START_STEP=3000,REPEAT_UNTIE_MLP=full,REPEAT_UNTIE_MLP_LAYERS=4,5,DISABLE_LAYER0_ATTN=1,"
+                          "PARALLEL_RESIDUAL=1,PARALLEL_START_LAYER=7,POST_GPTQ_EVAL_ONLY=0")
+
+
+def test_minified_peer_defaults_are_read_and_its_recurrence_start_scales_with_the_run(setup):
+    tmp_path, _ = setup
+    script = tmp_path / "minified.py"
+    script.write_text(MINIFIED_PEER)
+    assert bench.env_defaults(MINIFIED_PEER) == {"WARMDOWN_ITERS": "3500", "TRAIN_BATCH_TOKENS": "786432",
+                                                 "MAX_WALLCLOCK_SECONDS": "6e2", "MUON_MOMENTUM_WARMUP_STEPS": "1500",
+                                                 "RECUR_LAYERS": "", "RECUR_START_STEP": "3000", "WORLD_SIZE": "1"}
+    # eighth protocol, 300 s: half of the real run's 600 s, so every step count halves
+    spec = bench.parse_row_spec("peer", f"pr1204={script}:{RECORD_1_1063_SETTINGS}")
+    assert spec.label == "pr1204" and spec.overrides["RECUR_LAYERS"] == "4,5"
+    assert spec.overrides["REPEAT_UNTIE_MLP_LAYERS"] == "4,5" and len(spec.overrides) == 12
+    (tmp_path / "work").mkdir()
+    cmd, env, notes = bench.plan_peer(spec, make_bench(tmp_path, "eighth", 300), str(tmp_path / "work"))
+    assert (env["RECUR_START_STEP"], env["WARMDOWN_ITERS"], env["MUON_MOMENTUM_WARMUP_STEPS"]) == ("1500", "1750", "750")
+    assert env["TRAIN_BATCH_TOKENS"] == "98304" and env["MAX_WALLCLOCK_SECONDS"] == "300"
+    assert env["RECUR_LAYERS"] == "4,5" and env["PARALLEL_START_LAYER"] == "7"  # unscaled: not step counts
+    assert "RECUR_START_STEP 3000->1500" in notes and "hard-coded EMA decay .997 not scaled" in notes
+    patched = open(cmd[-1]).read()
+    assert cmd[-1] == str(tmp_path / "work" / "minified.py") and "grad_accum_steps = 1;grad_scale=1./" in patched
+    # wall protocol on one GPU: the recurrence starts where a real run's step 3000 falls in this run's steps
+    _, env, _ = bench.plan_peer(spec, make_bench(tmp_path, "wall", 150), str(tmp_path))
+    assert env["RECUR_START_STEP"] == str(round(3000 * 150 / 600 / 8))
+
+
+def test_a_peer_importing_a_module_that_is_not_installed_fails_saying_how_to_install_it(setup):
+    tmp_path, common = setup
+    (tmp_path / "needs.py").write_text("import copy,no_such_module_for_bench,os\nimport numpy as np,torch.nn as nn\n"
+                                       "from flash_attn_interface import flash_attn_func\n" + FAKE_PEER)
+    assert bench.missing_modules((tmp_path / "needs.py").read_text()) == ["no_such_module_for_bench"]
+    table = bench.main(["--peer", str(tmp_path / "needs.py"), "--peer", str(tmp_path / "peer.py"), *common()])
+    needs, peer = table["rows"]
+    assert needs["status"] == "failed" and peer["status"] == "ok"
+    assert needs["error"].startswith("needs.py imports no_such_module_for_bench, not installed here: "
+                                     "pip install no_such_module_for_bench (offline: pip install --no-index")
+
+
+PEER_1_1063 = os.path.join(REPO, "..", "shared", "peers", "parameter-golf",
+                           "record_1.1063_parallel_residuals_recurrence_train_gpt.py")
+
+
+@pytest.mark.skipif(not os.path.isfile(PEER_1_1063), reason="the 1.1063 record script is not beside the repo")
+def test_the_real_1_1063_script_is_read_patched_and_scaled(tmp_path, monkeypatch):
+    source = open(PEER_1_1063).read()
+    defaults = bench.env_defaults(source)
+    assert (defaults["RECUR_START_STEP"], defaults["WARMDOWN_ITERS"], defaults["MAX_WALLCLOCK_SECONDS"]) == ("3000", "3500", "6e2")
+    assert "brotli" in bench.missing_modules(source) or importlib.util.find_spec("brotli") is not None
+    monkeypatch.setattr(bench, "missing_modules", lambda source: [])  # brotli may be absent here; the plan is what matters
+    spec = bench.parse_row_spec("peer", f"pr1204={PEER_1_1063}:{RECORD_1_1063_SETTINGS}")
+    cmd, env, notes = bench.plan_peer(spec, make_bench(tmp_path, "eighth", 300), str(tmp_path))
+    assert (env["RECUR_START_STEP"], env["WARMDOWN_ITERS"], env["TRAIN_BATCH_TOKENS"]) == ("1500", "1750", "98304")
+    assert "grad_accum_steps = 1" in open(cmd[-1]).read() and "hard-coded EMA decay .997 not scaled" in notes
+    tail = ["Serialized model int6+brotli: 15900000 bytes", "Total submission size int6+brotli: 15993853 bytes",
+            "final_int6_roundtrip val_loss:1.9 val_bpb:1.13 eval_time:9000ms",
+            "final_int6_roundtrip_exact val_loss:1.90000000 val_bpb:1.13000000",
+            "final_int6_sliding_window val_loss:1.87 val_bpb:1.1063 stride:64 eval_time:90000ms",
+            "final_int6_sliding_window_exact val_loss:1.87000000 val_bpb:1.10630000",
+            "final_int8_zlib_roundtrip_exact val_loss:1.87000000 val_bpb:1.10630000"]
+    parsed = bench.parse_peer_log(tail)
+    assert (parsed["val_bpb"], parsed["eval_time_s"], parsed["artifact_bytes"]) == (1.1063, 90.0, 15993853)
+    assert parsed["artifact_format"] == "int6+brotli"
+
+
 def test_flash_attn_fallback_is_causal_grouped_attention_in_fa_layout():
     spec = importlib.util.spec_from_file_location("fallback", os.path.join(bench.FLASH_ATTN_FALLBACK, "flash_attn_interface.py"))
     fallback = importlib.util.module_from_spec(spec)

@@ -17,25 +17,41 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARD_TOKENS = 100  # train shards of 100, 100 and 50 tokens; one val shard of 60
 
 
+def make_hub(folder, variants=(("sp1024", "sp_bpe_1024", "fineweb_1024_bpe"),)) -> str:
+    """A folder laid out like the hub datasets (the challenge's willdepueoai/parameter-golf, and
+    kevclark/parameter-golf of the SP8192 records): datasets/manifest.json, datasets/datasets/fineweb10B_<variant>/,
+    datasets/tokenizers/. Each variant: train shards of 100, 100 and 50 tokens, one val shard of 60."""
+    root = folder / "datasets"
+    manifest = {"shard_size": SHARD_TOKENS, "datasets": [], "tokenizers": []}
+    for variant, tokenizer_name, stem in variants:
+        vocab = int(variant[2:])
+        shards = root / "datasets" / f"fineweb10B_{variant}"
+        shards.mkdir(parents=True)
+        (root / "tokenizers").mkdir(exist_ok=True)
+        manifest["datasets"].append({"name": f"fineweb10B_{variant}", "tokenizer_name": tokenizer_name,
+                                     "stats": {"files_train": 3, "files_val": 1, "tokens_train": 250, "tokens_val": 60}})
+        manifest["tokenizers"].append({"name": tokenizer_name, "model_path": f"tokenizers/{stem}.model",
+                                       "vocab_path": f"tokenizers/{stem}.vocab"})
+        for i, n in enumerate([100, 100, 50]):
+            write_shard(str(shards / f"fineweb_train_{i:06d}.bin"), (np.arange(n) * 37) % vocab)
+        write_shard(str(shards / "fineweb_val_000000.bin"), (np.arange(60) * 53) % vocab)
+        (root / "tokenizers" / f"{stem}.model").write_bytes(f"{variant} model bytes".encode())
+        (root / "tokenizers" / f"{stem}.vocab").write_bytes(f"{variant} vocab bytes".encode())
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return str(folder)
+
+
 @pytest.fixture
 def fake_hub(tmp_path):
-    """A folder laid out like the hub dataset: datasets/manifest.json, datasets/datasets/..., datasets/tokenizers/."""
-    root = tmp_path / "hub" / "datasets"
-    shards = root / "datasets" / "fineweb10B_sp1024"
-    shards.mkdir(parents=True)
-    (root / "tokenizers").mkdir()
-    manifest = {"shard_size": SHARD_TOKENS,
-                "datasets": [{"name": "fineweb10B_sp1024", "tokenizer_name": "sp_bpe_1024",
-                              "stats": {"files_train": 3, "files_val": 1, "tokens_train": 250, "tokens_val": 60}}],
-                "tokenizers": [{"name": "sp_bpe_1024", "model_path": "tokenizers/fineweb_1024_bpe.model",
-                                "vocab_path": "tokenizers/fineweb_1024_bpe.vocab"}]}
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    for i, n in enumerate([100, 100, 50]):
-        write_shard(str(shards / f"fineweb_train_{i:06d}.bin"), np.arange(n) % 1024)
-    write_shard(str(shards / "fineweb_val_000000.bin"), np.arange(60))
-    (root / "tokenizers" / "fineweb_1024_bpe.model").write_bytes(b"model bytes")
-    (root / "tokenizers" / "fineweb_1024_bpe.vocab").write_bytes(b"vocab bytes")
-    return str(tmp_path / "hub")
+    """The challenge's hub dataset: sp1024 only."""
+    return make_hub(tmp_path / "hub")
+
+
+@pytest.fixture
+def sp8192_hub(tmp_path):
+    """Laid out like kevclark/parameter-golf: sp4096 and sp8192, same layout as the challenge's repo."""
+    return make_hub(tmp_path / "kevclark_hub", [("sp4096", "sp_bpe_4096", "fineweb_4096_bpe"),
+                                                ("sp8192", "sp_bpe_8192", "fineweb_8192_bpe")])
 
 
 class CountingHub(fineweb.LocalHub):
@@ -62,7 +78,7 @@ def test_fetches_val_the_first_n_train_shards_and_the_tokenizer(fake_hub, tmp_pa
     shards = data / "datasets" / "fineweb10B_sp1024"
     assert sorted(os.listdir(shards)) == ["fineweb_train_000000.bin", "fineweb_train_000001.bin",
                                           "fineweb_val_000000.bin"]
-    assert (data / "tokenizers" / "fineweb_1024_bpe.model").read_bytes() == b"model bytes"
+    assert (data / "tokenizers" / "fineweb_1024_bpe.model").read_bytes() == b"sp1024 model bytes"
     assert (data / "datasets" / "manifest.json").exists()
     model = data / "tokenizers" / "fineweb_1024_bpe.model"
     assert f"ready: data_dir={shards} tokenizer={model}" in capsys.readouterr().out
@@ -128,3 +144,53 @@ def test_hub_requests_name_the_dataset_repo_and_the_remote_folders(fake_hub, tmp
                             ("willdepueoai/parameter-golf", "dataset",
                              "datasets/datasets/fineweb10B_sp1024/fineweb_train_000000.bin")]
     assert os.path.isfile(tmp_path / "data" / "tokenizers" / "fineweb_1024_bpe.vocab")
+
+
+@pytest.mark.parametrize("variant", ["sp4096", "sp8192"])
+def test_any_variant_of_the_sp8192_records_repo_lands_beside_the_challenge_data(fake_hub, sp8192_hub, tmp_path, capsys,
+                                                                                 variant):
+    data = tmp_path / "data"
+    assert run_cli(["--local-hub", fake_hub, "--data-root", data, "--train-shards", 1]) is None  # sp1024 first
+    assert run_cli(["--repo-id", "kevclark/parameter-golf", "--local-hub", sp8192_hub, "--data-root", data,
+                    "--variant", variant, "--train-shards", 3]) is None
+    vocab = variant[2:]
+    shards = data / "datasets" / f"fineweb10B_{variant}"
+    assert sorted(os.listdir(shards)) == [f"fineweb_train_00000{i}.bin" for i in range(3)] + ["fineweb_val_000000.bin"]
+    assert (data / "tokenizers" / f"fineweb_{vocab}_bpe.model").read_bytes() == f"{variant} model bytes".encode()
+    # each repo keeps its own manifest: the challenge's (no sp8192 in it) was not asked about sp8192
+    assert sorted(os.listdir(data / "datasets")) == sorted(["manifest.json", "manifest.kevclark--parameter-golf.json",
+                                                            "fineweb10B_sp1024", f"fineweb10B_{variant}"])
+    model = data / "tokenizers" / f"fineweb_{vocab}_bpe.model"
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == [f"ready: data_dir={shards} tokenizer={model}",
+                        f"train on it: torchrun --standalone --nproc_per_node=8 train_gpt.py data_dir={shards} "
+                        f"tokenizer={model} vocab_size={vocab}"]
+    assert (data / "tokenizers" / "fineweb_1024_bpe.model").read_bytes() == b"sp1024 model bytes"  # untouched
+
+
+def test_a_variant_the_repo_does_not_list_names_those_it_does_and_where_else_to_look(fake_hub, tmp_path):
+    error = run_cli(["--local-hub", fake_hub, "--data-root", tmp_path / "data", "--variant", "sp8192"])
+    assert error.startswith("error: variant 'sp8192' is not in the manifest; available: sp1024 (per ")
+    assert "willdepueoai/parameter-golf; another --repo-id may have it, e.g. kevclark/parameter-golf" in error
+
+
+def test_sp8192_requests_go_to_the_records_repo_under_the_same_layout(sp8192_hub, tmp_path, monkeypatch):
+    requests = []
+
+    def fake_download(repo_id, repo_type, filename, subfolder, force_download):
+        requests.append((repo_id, f"{subfolder}/{filename}"))
+        return os.path.join(sp8192_hub, subfolder, filename)
+    monkeypatch.setattr(fineweb, "hf_hub_download", fake_download)
+    assert run_cli(["--repo-id", "kevclark/parameter-golf", "--variant", "sp8192", "--data-root", tmp_path / "data",
+                    "--train-shards", 1]) is None
+    assert requests == [("kevclark/parameter-golf", path) for path in [
+        "datasets/manifest.json", "datasets/datasets/fineweb10B_sp8192/fineweb_val_000000.bin",
+        "datasets/datasets/fineweb10B_sp8192/fineweb_train_000000.bin",
+        "datasets/tokenizers/fineweb_8192_bpe.model", "datasets/tokenizers/fineweb_8192_bpe.vocab"]]
+
+
+def test_help_gives_the_commands_for_the_challenge_data_and_the_sp8192_data(capsys):
+    assert run_cli(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "python data/fineweb.py --variant sp1024 --train-shards 80" in out
+    assert "python data/fineweb.py --repo-id kevclark/parameter-golf --variant sp8192 --train-shards 80" in out
