@@ -441,7 +441,8 @@ def markdown(table: dict) -> str:
     else:
         lines += [f"- protocol `{table['protocol']}`: {PROTOCOLS[table['protocol']]}",
                   f"- training wall-clock {table['seconds']:g} s per row, {table['nproc']} process(es), seed {table['seed']}"]
-    val = f"the first {table['val_tokens']:,} val tokens" if table.get("val_tokens") else "all val tokens"
+    val = (f"the first {table['val_tokens']:,} val tokens" if table.get("val_tokens") else
+           f"the first {table['val_docs']:,} val documents" if table.get("val_docs") else "all val tokens")
     lines += [f"- data {table['data_dir']} ({val}); tokenizer {table['tokenizer']} (vocab {table['vocab_size']})",
               f"- GPU {table['gpu']}; torch {table['torch']}",
               f"- ratios: each row / {table['reference'] or '(no reference row finished)'}", ""]
@@ -517,6 +518,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--val-tokens", type=int, default=0, metavar="N", help="every row scores only the first N "
                    "validation tokens (0 = all): a shorter evaluation, the same for every row")
+    p.add_argument("--val-docs", type=int, default=0, metavar="N", help="every row scores only the first N whole "
+                   "validation documents: the same text under any tokenizer (sp1024 vs sp8192 rows compare)")
     p.add_argument("--nproc", type=int, default=1, help="GPUs per row (torchrun when > 1)")
     p.add_argument("--name", default=None, help="table name (default: <protocol><seconds>s or eval)")
     p.add_argument("--out", default=os.path.join(REPO, "records", "bench"), help="parent folder of <date>_<name>/")
@@ -537,6 +540,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError("--append adds training rows; an --eval-only table is made in one call")
     if args.eval_only and not os.path.isfile(args.eval_only):
         raise UsageError(f"--eval-only {args.eval_only}: no such artifact file")
+    if args.val_tokens and args.val_docs:
+        raise UsageError("--val-tokens and --val-docs both cut the validation set; give one")
     if args.seconds <= 0 or args.nproc < 1:
         raise UsageError("--seconds must be > 0 and --nproc >= 1")
     return args
@@ -555,14 +560,26 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
-def present_as_challenge_shards(data_dir: str, into: str, val_tokens: int = 0) -> tuple[int, int]:
-    """Symlink our shards as fineweb_{train,val}_NNNNNN.bin, the names challenge scripts glob for; with val_tokens,
-    the validation split is instead one shard of its first val_tokens tokens."""
+def first_documents(data_dir: str, docs: int):
+    """Validation tokens of the first `docs` whole documents (each starts with the BOS id export.json names)."""
+    export = os.path.join(data_dir, "export.json")
+    bos = json.load(open(export, encoding="utf-8")).get("bos_id", 1) if os.path.isfile(export) else 1
+    tokens = load_val_tokens(data_dir).numpy()
+    starts = (tokens == bos).nonzero()[0]
+    if len(starts) <= docs:
+        raise UsageError(f"--val-docs {docs}: {data_dir} holds {len(starts)} validation documents; ask for fewer")
+    return tokens[:starts[docs]]
+
+
+def present_as_challenge_shards(data_dir: str, into: str, val_tokens: int = 0, val_docs: int = 0) -> tuple[int, int]:
+    """Symlink our shards as fineweb_{train,val}_NNNNNN.bin, the names challenge scripts glob for; with val_tokens
+    (val_docs), the validation split is instead one shard of its first val_tokens tokens (val_docs documents)."""
     counts = []
     for split in ("train", "val"):
         paths = find_shards(data_dir, split)
-        if split == "val" and val_tokens:
-            write_shard(os.path.join(into, "fineweb_val_000000.bin"), load_val_tokens(data_dir, val_tokens).numpy())
+        if split == "val" and (val_tokens or val_docs):
+            subset = first_documents(data_dir, val_docs) if val_docs else load_val_tokens(data_dir, val_tokens).numpy()
+            write_shard(os.path.join(into, "fineweb_val_000000.bin"), subset)
             counts.append(1)
             continue
         for i, path in enumerate(paths):
@@ -581,7 +598,7 @@ def open_table(args, settings: dict) -> tuple[dict, str]:
             raise UsageError(f"--append: no table at {path}; run once without --append to start it")
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
-        for key in ("protocol", "seconds", "nproc", "seed", "data_dir", "val_tokens", "tokenizer", "gpu"):
+        for key in ("protocol", "seconds", "nproc", "seed", "data_dir", "val_tokens", "val_docs", "tokenizer", "gpu"):
             if table.get(key) != settings[key]:
                 raise UsageError(f"--append: {path} has {key}={table.get(key)!r} but this run has {settings[key]!r}; "
                                  "rows are only comparable under one setting, so start a new --name")
@@ -605,18 +622,18 @@ def main(argv: list[str]) -> dict:
     tokenizer = args.tokenizer if args.tokenizer == "bytes" else os.path.abspath(args.tokenizer)
     settings = {"date": datetime.date.today().isoformat(), "protocol": "eval-only" if args.eval_only else args.protocol,
                 "seconds": args.seconds, "nproc": args.nproc, "seed": args.seed, "data_dir": os.path.abspath(args.data_dir),
-                "val_tokens": args.val_tokens, "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": gpu_name(), "torch": torch.__version__}
+                "val_tokens": args.val_tokens, "val_docs": args.val_docs, "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": gpu_name(), "torch": torch.__version__}
     if args.eval_only:
         settings["artifact"] = os.path.abspath(args.eval_only)
     work_root = tempfile.mkdtemp(prefix="bench_")
     try:
         peer_data = os.path.join(work_root, "data")
         os.makedirs(peer_data)
-        n_train, n_val = present_as_challenge_shards(args.data_dir, peer_data, args.val_tokens)
+        n_train, n_val = present_as_challenge_shards(args.data_dir, peer_data, args.val_tokens, args.val_docs)
         table, out_dir = open_table(args, settings)
         unique_labels(specs, {row["label"] for row in table["rows"]})
         bench = Bench(args.protocol, args.seconds, args.nproc, args.seed,  # with --val-tokens, ours reads the subset too
-                      peer_data if args.val_tokens else settings["data_dir"], settings["tokenizer"],
+                      peer_data if args.val_tokens or args.val_docs else settings["data_dir"], settings["tokenizer"],
                       settings["vocab_size"], peer_data, os.path.abspath(args.ours_script),
                       args.row_timeout or args.seconds + 1200, work_root, out_dir)
         print(f"bench {table['name']}: {settings['protocol']}, {args.seconds:g} s per row, seed {args.seed}, "

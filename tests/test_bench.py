@@ -129,6 +129,17 @@ def test_val_tokens_gives_every_row_the_same_shorter_validation_split(setup):
     assert table["val_tokens"] == 1000 and "the first 1,000 val tokens" in md
 
 
+def test_val_docs_cuts_validation_at_a_document_start(tmp_path):
+    """--val-docs keeps whole documents, so two tokenizers' rows score the same text."""
+    write_shard(str(tmp_path / "fineweb_val_000000.bin"), np.array([1, 7, 8, 1, 9, 1, 5, 6, 6], dtype=np.uint16))
+    write_shard(str(tmp_path / "fineweb_train_000000.bin"), np.array([1, 2, 3], dtype=np.uint16))
+    assert bench.first_documents(str(tmp_path), 2).tolist() == [1, 7, 8, 1, 9]
+    with pytest.raises(bench.UsageError, match="holds 3 validation documents"):
+        bench.first_documents(str(tmp_path), 3)
+    with pytest.raises(bench.UsageError, match="give one"):
+        bench.parse_args(["--ours", "smoke", "--val-docs", "2", "--val-tokens", "5", "--data-dir", ".", "--tokenizer", "t"])
+
+
 def test_failing_peer_is_a_failed_row_not_dropped(setup):
     tmp_path, common = setup
     table = bench.main(["--peer", f"broken={tmp_path / 'peer.py'}:FAKE_CRASH=1", "--peer", str(tmp_path / "peer.py"),
