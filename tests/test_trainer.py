@@ -16,7 +16,7 @@ from distributed import spawn_gloo
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["num_layers=2", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
-        "bigram_dim=8", "seq_len=32", "train_batch_tokens=256", "device=cpu", "compile=off", "ema=false"]
+        "bigram_dim=8", "seq_len=32", "eval_stride=16", "train_batch_tokens=256", "device=cpu", "compile=off", "ema=false"]
 
 
 def tiny_config(*overrides):
