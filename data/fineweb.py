@@ -13,7 +13,6 @@ complete download works offline. --local-hub DIR reads the same layout from a fo
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from eval_ngram import HEADER_INTS, DataError, read_shard  # noqa: E402
+from eval_ngram import HEADER_INTS, ArgumentParser, DataError, read_shard, run_script  # noqa: E402
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
@@ -191,10 +190,10 @@ def download(source, data_root: str, variant: str, train_shards: int, log=print)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Download the challenge's FineWeb shards and tokenizer from the Hugging Face hub into data/. "
                     "Complete files are skipped, so reruns resume and a finished download works offline.",
-        epilog="Offline, a missing file ends the run with one error line and exit code 1. "
+        epilog="Offline, a missing file ends the run with one error line and exit code 2. "
                "HF_ENDPOINT and the other huggingface_hub variables apply.")
     parser.add_argument("--variant", default="sp1024", help="tokenizer family, e.g. sp1024 (default) or byte260")
     parser.add_argument("--train-shards", type=int, default=80,
@@ -209,12 +208,9 @@ def main(argv: list[str] | None = None) -> None:
 
     source = (LocalHub(args.local_hub, args.remote_root) if args.local_hub
               else HubSource(args.repo_id, args.remote_root))
-    try:
-        paths = download(source, args.data_root, args.variant, args.train_shards)
-    except DownloadError as e:
-        sys.exit(f"error: {e}")
+    paths = download(source, args.data_root, args.variant, args.train_shards)
     print(f"ready: data_dir={paths['data_dir']} tokenizer={paths['tokenizer']}")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, DownloadError)
