@@ -1144,7 +1144,7 @@ def main(argv: list[str]) -> int:
     for name, spec in ranges.items():
         value = getattr(args, name)
         if value is not None and not in_interval(value, spec):
-            raise UsageError(f"--{name.replace('_', '-')} {value}: must be in {spec.replace('inf', '')}")
+            raise UsageError(f"--{name.replace('_', '-')} {value}: must be in {spec}")
     if args.device not in ("auto", "cuda", "cpu"):
         raise UsageError(f"--device {args.device}: choose auto, cuda or cpu")
     rank, world, device = setup_distributed(args.device)

@@ -217,7 +217,7 @@ RELATIONS = [  # (keys, holds, what it takes)
     ("egt_band_low egt_band_high", lambda c: c.egt_band_low < c.egt_band_high, "egt_band_low < egt_band_high"),
     ("egt_critic_every num_layers", lambda c: c.egt_mode == "off" or c.egt_critic_every <= c.num_layers,
      "a block for the first critic to read"),
-    ("seed", lambda c: c.seed < 2 ** 63, "below 2^63"),
+    ("seed", lambda c: c.seed < 2 ** 63, "a seed below 2^63"),
     ("run_name track", lambda c: all(re.fullmatch(r"\w[\w.-]*|", v) for v in (c.run_name, c.track)),
      "plain names (letters, digits, . _ -): they name folders"),
 ]
@@ -227,7 +227,7 @@ def check_config(cfg: Config) -> Config:
     """cfg itself, once every value is in its range and the values agree with each other; ConfigError if not."""
     for spec, keys in RANGES.items():
         for key in [k for k in keys.split() if not eval_ngram.in_interval(getattr(cfg, k), spec)][:1]:
-            raise ConfigError(f"{key}={getattr(cfg, key)}: must be in {spec.replace('inf', '')}")
+            raise ConfigError(f"{key}={getattr(cfg, key)}: must be in {spec}")
     for key, allowed in {**CHOICES, "mlp_act": " ".join(ACTIVATIONS), "egt_verifier": " ".join(VERIFIERS)}.items():
         if getattr(cfg, key) not in allowed.split():
             raise ConfigError(f"{key}={getattr(cfg, key)!r}: choose one of {allowed.replace(' ', ', ')}")
