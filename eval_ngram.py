@@ -9,6 +9,7 @@ score-first n-gram mixture, sampling, score-first test-time training, command li
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import glob
 import hashlib
@@ -19,6 +20,7 @@ import math
 import os
 import struct
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,8 +31,45 @@ import torch
 SHARD_MAGIC, SHARD_VERSION, HEADER_INTS = 20240520, 1, 256
 
 
+class UsageError(ValueError):
+    """A bad option, argument or config value; the message names it and what to use instead."""
+
+
+def in_interval(value: float, spec: str) -> bool:
+    """Whether value lies in an interval written like "[0,1)" or "(0,inf)" (NaN never does)."""
+    lo, hi = (float(x) for x in spec[1:-1].split(","))
+    return (lo <= value if spec[0] == "[" else lo < value) and (value <= hi if spec[-1] == "]" else value < hi)
+
+
 class DataError(Exception):
     """Missing, corrupt or unusable data; the message names the file and what to do."""
+
+
+def write_atomic(path: str, data: bytes | str) -> None:
+    """Write a file whole or not at all: a temporary file beside it, then one rename. A full disk or a kill
+    leaves the previous file (or none) under the name, never half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_all_or_none(folder: str, files: dict[str, bytes | str]) -> None:
+    """Write files into folder in order, each atomically; when one fails, those already written are removed."""
+    written = []
+    try:
+        for name, data in files.items():
+            write_atomic(os.path.join(folder, name), data)
+            written.append(os.path.join(folder, name))
+    except BaseException:
+        for path in written:
+            os.remove(path)
+        raise
 
 
 def write_shard(path: str, tokens: np.ndarray) -> None:
@@ -40,15 +79,12 @@ def write_shard(path: str, tokens: np.ndarray) -> None:
         raise DataError(f"{path}: token ids must fit uint16")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (SHARD_MAGIC, SHARD_VERSION, tokens.size)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(header.tobytes())
-        f.write(tokens.astype("<u2").tobytes())
-    os.replace(tmp, path)
+    write_atomic(path, header.tobytes() + tokens.astype("<u2").tobytes())
 
 
-def read_shard(path: str) -> np.ndarray:
-    """Read and validate one shard; any mismatch is a DataError naming the file."""
+def shard_length(path: str) -> int:
+    """A shard's token count, from its header checked against the file's size; any mismatch is a DataError naming
+    the file."""
     try:
         size = os.path.getsize(path)
     except OSError:
@@ -63,7 +99,16 @@ def read_shard(path: str) -> np.ndarray:
     if size != expected:
         raise DataError(f"{path}: header says {header[2]} tokens ({expected} bytes) but the file has {size} bytes; "
                         "re-create or re-download it")
-    return np.fromfile(path, dtype="<u2", count=int(header[2]), offset=HEADER_INTS * 4)
+    return int(header[2])
+
+
+def read_shard(path: str, vocab_size: int | None = None) -> np.ndarray:
+    """Read and validate one shard (with vocab_size, also that every token id is below it)."""
+    tokens = np.fromfile(path, dtype="<u2", count=shard_length(path), offset=HEADER_INTS * 4)
+    if vocab_size is not None and tokens.size and int(tokens.max()) >= vocab_size:
+        raise DataError(f"{path}: token id {int(tokens.max())} >= vocab_size {vocab_size}; the shards were made "
+                        "with another tokenizer: pass its vocab_size, or re-export the text")
+    return tokens
 
 
 def find_shards(data_dir: str, split: str) -> list[str]:
@@ -75,11 +120,33 @@ def find_shards(data_dir: str, split: str) -> list[str]:
     return paths
 
 
-def load_val_tokens(data_dir: str, max_tokens: int = 0) -> torch.Tensor:
-    """The validation tokens of a directory in shard order, the first max_tokens of them (0 = all); training never
-    calls this."""
-    tokens = np.concatenate([read_shard(p) for p in find_shards(data_dir, "val")])
+def load_val_tokens(data_dir: str, max_tokens: int = 0, vocab_size: int | None = None) -> torch.Tensor:
+    """The validation tokens of a directory in shard order, the first max_tokens of them (0 = all), each checked
+    against vocab_size when given; training never calls this."""
+    tokens = np.concatenate([read_shard(p, vocab_size) for p in find_shards(data_dir, "val")])
     return torch.from_numpy((tokens[:max_tokens] if max_tokens else tokens).astype(np.int64))
+
+
+def check_data(data_dir: str, tokenizer: str, splits: tuple[str, ...] = ("train", "val")) -> None:
+    """What can be known about the data before any step: every shard of the splits whole and non-empty, a folder made by
+    data/export.py made with this very tokenizer file (its export.json records the tokenizer's sha256). A
+    sentencepiece model's size is checked against vocab_size by byte_tables, token ids by read_shard."""
+    for path in [p for split in splits for p in find_shards(data_dir, split)]:
+        if shard_length(path) == 0:
+            raise DataError(f"{path}: the shard holds no tokens; delete it or re-export the folder")
+    info_path = os.path.join(data_dir, "export.json")
+    if not os.path.exists(info_path):
+        return  # e.g. the challenge's own download: its tokenizer is checked by byte_tables and the token ids
+    try:
+        with open(info_path) as f:
+            info = json.load(f)
+        made_with = (info["tokenizer"], info["tokenizer_sha256"])
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{info_path} is corrupt; re-export the folder with data/export.py") from None
+    given = (tokenizer, None) if tokenizer == "bytes" else (tokenizer, files_sha256([tokenizer]))
+    if (made_with[0] == "bytes") != (tokenizer == "bytes") or made_with[1] != given[1]:
+        raise DataError(f"{data_dir} was exported with tokenizer {made_with[0]} (sha256 {made_with[1]}), not with "
+                        f"{tokenizer}; pass the tokenizer it was made with, or re-export it with this one")
 
 
 def load_sentencepiece(path: str):
@@ -107,8 +174,8 @@ def byte_tables(tokenizer: str, vocab_size: int) -> tuple[torch.Tensor, torch.Te
         base[1:256], boundary[1:256] = 1, False
     else:
         sp = load_sentencepiece(tokenizer)
-        if sp.vocab_size() > vocab_size:
-            raise DataError(f"{tokenizer}: {sp.vocab_size()} pieces do not fit vocab_size={vocab_size}")
+        if sp.vocab_size() != vocab_size:
+            raise DataError(f"{tokenizer} has {sp.vocab_size()} pieces but vocab_size={vocab_size}; make them agree")
         for i in range(sp.vocab_size()):
             if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
                 continue
@@ -135,6 +202,7 @@ ARTIFACT_LIMIT = 16_000_000
 HERE = os.path.dirname(os.path.abspath(__file__))
 CODE_FILES = [os.path.join(HERE, "train_gpt.py"), os.path.join(HERE, "eval_ngram.py")]  # what an artifact needs
 AUDIT_TOLERANCE = 1e-6  # largest |sum p - 1| an audited scoring distribution may show
+AUDIT_MATCH_TOLERANCE = 1e-4  # largest |nll - (-log p[target])| in nats: float32 scoring vs the float64 audit
 
 
 class ArtifactError(Exception):
@@ -203,6 +271,47 @@ def pack_artifact(state: dict[str, torch.Tensor], meta: dict, quant_bits: dict[s
     return b"".join([ARTIFACT_MAGIC, struct.pack("<I", len(header)), header, *streams, *tables.values()])
 
 
+TENSOR_BYTES = {  # kind -> payload bytes of a stored tensor of that shape (None: the shape cannot have the kind)
+    "int8_rows": lambda shape: math.prod(shape) + 2 * shape[0] if shape else None,  # int8 values + fp16 row scales
+    "fp16": lambda shape: 2 * math.prod(shape),
+}
+
+
+def check_header(header, stored_bytes: int) -> None:
+    """Every field of an artifact header has the right type and agrees with the others and with the stored_bytes
+    that follow the header, before anything is decompressed or allocated; ArtifactError naming the field if not."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ArtifactError(f"artifact header is corrupt: {what}; re-pack it with train_gpt.py")
+    is_count = lambda v: type(v) is int and v >= 0  # noqa: E731 (JSON true/false are no counts)
+    need(isinstance(header, dict) and {"format", "meta", "tensors", "payload_raw", "payload_lzma", "tables"} <= set(header),
+         "fields are missing")
+    if header["format"] != ARTIFACT_FORMAT:
+        raise ArtifactError(f"artifact format {header['format']} is not {ARTIFACT_FORMAT}; use the matching code")
+    need(isinstance(header["meta"], dict) and isinstance(header["meta"].get("config"), dict), "no config in meta")
+    lzma_sizes, tables = header["payload_lzma"], header["tables"]
+    need(is_count(header["payload_raw"]) and isinstance(lzma_sizes, list) and all(map(is_count, lzma_sizes)),
+         "payload sizes are not byte counts")
+    need(isinstance(tables, dict) and all(map(is_count, tables.values())), "table sizes are not byte counts")
+    if stored_bytes != sum(lzma_sizes) + sum(tables.values()):
+        raise ArtifactError(f"artifact has {stored_bytes} bytes after its header, the header promises "
+                            f"{sum(lzma_sizes) + sum(tables.values())}: truncated or padded")
+    need(isinstance(header["tensors"], list), "the tensor index is not a list")
+    offset, names = 0, set()
+    for entry in header["tensors"]:
+        need(isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"] not in names,
+             "a tensor without a name, or a name twice")
+        name, shape, kind = entry["name"], entry.get("shape"), entry.get("kind")
+        names.add(name)
+        need(kind in TENSOR_BYTES, f"tensor {name} has unknown kind {kind!r}")
+        need(isinstance(shape, list) and all(is_count(d) and d > 0 for d in shape), f"tensor {name} has shape {shape!r}")
+        expected = TENSOR_BYTES[kind](shape)
+        need(expected is not None and entry.get("offset") == offset and entry.get("nbytes") == expected,
+             f"tensor {name}'s offset or size disagrees with its shape {shape}")
+        offset += entry["nbytes"]
+    need(offset == header["payload_raw"], f"its tensors hold {offset} bytes but the payload {header['payload_raw']}")
+
+
 def unpack_artifact(blob: bytes) -> tuple[dict[str, torch.Tensor], dict, dict[str, bytes]]:
     """Inverse of pack_artifact: (float32 tensors, meta, tables). Any inconsistency is an ArtifactError."""
     if blob[:len(ARTIFACT_MAGIC)] != ARTIFACT_MAGIC:
@@ -213,18 +322,11 @@ def unpack_artifact(blob: bytes) -> tuple[dict[str, torch.Tensor], dict, dict[st
     (header_len,) = struct.unpack("<I", blob[len(ARTIFACT_MAGIC):start])
     try:
         header = json.loads(blob[start:start + header_len].decode())
-        if header["format"] != ARTIFACT_FORMAT:
-            raise ArtifactError(f"artifact format {header['format']} is not {ARTIFACT_FORMAT}; use the matching code")
-        index, table_sizes, raw_size = header["tensors"], header["tables"], int(header["payload_raw"])
-        stream_sizes = [int(n) for n in header["payload_lzma"]]
-        payload_end = start + header_len + sum(stream_sizes)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (UnicodeDecodeError, json.JSONDecodeError):
         raise ArtifactError("artifact header is truncated or corrupt") from None
-    if len(blob) != payload_end + sum(table_sizes.values()):
-        raise ArtifactError(f"artifact has {len(blob)} bytes, its header promises "
-                            f"{payload_end + sum(table_sizes.values())}: truncated or padded")
-    pieces, offset = [], start + header_len
-    for size in stream_sizes:
+    check_header(header, len(blob) - start - header_len)
+    raw_size, pieces, offset = header["payload_raw"], [], start + header_len
+    for size in header["payload_lzma"]:
         try:  # bounded by the header's raw size, so a hostile blob cannot exhaust memory
             decompressor = lzma.LZMADecompressor()
             pieces.append(decompressor.decompress(blob[offset:offset + size], max_length=raw_size + 1))
@@ -237,24 +339,34 @@ def unpack_artifact(blob: bytes) -> tuple[dict[str, torch.Tensor], dict, dict[st
     if len(payload) != header["payload_raw"]:
         raise ArtifactError("artifact payload size does not match its header")
     state = {}
-    for entry in index:
+    for entry in header["tensors"]:
         shape, raw = entry["shape"], payload[entry["offset"]:entry["offset"] + entry["nbytes"]]
-        numel = math.prod(shape)
         if entry["kind"] == "int8_rows":
-            rows = shape[0]
-            if len(raw) != numel + 2 * rows:
-                raise ArtifactError(f"artifact tensor {entry['name']} has the wrong size")
-            q = torch.frombuffer(bytearray(raw[:numel]), dtype=torch.int8).float().reshape(rows, -1)
+            numel = math.prod(shape)
+            q = torch.frombuffer(bytearray(raw[:numel]), dtype=torch.int8).float().reshape(shape[0], -1)
             scale = torch.frombuffer(bytearray(raw[numel:]), dtype=torch.float16).float()
             state[entry["name"]] = (q * scale[:, None]).reshape(shape)
-        elif entry["kind"] == "fp16" and len(raw) == 2 * numel:
-            state[entry["name"]] = torch.frombuffer(bytearray(raw), dtype=torch.float16).float().reshape(shape)
         else:
-            raise ArtifactError(f"artifact tensor {entry['name']} is corrupt")
-    tables, offset = {}, payload_end
-    for name, size in table_sizes.items():
+            state[entry["name"]] = torch.frombuffer(bytearray(raw), dtype=torch.float16).float().reshape(shape)
+    tables = {}
+    for name, size in header["tables"].items():
         tables[name], offset = blob[offset:offset + size], offset + size
     return state, header["meta"], tables
+
+
+def save_artifact(path: str, blob: bytes) -> None:
+    """Write the artifact whole or not at all; when that fails, the packed weights go to the temp folder and the
+    error says where, so a full disk or a vanished folder never throws a trained model away."""
+    try:
+        write_atomic(path, blob)
+    except OSError as error:
+        rescue = os.path.join(tempfile.gettempdir(), f"artifact_{os.getpid()}.pgolf")
+        try:
+            write_atomic(rescue, blob)
+            saved = f"the packed weights were saved to {rescue} instead"
+        except OSError:
+            saved = f"and could not be saved to {rescue} either"
+        raise OSError(error.errno, f"{error.strerror}; {saved}", error.filename) from None
 
 
 def check_artifact_size(artifact_bytes: int, code_bytes: int, limit: int = ARTIFACT_LIMIT) -> int:
@@ -323,7 +435,7 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
     chunks = score_chunks(windows, chunk_tokens)
     tokens_dev = tokens.to(device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # nll, bytes, targets
-    audit_stats = torch.zeros(2, dtype=torch.float64, device=device)  # max |sum p - 1|, positions audited
+    audit_stats = torch.zeros(3, dtype=torch.float64, device=device)  # max |sum p - 1|, max mismatch, positions
     audit_every = max(1, (tokens.numel() - 1) // audit) if audit else 0
     length = min(seq_len, tokens.numel() - 1)
     offsets = torch.arange(length + 1, device=device)  # window j reads tokens[start + j]
@@ -341,19 +453,19 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
             positions = (starts[:, None] + offsets[1:])[keep]
             flat_logits, flat_aux = logits[keep].float(), {k: v[keep].float() for k, v in aux.items()}
             targets = tokens_dev[positions]
+            if mixer is None:
+                nll = torch.nn.functional.cross_entropy(flat_logits, targets, reduction="none")
+            else:
+                nll = mixer.nll(flat_logits, targets, positions, flat_aux)
             if audit_every:
                 picked = positions % audit_every == 0
                 if picked.any():
-                    picked_aux = {k: v[picked] for k, v in flat_aux.items()}
-                    err = (mixer.audit(flat_logits[picked], positions[picked], picked_aux) if mixer is not None else
-                           (torch.softmax(flat_logits[picked].double(), -1).sum(-1) - 1).abs().max().item())
-                    audit_stats[0] = max(audit_stats[0].item(), err)
-                    audit_stats[1] += int(picked.sum())
-            if mixer is None:
-                nll = torch.nn.functional.cross_entropy(flat_logits, targets, reduction="sum")
-            else:
-                nll = mixer.nll(flat_logits, targets, positions, flat_aux).sum()
-            sums += torch.stack([nll.double(), target_bytes(tokens_dev[positions - 1], targets, tables).sum().double(),
+                    picked_logits = flat_logits[picked]
+                    distribution = (torch.softmax(picked_logits.double(), -1) if mixer is None else mixer.mixed_distribution(
+                        picked_logits, positions[picked], {k: v[picked] for k, v in flat_aux.items()}))
+                    audit_stats[:2] = torch.maximum(audit_stats[:2], audit_errors(distribution, targets[picked], nll[picked]))
+                    audit_stats[2] += int(picked.sum())
+            sums += torch.stack([nll.sum().double(), target_bytes(tokens_dev[positions - 1], targets, tables).sum().double(),
                                  torch.tensor(float(targets.numel()), dtype=torch.float64, device=device)])
         lo, hi = chunk[0][1], chunk[-1][2]
         if chunk_index < len(chunks) - 1:  # nothing is scored after the last chunk: learning from it is waste
@@ -363,12 +475,23 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
             log(f"eval chunk={chunk_index + 1}/{len(chunks)} scored_to={hi} elapsed_s={time.perf_counter() - started:.1f}")
     if world > 1:
         torch.distributed.all_reduce(sums)
-        torch.distributed.all_reduce(audit_stats[1:])
-        torch.distributed.all_reduce(audit_stats[:1], op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(audit_stats[2:])
+        torch.distributed.all_reduce(audit_stats[:2], op=torch.distributed.ReduceOp.MAX)
     nll, n_bytes, n_targets = sums.tolist()
     return {"val_loss": nll / n_targets, "val_bpb": nll / math.log(2) / n_bytes, "targets": int(n_targets),
             "bytes": int(n_bytes), "eval_time_s": time.perf_counter() - started,
-            "audit_max_err": audit_stats[0].item(), "audit_count": int(audit_stats[1].item())}
+            "audit_max_err": audit_stats[0].item(), "audit_max_mismatch": audit_stats[1].item(),
+            "audit_count": int(audit_stats[2].item())}
+
+
+def audit_errors(distribution: torch.Tensor, targets: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
+    """[max |sum p - 1| (inf if any p is negative or not finite), max |nll - (-log p[target])| in nats]: the
+    distributions must be proper, and each target must have been scored with its own distribution's entry (a
+    scorer that peeks at the target gives it a probability its distribution does not)."""
+    proper = bool(torch.isfinite(distribution).all() and (distribution >= 0).all())
+    sum_err = (distribution.sum(-1) - 1).abs().max() if proper else torch.tensor(math.inf, device=distribution.device)
+    mismatch = (nll.double() + distribution.gather(1, targets[:, None]).squeeze(1).log()).abs().max()
+    return torch.nan_to_num(torch.stack([sum_err.double(), mismatch.double()]), nan=math.inf, posinf=math.inf)
 
 
 # ---------------------------------------------------------------- n-gram mixture (score-first)
@@ -495,9 +618,12 @@ class NGramMixer:
                  prior: NGramCounts | None = None, **weighting_options):
         unknown = set(weighting_options) - set(MIX_DEFAULTS)
         if unknown:
-            raise ValueError(f"unknown n-gram weighting option(s) {sorted(unknown)}; known: {sorted(MIX_DEFAULTS)}")
+            raise UsageError(f"unknown n-gram weighting option(s) {sorted(unknown)}; known: {sorted(MIX_DEFAULTS)}")
+        bad = {k: v for k, v in weighting_options.items() if not math.isfinite(v) or (k == "beta" and v <= 0)}
+        if bad:  # beta <= 0 can push lam past 1 (negative probabilities) or to 1 (zero ones); inf/nan gates are no gates
+            raise UsageError(f"n-gram weighting {bad}: every option must be finite and beta > 0")
         if order < 2:
-            raise ValueError(f"n-gram order {order} must be at least 2 (or evaluate with --no-ngram)")
+            raise UsageError(f"n-gram order {order} must be at least 2 (or evaluate with --no-ngram)")
         self.tokens = val_tokens.to(device=device, dtype=torch.long)
         if len(self.tokens) and (int(self.tokens.min()) < 0 or int(self.tokens.max()) >= vocab_size):
             raise ValueError(f"validation tokens fall outside the vocabulary of {vocab_size}")
@@ -578,10 +704,6 @@ class NGramMixer:
             (counts,) = _lookup(*self.pairs[n], context[:, None] * self.vocab_size + every_token)
             prob = (1 - lam[:, None]) * prob + lam[:, None] * counts.double() / total[:, None]
         return prob
-
-    def audit(self, logits: torch.Tensor, positions: torch.Tensor, aux: dict) -> float:
-        """max |sum p - 1| over the rows of the mixed distribution."""
-        return float((self.mixed_distribution(logits, positions, aux).sum(-1) - 1).abs().max())
 
 
 # Training-time counts: every rank counts the n-grams of the batches it trained on, within a memory bound
@@ -887,14 +1009,35 @@ def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     return rank, world, where
 
 
+def audit_failure(result: dict) -> str | None:
+    """Why an audited score is void, or None when it stands."""
+    if not result["audit_max_err"] <= AUDIT_TOLERANCE:  # `not <=`: a NaN fails too
+        return (f"normalization audit failed: max |sum p - 1| = {result['audit_max_err']:.3e} > {AUDIT_TOLERANCE} "
+                "(inf: a probability was negative or not finite)")
+    if not result["audit_max_mismatch"] <= AUDIT_MATCH_TOLERANCE:
+        return (f"audit failed: a target was scored {result['audit_max_mismatch']:.3e} nats away from its own "
+                "distribution's probability (the scorer looks at the target)")
+    return None
+
+
+def audit_line(result: dict) -> str:
+    return (f"audit positions={result['audit_count']} max_abs_sum_err={result['audit_max_err']:.3e} "
+            f"max_nll_mismatch={result['audit_max_mismatch']:.3e} {'FAIL' if audit_failure(result) else 'PASS'}")
+
+
+def check_score(result: dict, audited: bool) -> None:
+    """A score that is not finite, or fails its audit, is void: ArtifactError, and no record is written."""
+    if not (math.isfinite(result["val_bpb"]) and math.isfinite(result["val_loss"])):
+        raise ArtifactError(f"the score is val_bpb={result['val_bpb']} val_loss={result['val_loss']}: the model or the "
+                            "mixer gave a zero or non-finite probability; nothing was recorded")
+    if audited and audit_failure(result):
+        raise ArtifactError(audit_failure(result))
+
+
 def report_audit(result: dict, log) -> None:
-    """Log the normalization audit's line; a score from a distribution that does not sum to 1 is void."""
-    failed = result["audit_max_err"] > AUDIT_TOLERANCE
-    log(f"audit positions={result['audit_count']} max_abs_sum_err={result['audit_max_err']:.3e} "
-        f"{'FAIL' if failed else 'PASS'}")
-    if failed:
-        raise ArtifactError(f"normalization audit failed: max |sum p - 1| = {result['audit_max_err']:.3e} "
-                            f"> {AUDIT_TOLERANCE:g}")
+    """Log the audit's line; a score whose audit fails is void (ArtifactError before any final line or record)."""
+    log(audit_line(result))
+    check_score(result, audited=True)
 
 
 def final_line(result: dict, bytes_total: int, bytes_code: int, train_time_s: float) -> str:
@@ -903,13 +1046,31 @@ def final_line(result: dict, bytes_total: int, bytes_code: int, train_time_s: fl
             f"bytes_code={bytes_code} train_time_s={train_time_s:.1f} eval_time_s={result['eval_time_s']:.1f}")
 
 
+def error_line(error: BaseException, *errors: type[BaseException]) -> str | None:
+    """The one `error: ...` line for a failure a user can cause (bad input, data, artifact, disk, memory, or one of
+    `errors`); None for anything else, an internal bug that deserves its traceback."""
+    if isinstance(error, OSError) and not isinstance(error, (DataError, ArtifactError)):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"error: {where}{error.strerror or error}; check the path, its permissions and the free disk space"
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return (f"error: out of memory ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+                "lower train_batch_tokens / eval_batch_windows or the model's size, or use more devices")
+    if isinstance(error, (DataError, ArtifactError, UsageError, *errors)):
+        return f"error: {error}"
+    return None
+
+
 def run_script(main, *errors: type[Exception]) -> None:
-    """Run main(sys.argv[1:]) as a script: an error a user can cause (DataError, ArtifactError and `errors`) ends
-    in one `error: ...` line on stderr and exit code 2; an int that main returns is the exit code."""
+    """Run main(sys.argv[1:]) as a script, the one place where failures become messages: a failure a user can
+    cause (see error_line) ends in one `error: ...` line on stderr and exit code 2; an int that main returns is
+    the exit code."""
     try:
         code = main(sys.argv[1:])
-    except (DataError, ArtifactError, *errors) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        line = error_line(error, *errors)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
@@ -928,6 +1089,13 @@ def model_builder(name: str):
     if not callable(getattr(module, function, None)):
         raise ArtifactError(f"{local[module_name]} has no {function}(); the artifact was made by other code")
     return getattr(module, function)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose complaints are UsageErrors, so they end like every other failure: one `error:` line, exit 2."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def load_artifact(path: str):
@@ -975,15 +1143,17 @@ def parse_mix(items: list[str]) -> dict[str, float]:
     mix = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in MIX_DEFAULTS:
-            raise ArtifactError(f"--mix {item!r}: expected KEY=VALUE with KEY one of {', '.join(MIX_DEFAULTS)}")
-        mix[key] = float(value)
+        try:
+            if not sep or key not in MIX_DEFAULTS:
+                raise ValueError
+            mix[key] = float(value)
+        except ValueError:
+            raise UsageError(f"--mix {item!r}: expected KEY=NUMBER with KEY one of {', '.join(MIX_DEFAULTS)}") from None
     return mix
 
 
 def main(argv: list[str]) -> int:
-    import argparse
-    parser = argparse.ArgumentParser(description="Score a packed parameter-golf artifact on validation shards.")
+    parser = ArgumentParser(description="Score a packed parameter-golf artifact on validation shards.")
     parser.add_argument("artifact")
     parser.add_argument("--data-dir", help="shard folder (default: the one the artifact was trained on)")
     parser.add_argument("--tokenizer", help="sentencepiece model or 'bytes' (default: the artifact's)")
@@ -1008,12 +1178,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top-p", type=float, default=0.95, help="sample from the smallest set of tokens with mass >= P")
     parser.add_argument("--no-repeat-ngram", type=int, default=0, metavar="K", help="never repeat a K-gram of the text")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--allow-over-cap", action="store_true", help=f"score an artifact over the {ARTIFACT_LIMIT}-byte "
+                        "cap (with code) and exit 0; without it the score is printed but the exit code is 2")
     args = parser.parse_args(argv)
-    if not (0 < args.top_p <= 1 and args.temperature >= 0):
-        parser.error("--top-p must be in (0, 1] and --temperature >= 0")
+    ranges = {"top_p": "(0,1]", "temperature": "[0,inf)", "audit": "[0,inf)", "max_tokens": "[0,inf)", "seed": "[0,inf)",
+              "batch_windows": "[1,inf)", "max_new_tokens": "[0,inf)", "no_repeat_ngram": "[0,inf)", "ngram_order": "[0,inf)",
+              "ttt_steps": "[0,inf)", "ttt_rank": "[1,inf)", "ttt_lr": "[0,inf)", "stride": "[1,inf)"}
+    for name, spec in ranges.items():
+        value = getattr(args, name)
+        if value is not None and not in_interval(value, spec):
+            raise UsageError(f"--{name.replace('_', '-')} {value}: must be in {spec}")
+    if args.device not in ("auto", "cuda", "cpu"):
+        raise UsageError(f"--device {args.device}: choose auto, cuda or cpu")
     rank, world, device = setup_distributed(args.device)
     model, meta, artifact_tables, artifact_bytes = load_artifact(args.artifact)
     model = model.to(device).eval()
+    if args.stride is not None and not 1 <= args.stride <= model.cfg.seq_len:
+        raise UsageError(f"--stride {args.stride}: must be in 1..{model.cfg.seq_len} (the artifact's seq_len)")
     # The artifact's config (the model's typed cfg), amended by the options given here under their config names.
     settings = {key: value for key, value in dict(
         data_dir=args.data_dir, tokenizer=args.tokenizer, eval_max_tokens=args.max_tokens, eval_stride=args.stride,
@@ -1024,17 +1205,25 @@ def main(argv: list[str]) -> int:
         print(sample_text(model, args.generate, cfg.tokenizer, seed=args.seed, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_p=args.top_p, no_repeat_ngram=args.no_repeat_ngram))
         return 0
-    val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_max_tokens)
-    result = score(model, val_tokens, byte_tables(cfg.tokenizer, cfg.vocab_size), artifact_tables=artifact_tables,
-                   rank=rank, world=world, device=device, mix=parse_mix(args.mix), eval_audit=args.audit, **settings)
+    tables = byte_tables(cfg.tokenizer, cfg.vocab_size)
+    check_data(cfg.data_dir, cfg.tokenizer, splits=("val",))
+    val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
+    result = score(model, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world, device=device,
+                   mix=parse_mix(args.mix), eval_audit=args.audit, **settings)
     code_bytes = code_size()
+    over_cap = artifact_bytes + code_bytes - ARTIFACT_LIMIT
     if args.audit:  # a failed audit ends the run here, as in train_gpt.py: its score is void
         report_audit(result, print if rank == 0 else lambda line: None)
+    check_score(result, audited=False)
     if rank == 0:
-        print(final_line(result, artifact_bytes + code_bytes, code_bytes, meta.get("train_time_s", 0.0)))
+        print(final_line(result, artifact_bytes + code_bytes, code_bytes, meta.get("train_time_s", 0.0)) +
+              (f" over_cap_bytes={over_cap}" if over_cap > 0 else ""))
     if world > 1:
         torch.distributed.barrier()  # no rank tears the group down while another is still inside a collective
         torch.distributed.destroy_process_group()
+    if over_cap > 0 and not args.allow_over_cap:
+        raise ArtifactError(f"{args.artifact}: {artifact_bytes} bytes + code {code_bytes} is {over_cap} bytes over the "
+                            f"{ARTIFACT_LIMIT}-byte cap, so this score is no record; pass --allow-over-cap to accept it")
     return 0
 
 

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import random
-import shutil
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -198,8 +198,66 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class ConfigError(Exception):
+class ConfigError(eval_ngram.UsageError):
     pass
+
+
+# The allowed values of every key, checked before anything runs (and for an artifact's config before its model is
+# built), so a bad value fails at once, naming the key, not after a training run. Intervals: [ ] closed, ( ) open.
+RANGES = {
+    "[1,inf)": "vocab_size seq_len train_batch_tokens num_layers model_dim num_heads num_kv_heads bigram_dim enrich_hidden "
+    "muon_ns_steps iterations log_every eval_stride eval_batch_windows eval_chunk_tokens ttt_rank egt_every egt_critic_every "
+    "egt_critic_hidden egt_pool egt_lora_rank egt_prompts egt_prompt_len egt_gen_len egt_min_keep egt_replay_size egt_batch",
+    "[0,inf)": "grad_accum_steps xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
+    "ngram_order ngram_cache_bytes eval_audit ttt_steps egt_critic_steps egt_gen_steps seed qk_gain_init logit_softcap "
+    "lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
+    "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
+    "(0,inf)": "mlp_mult rope_base tied_embed_init_std matrix_lr scalar_lr embed_lr egt_critic_lr_mult",
+    "[0,1]": "recur_start rope_fraction muon_momentum_warmup warmdown_frac egt_top_p egt_band_low egt_band_high egt_jaccard_min",
+    "(0,1]": "egt_hard_frac",
+    "[0,1)": "muon_momentum muon_momentum_start beta1 beta2 ema_decay egt_final_frac",
+    "[2,8]": "quant_bits mlp_quant_bits embed_quant_bits lora_quant_bits",  # stored as int8
+    "[2,inf)": "egt_samples",
+}
+CHOICES = {"device": "auto cuda cpu", "compile": "auto on off", "egt_mode": "off interleaved final",
+           "muon_ns_coefficients": "quintic polar_express"}
+RELATIONS = [  # (keys, holds, what it takes)
+    ("vocab_size", lambda c: c.vocab_size <= 65536, "at most 65536 (shards hold uint16 token ids)"),
+    ("model_dim num_heads", lambda c: c.model_dim % (2 * c.num_heads) == 0, "model_dim = num_heads x an even head size"),
+    ("num_heads num_kv_heads", lambda c: c.num_heads % c.num_kv_heads == 0, "num_heads a multiple of num_kv_heads"),
+    ("eval_stride seq_len", lambda c: c.eval_stride <= c.seq_len, "eval_stride within 1..seq_len"),
+    ("train_batch_tokens seq_len", lambda c: c.train_batch_tokens % c.seq_len == 0, "whole sequences per batch"),
+    ("ngram_order eval_max_tokens", lambda c: 1 not in (c.ngram_order, c.eval_max_tokens), "each 0 (off, all) or >= 2"),
+    ("ngram_cache_bytes ngram_order", lambda c: not c.ngram_cache_bytes or c.ngram_order >= 2, "an n-gram order >= 2"),
+    ("egt_band_low egt_band_high", lambda c: c.egt_band_low < c.egt_band_high, "egt_band_low < egt_band_high"),
+    ("egt_critic_every num_layers", lambda c: c.egt_mode == "off" or c.egt_critic_every <= c.num_layers,
+     "a block for the first critic to read"),
+    ("seed", lambda c: c.seed < 2 ** 63, "a seed below 2^63"),
+    ("run_name track", lambda c: all(re.fullmatch(r"\w[\w.-]*|", v) for v in (c.run_name, c.track)),
+     "plain names (letters, digits, . _ -): they name folders"),
+]
+
+
+def check_config(cfg: Config) -> Config:
+    """cfg itself, once every value is in its range and the values agree with each other; ConfigError if not."""
+    for spec, keys in RANGES.items():
+        for key in [k for k in keys.split() if not eval_ngram.in_interval(getattr(cfg, k), spec)][:1]:
+            raise ConfigError(f"{key}={getattr(cfg, key)}: must be in {spec}")
+    for key, allowed in {**CHOICES, "mlp_act": " ".join(ACTIVATIONS), "egt_verifier": " ".join(VERIFIERS)}.items():
+        if getattr(cfg, key) not in allowed.split():
+            raise ConfigError(f"{key}={getattr(cfg, key)!r}: choose one of {allowed.replace(' ', ', ')}")
+    for keys, holds, needed in RELATIONS:
+        if not holds(cfg):
+            raise ConfigError(" ".join(f"{k}={getattr(cfg, k)!r}" for k in keys.split()) + f": needs {needed}")
+    return cfg
+
+
+def config_from_dict(values: dict) -> Config:
+    """A Config from JSON values (an artifact's), each of its field's type and range; keys it lacks keep defaults."""
+    types = {f.name: {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}[f.type] for f in dataclasses.fields(Config)}
+    for key in [k for k, v in values.items() if k in types and type(v) not in types[k]][:1]:
+        raise ConfigError(f"{key}={values[key]!r}: expected a {types[key][-1].__name__}")
+    return check_config(Config(**{k: v for k, v in values.items() if k in types}))
 
 
 def parse_value(field_type: str, key: str, text: str):
@@ -226,7 +284,7 @@ def resolve_config(preset: str = "record", overrides: list[str] | None = None) -
             close = difflib.get_close_matches(key, fields, n=1)
             raise ConfigError(f"unknown config key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
         values[key] = parse_value(fields[key].type, key, text)
-    return Config(**values), preset
+    return check_config(Config(**values)), preset
 
 
 def help_text() -> str:
@@ -250,11 +308,7 @@ class TrainStream:
         self.tokens = self._load(0)
 
     def _load(self, index: int) -> np.ndarray:
-        tokens = eval_ngram.read_shard(self.paths[index])
-        if tokens.size and int(tokens.max()) >= self.vocab_size:
-            raise eval_ngram.DataError(f"{self.paths[index]}: token id {int(tokens.max())} >= vocab_size "
-                                       f"{self.vocab_size}; wrong tokenizer or vocab_size")
-        return tokens
+        return eval_ngram.read_shard(self.paths[index], self.vocab_size)  # a bad id in a later shard halts the run
 
     def take(self, n: int) -> np.ndarray:
         parts = []
@@ -314,7 +368,8 @@ class Linear(nn.Linear):
     def freeze_to_basis(self, seed: int) -> None:
         """The weight becomes a non-persistent buffer (never packed) regenerated from `seed`; a trained per-row scale
         starts at 0 for zero-init layers (the block starts as the identity), else at the default init's output gain."""
-        basis = semi_orthogonal(self.out_features, self.in_features, seed).to(self.weight.device)
+        basis = torch.empty_like(self.weight) if self.weight.is_meta else (  # meta: a shape check, nothing computed
+            semi_orthogonal(self.out_features, self.in_features, seed).to(self.weight.device))
         del self.weight
         self.register_buffer("weight", basis, persistent=False)
         gain = 0.0 if self.zero_init else max(1.0, self.out_features / self.in_features) ** 0.5
@@ -459,8 +514,6 @@ class MLP(nn.Module):
         super().__init__()
         hidden = int(cfg.mlp_mult * cfg.model_dim)
         self.fc, self.proj = Linear(cfg.model_dim, hidden), Linear(hidden, cfg.model_dim, zero_init=True)
-        if cfg.mlp_act not in ACTIVATIONS:
-            raise ConfigError(f"mlp_act={cfg.mlp_act!r}: choose one of {', '.join(ACTIVATIONS)}")
         self.act = ACTIVATIONS[cfg.mlp_act]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -554,8 +607,6 @@ class GPT(nn.Module):
     def __init__(self, cfg: Config, basis_seeds: dict[str, int] | None = None):
         super().__init__()
         self.cfg = cfg
-        if cfg.model_dim % cfg.num_heads or cfg.num_heads % cfg.num_kv_heads:
-            raise ConfigError("model_dim must divide by num_heads, and num_heads by num_kv_heads")
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         generator = torch.Generator().manual_seed(cfg.seed)
         with torch.no_grad():
@@ -892,8 +943,6 @@ class EGT:
     never pay for adapters (dormant rank-8 adapters on the record model cost 20% of its tokens/s on an H200)."""
 
     def __init__(self, cfg: Config, model: GPT, rank: int, world: int, device: torch.device, log):
-        if cfg.egt_mode not in ("off", "interleaved", "final") or cfg.egt_verifier not in VERIFIERS:
-            raise ConfigError(f"egt_mode={cfg.egt_mode!r} egt_verifier={cfg.egt_verifier!r}: use off|interleaved|final and {'|'.join(VERIFIERS)}")
         self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
         runs = len(model.layer_order())
         self.watched = list(range(cfg.egt_critic_every - 1, runs, cfg.egt_critic_every))
@@ -1048,11 +1097,19 @@ class EGT:
 
 # ============================================================================ processes and logging
 def file_logger(path: str):
-    """log(line) for rank 0: prints it and appends it to the run's log file at once (nothing is lost on a crash)."""
+    """log(line) for rank 0: prints it and appends it to the run's log file at once (nothing is lost on a crash); a
+    log file that cannot be written (a full disk) must not kill a run whose model is still in memory."""
+    target = [path]
+
     def log(line: str) -> None:
         print(line, flush=True)
-        with open(path, "a") as f:
-            f.write(line + "\n")
+        try:
+            if target[0]:
+                with open(target[0], "a") as f:
+                    f.write(line + "\n")
+        except OSError as error:
+            print(f"warning: cannot append to {target[0]} ({error.strerror}); logging to stdout only", file=sys.stderr)
+            target[0] = None
     return log
 
 
@@ -1229,8 +1286,6 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     if cfg.compile_warmup_steps > 0:
         trainer.warm_up(cfg.compile_warmup_steps, log)
     if cfg.ngram_cache_bytes:
-        if cfg.ngram_order < 2:
-            raise ConfigError("ngram_cache_bytes needs ngram_order >= 2")
         trainer.ngram_counts = eval_ngram.NGramCounts(cfg.ngram_order, cfg.vocab_size, device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema else None
     flops_token = flops_per_token(model, cfg.seq_len)
@@ -1255,21 +1310,30 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
             "train_time_s": time.perf_counter() - t0, "losses": losses, "config": dataclasses.asdict(cfg)}, rank, log)
 
     def halt(error: Exception, stream_state: dict):
-        path = last_good or (checkpoint(stream_state) if checkpoint_dir else None)
-        raise type(error)(f"{error}; training halted at step {step}" + (f", checkpoint {path}" if path else "")) from error
+        diverged = isinstance(error, FloatingPointError)  # a diverged state is never saved
+        path = last_good or (checkpoint(stream_state) if checkpoint_dir and not diverged else None)
+        raise type(error)(f"{error}; training halted at step {step}" + (f", checkpoint {path}" if path else "") +
+                          ("; lower the learning rates or warm up longer" if diverged else "")) from error
+
+    # The first step with a non-finite loss, kept on the device (a per-step .item() would stall the GPU's queue) and
+    # read at log and checkpoint steps and at the end: no diverged state is ever saved, the run stops within log_every.
+    first_nonfinite = torch.zeros((), dtype=torch.long, device=device)
+
+    def stop_if_diverged(stream_state: dict) -> None:
+        bad = int(all_reduce_max(first_nonfinite.item(), world, device))
+        if bad:
+            halt(FloatingPointError(f"train loss was not finite, first at step {bad}"), stream_state)
 
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter() - train_time
-    loss = torch.zeros((), device=device)  # the last step's loss, checked before each rolling checkpoint
     while True:
         elapsed = all_reduce_max(time.perf_counter() - t0, world, device)
         progress = max(step / cfg.iterations, elapsed / cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else 0.0) / main_share
         if checkpoint_dir and cfg.checkpoint_every_s > 0 and step != saved_step and (
                 progress >= 1.0 or elapsed - saved_at >= cfg.checkpoint_every_s):
-            if not math.isfinite(loss.item()):  # never roll a diverged state over a good checkpoint
-                halt(FloatingPointError(f"train loss became {loss.item()} at step {step}"), stream.state())
+            stop_if_diverged(stream.state())  # never roll a diverged state over a good checkpoint
             paused = time.perf_counter()
             last_good, saved_step, saved_at = checkpoint(stream.state()), step, elapsed
             t0 += time.perf_counter() - paused  # saving is not training time
@@ -1284,12 +1348,12 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
         if ema is not None:
             ema.update(model)
         step += 1
+        first_nonfinite = torch.where(first_nonfinite.eq(0) & ~loss.isfinite(), step, first_nonfinite)
         if egt is not None and cfg.egt_mode == "interleaved" and step % cfg.egt_every == 0:
             egt.phase(stream, ema, step)
         if step % cfg.log_every == 0 or step == 1:
-            loss_value = loss.item()  # synchronizes
-            if not math.isfinite(loss_value):
-                halt(FloatingPointError(f"train loss became {loss_value} at step {step}"), stream.state())
+            stop_if_diverged(stream.state())
+            loss_value = loss.item()
             now = time.perf_counter() - t0
             ms = 1000 * (now - last_log_time) / (step - last_log_step)
             tok_s = cfg.train_batch_tokens / (ms / 1000)
@@ -1299,6 +1363,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
             log(f"step={step} train_loss={loss_value:.4f} tok_s={tok_s:.0f} ms_step={ms:.1f} mfu={mfu} "
                 f"elapsed_s={now:.1f} eta_s={max(0.0, eta):.1f}")
             last_log_time, last_log_step = now, step
+    stop_if_diverged(stream.state())
     if egt is not None and cfg.egt_mode == "final":
         egt.final_phase(stream, ema, step, t0, main_share)
     if device.type == "cuda":
@@ -1361,9 +1426,21 @@ def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, byt
 
 def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
     """Rebuild the model an artifact was packed from, its config as model.cfg (eval_ngram.py finds this function by
-    the artifact's model_builder)."""
-    fields = {f.name for f in dataclasses.fields(Config)}
-    model = GPT(Config(**{k: v for k, v in meta["config"].items() if k in fields}), meta.get("basis_seeds"))
+    the artifact's model_builder), once its config is valid and describes exactly the tensors the artifact holds: a
+    hostile header cannot make us allocate a model it lacks."""
+    try:
+        cfg, seeds = config_from_dict(meta["config"]), meta.get("basis_seeds") or {}
+        if not (isinstance(seeds, dict) and all(type(v) is int and 0 <= v < 2 ** 63 for v in seeds.values())):
+            raise ConfigError(f"basis_seeds={str(seeds)[:80]}: expected module names with 63-bit seeds")
+    except ConfigError as error:
+        raise eval_ngram.ArtifactError(f"artifact config: {error}; it was packed by other code or damaged") from None
+    with torch.device("meta"):  # shapes only: no memory, no time
+        shapes = {name: list(t.shape) for name, t in GPT(cfg, seeds).state_dict().items()}
+    stored = {name: list(t.shape) for name, t in state.items()}
+    if shapes != stored:
+        wrong = sorted(n for n in shapes.keys() | stored.keys() if shapes.get(n) != stored.get(n))[:3]
+        raise eval_ngram.ArtifactError(f"artifact tensors {wrong} do not fit the model its config describes; damaged?")
+    model = GPT(cfg, seeds)
     model.recurrence_active = model.cfg.recur_start < 1.0  # training ended with the recurrence on
     if model.basis_seeds:
         if set(model.basis_seeds) != set(meta.get("basis_seeds", {})) or basis_sha256(model) != meta.get("basis_sha256"):
@@ -1371,10 +1448,7 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
                                            "with; evaluate it with the code it was made with")
         print(f"random_bases: {len(model.basis_seeds)} matrices regenerated in {model.basis_seconds:.2f} s on CPU, "
               "sha256 matches training", file=sys.stderr)
-    missing = set(model.state_dict()) - set(state)
-    if missing:
-        raise eval_ngram.ArtifactError(f"artifact lacks tensors {sorted(missing)[:3]}...; it was made by other code")
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state)
     return model
 
 
@@ -1406,10 +1480,8 @@ def record_folder(cfg: Config, preset: str) -> str:
 
 def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dict, hardware: str, argv: list[str],
                  world: int) -> None:
-    for path in CODE_FILES:
-        shutil.copy(path, folder)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
+    """The record's files, all or none (the artifact and log stay either way), submission.json last: a folder is a
+    record once it has one."""
     submission = {"author": cfg.author, "github_id": cfg.github_id, "name": os.path.basename(folder),
                   "blurb": f"preset {preset}: {cfg.num_layers}x{cfg.model_dim} GQA {cfg.num_heads}/{cfg.num_kv_heads}, "
                            f"{facts['steps']} steps in {facts['train_time_s']:.0f} s, int{cfg.quant_bits}+LZMA artifact",
@@ -1420,20 +1492,24 @@ def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dic
                   "eval_time_s": result["eval_time_s"], "steps": facts["steps"], "tokens_per_s": facts["tok_s"],
                   "peak_mem_mib": facts["peak_mem_mib"], "mfu": facts["mfu"], "ngram_order": cfg.ngram_order,
                   "egt": facts["egt"]}  # wake/sleep history (critic accuracy, fraction in band, time) or None
-    with open(os.path.join(folder, "submission.json"), "w") as f:
-        json.dump(submission, f, indent=2)
-    with open(os.path.join(folder, "loss_curve.svg"), "w") as f:
-        f.write(loss_curve_svg(facts["losses"], f"train loss, {os.path.basename(folder)}"))
     overrides = " ".join(a for a in argv if "=" in a)
     launcher = f"torchrun --standalone --nproc_per_node={world}" if world > 1 else "python"
     command = f"{launcher} {os.path.join(folder, 'train_gpt.py')} --preset {preset} {overrides}".strip()
-    with open(os.path.join(folder, "README.md"), "w") as f:
-        f.write(f"# {os.path.basename(folder)}\n\nval_bpb **{result['val_bpb']:.4f}** (val_loss {result['val_loss']:.4f}), "
-                f"{result['bytes_total']:,} bytes in total ({result['bytes_code']:,} of code), {facts['steps']} steps in "
-                f"{facts['train_time_s']:.1f} s on {hardware}; evaluation {result['eval_time_s']:.1f} s.\n\n"
-                f"Reproduce with the scripts copied here, from the repository root (no environment variables):"
-                f"\n\n```\n{command}\n```\n\n"
-                f"`config.json` is the full resolved config; `train_seed{cfg.seed}.log` the log; `loss_curve.svg` the curve.\n")
+    files = {os.path.basename(p): open(p, "rb").read() for p in CODE_FILES} | {
+        "config.json": json.dumps(dataclasses.asdict(cfg), indent=2),
+        "loss_curve.svg": loss_curve_svg(facts["losses"], f"train loss, {os.path.basename(folder)}"),
+        "README.md": f"# {os.path.basename(folder)}\n\nval_bpb **{result['val_bpb']:.4f}** (val_loss {result['val_loss']:.4f}), "
+                     f"{result['bytes_total']:,} bytes in total ({result['bytes_code']:,} of code), {facts['steps']} steps in "
+                     f"{facts['train_time_s']:.1f} s on {hardware}; evaluation {result['eval_time_s']:.1f} s.\n\n"
+                     f"Reproduce with the scripts copied here, from the repository root (no environment variables):"
+                     f"\n\n```\n{command}\n```\n\n"
+                     f"`config.json` is the full resolved config; `train_seed{cfg.seed}.log` the log; `loss_curve.svg` the curve.\n",
+        "submission.json": json.dumps(submission, indent=2)}
+    try:
+        eval_ngram.write_all_or_none(folder, files)
+    except OSError as error:
+        raise OSError(error.errno, f"{error.strerror}; no record was written (val_bpb={result['val_bpb']:.6f}), the "
+                                   f"artifact stays at {os.path.join(folder, 'artifact.pgolf')}", error.filename) from None
 
 
 # ============================================================================ main
@@ -1464,8 +1540,9 @@ def main(argv: list[str]) -> int:
     log(f"preset={preset} world={world} device={hardware} accum={accumulation_steps(cfg, world)} folder={folder}")
     log("config " + json.dumps(dataclasses.asdict(cfg)))
     tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
+    eval_ngram.check_data(cfg.data_dir, cfg.tokenizer)
     stream = TrainStream(cfg.data_dir, cfg.vocab_size)
-    val_tokens = eval_ngram.load_val_tokens(cfg.data_dir, cfg.eval_max_tokens)
+    val_tokens = eval_ngram.load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
     model = GPT(cfg).to(device)
     log(f"model params={sum(p.numel() for p in model.parameters()):,} flops_per_token={flops_per_token(model, cfg.seq_len):.3e}")
     if model.basis_seeds:
@@ -1473,6 +1550,9 @@ def main(argv: list[str]) -> int:
             f"regen_s={model.basis_seconds:.2f} (CPU, float64 integer arithmetic, bit-identical on every rank)")
     facts = train(cfg, model, stream, log, rank, world, device, checkpoint_dir=cfg.checkpoint_dir or folder)
 
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
+        raise FloatingPointError("the trained weights are not finite (they diverged after the last loss check); "
+                                 "nothing was packed: lower the learning rates")
     bytes_code = eval_ngram.code_size()
     started = time.perf_counter()
     counts = facts.get("ngram_counts")
@@ -1487,8 +1567,7 @@ def main(argv: list[str]) -> int:
         blob = pack_model(model, cfg, facts, packed_tables)
     log(f"packed seconds={time.perf_counter() - started:.1f} attn_bits={cfg.quant_bits} mlp_bits={cfg.mlp_quant_bits}")
     if rank == 0:
-        with open(os.path.join(folder, "artifact.pgolf"), "wb") as f:
-            f.write(blob)
+        eval_ngram.save_artifact(os.path.join(folder, "artifact.pgolf"), blob)
     bytes_total = eval_ngram.check_artifact_size(len(blob), bytes_code)
     log(f"artifact bytes={len(blob)} code_bytes={bytes_code} total={bytes_total} limit={eval_ngram.ARTIFACT_LIMIT}")
     log(artifact_parts(model, cfg))
@@ -1498,6 +1577,7 @@ def main(argv: list[str]) -> int:
                               device=device, log=log)  # with the unpacked artifact's config, scored.cfg
     if cfg.eval_audit:
         eval_ngram.report_audit(result, log)
+    eval_ngram.check_score(result, audited=False)  # a void score is never recorded
     result.update(bytes_total=bytes_total, bytes_code=bytes_code)
     if rank == 0:
         write_record(folder, cfg, preset, result, facts, hardware, argv, world)

@@ -10,7 +10,6 @@ plus DIR/export.json describing what went in; export.json is written last, so it
 """
 from __future__ import annotations
 
-import argparse
 import codecs
 import glob
 import json
@@ -23,7 +22,7 @@ import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from eval_ngram import DataError, files_sha256, load_sentencepiece, write_shard  # noqa: E402
+from eval_ngram import ArgumentParser, DataError, files_sha256, load_sentencepiece, run_script, write_atomic, write_shard  # noqa: E402
 
 DEFAULT_SHARD_TOKENS = 100_000_000  # the challenge's shard size
 ENCODE_BATCH_CHARS = 4_000_000  # text per sentencepiece batch: big enough for its threads, small enough for progress
@@ -216,8 +215,7 @@ def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[s
         "train": writers["train"].summary(),
         "val": writers["val"].summary(),
     }
-    with open(info_path, "w") as f:
-        json.dump(info, f, indent=2)
+    write_atomic(info_path, json.dumps(info, indent=2))
     return info
 
 
@@ -225,7 +223,7 @@ def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Convert UTF-8 text files (plain or .xz; documents separated by a blank line) into "
                     "challenge-format train/val token shards.",
         epilog="Val split: with --val-files, the given files are val and the TEXT files are train (use this for "
@@ -256,12 +254,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--shard-tokens must be positive")
 
     start = time.time()
-    try:
-        tokenizer = load_tokenizer(args.tokenizer, args.threads)
-        info = export(args.text, args.out, tokenizer, val_files=args.val_files, val_fraction=args.val_fraction,
-                      max_bytes=args.max_bytes, prefix=args.prefix, shard_tokens=args.shard_tokens)
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    tokenizer = load_tokenizer(args.tokenizer, args.threads)
+    info = export(args.text, args.out, tokenizer, val_files=args.val_files, val_fraction=args.val_fraction,
+                  max_bytes=args.max_bytes, prefix=args.prefix, shard_tokens=args.shard_tokens)
     train, val = info["train"], info["val"]
     print(f"wrote {len(train['shards'])} train shards ({train['tokens']:,} tokens, {train['docs']} docs) and "
           f"{len(val['shards'])} val shards ({val['tokens']:,} tokens, {val['docs']} docs) to {args.out} "
@@ -269,4 +264,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

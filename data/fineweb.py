@@ -29,7 +29,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from eval_ngram import HEADER_INTS, DataError, read_shard  # noqa: E402
+from eval_ngram import HEADER_INTS, ArgumentParser, DataError, read_shard, run_script  # noqa: E402
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
@@ -209,7 +209,7 @@ def download(source, data_root: str, variant: str, train_shards: int, log=print)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Download FineWeb shards and their tokenizer from a Hugging Face hub dataset into data/.\n"
                     "Complete files are skipped, so reruns resume and a finished download works offline.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
                "                                                               # the data the SP8192 records train on\n"
                "  python data/fineweb.py --variant sp1024 --train-shards 1      # a first look: val + 1 train shard\n\n"
                "Any variant the repo's manifest lists works (an unknown one is an error naming those listed). "
-               "Offline, a missing file ends the run with one error line and exit code 1. "
+               "Offline, a missing file ends the run with one error line and exit code 2. "
                "HF_ENDPOINT and the other huggingface_hub variables apply.")
     parser.add_argument("--variant", default="sp1024",
                         help="dataset variant as the manifest names it: sp1024 (default), sp4096, sp8192, byte260, ...")
@@ -238,10 +238,7 @@ def main(argv: list[str] | None = None) -> None:
 
     source = (LocalHub(args.local_hub, args.remote_root, args.repo_id) if args.local_hub
               else HubSource(args.repo_id, args.remote_root))
-    try:
-        paths = download(source, args.data_root, args.variant, args.train_shards)
-    except DownloadError as e:
-        sys.exit(f"error: {e}")
+    paths = download(source, args.data_root, args.variant, args.train_shards)
     print(f"ready: data_dir={paths['data_dir']} tokenizer={paths['tokenizer']}")
     if paths["tokenizer"] and paths["vocab_size"]:
         print(f"train on it: torchrun --standalone --nproc_per_node=8 train_gpt.py data_dir={paths['data_dir']} "
@@ -249,4 +246,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, DownloadError)

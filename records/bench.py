@@ -37,7 +37,8 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from eval_ngram import find_shards, load_sentencepiece, load_val_tokens, read_shard, run_script, write_shard  # noqa: E402
+from eval_ngram import (ArgumentParser, find_shards, load_sentencepiece, load_val_tokens, read_shard, run_script,  # noqa: E402
+                        write_shard)
 
 FLASH_ATTN_FALLBACK = os.path.join(REPO, "records", "flash_attn_fallback")
 
@@ -504,9 +505,9 @@ def run_eval_rows(args, bench: Bench) -> list[dict]:
 
 # ============================================================================ main
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="records/bench.py", description=__doc__.rsplit("\n\n", 1)[0],
-                                epilog="protocols:\n" + "\n".join(f"  {k}: {v}" for k, v in PROTOCOLS.items()),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="records/bench.py", description=__doc__.rsplit("\n\n", 1)[0],
+                       epilog="protocols:\n" + "\n".join(f"  {k}: {v}" for k, v in PROTOCOLS.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peer", dest="rows", action="append", type=lambda s: ("peer", s), default=[],
                    metavar="[LABEL=]SCRIPT[:ENV=V,...]", help="a challenge-style script configured by environment variables")
     p.add_argument("--ours", dest="rows", action="append", type=lambda s: ("ours", s),

@@ -7,12 +7,14 @@ nested keys flattened as a.b.c), and what changed in the scripts the runs used (
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import glob
 import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from eval_ngram import ArgumentParser, run_script  # noqa: E402
 
 SCORES = ["val_bpb", "val_loss", "bytes_total", "bytes_code", "train_time_s", "eval_time_s"]
 HUNK_LINES = 30  # lines shown per hunk at most
@@ -136,16 +138,13 @@ def compare(folder_a: str, folder_b: str, max_hunks: int = 3) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Compare two record folders: scores, config differences, code diff.")
+    parser = ArgumentParser(description="Compare two record folders: scores, config differences, code diff.")
     parser.add_argument("a", metavar="A", help="record folder, e.g. records/track_10min_16mb/2026-01-01_baseline")
     parser.add_argument("b", metavar="B", help="the record folder to compare it with")
     parser.add_argument("--hunks", type=int, default=3, metavar="N", help="diff hunks shown per script (default 3)")
     args = parser.parse_args(argv)
-    try:
-        print(compare(args.a, args.b, args.hunks))
-    except RecordError as e:
-        sys.exit(f"error: {e}")
+    print(compare(args.a, args.b, args.hunks))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, RecordError)

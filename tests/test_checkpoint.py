@@ -15,7 +15,7 @@ import train_gpt
 SAMPLE_TEXT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample",
                            "gutenberg3_val.txt.xz")
 SHARD_TOKENS, SHARDS = 300, 5  # each step moves 64 tokens on (reading 65), so it enters shard 2 during step 10
-TINY = ["vocab_size=256", "tokenizer=bytes", "seq_len=32", "train_batch_tokens=64", "num_layers=2", "model_dim=32",
+TINY = ["vocab_size=256", "tokenizer=bytes", "seq_len=32", "eval_stride=16", "train_batch_tokens=64", "num_layers=2", "model_dim=32",
         "num_heads=2", "num_kv_heads=1", "enrich_hidden=32", "bigram_buckets=64", "bigram_dim=8", "iterations=20",
         "max_wallclock_seconds=0", "warmup_steps=3", "log_every=5", "device=cpu", "compile=off"]
 
@@ -186,11 +186,21 @@ def test_a_diverged_loss_halts_and_keeps_the_last_finite_checkpoint(data_dir, tm
         if calls == 7:  # the weights go non-finite during step 7
             with torch.no_grad():
                 model.tok_emb.weight.fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match=r"train loss became nan at step 7; training halted at step 7, "
-                                                 r"checkpoint .*checkpoint_current\.pt"):
+    with pytest.raises(FloatingPointError, match=r"train loss was not finite, first at step 7; training halted at step "
+                                                 r"7, checkpoint .*checkpoint_current\.pt; lower the learning rates"):
         run(config(data_dir, "checkpoint_every_s=1e-9"), str(tmp_path), before_batch=poison)
     kept = torch.load(tmp_path / "checkpoint_current.pt", weights_only=True)
     assert kept["step"] == 6 and all(torch.isfinite(t).all() for t in kept["model"].values())
+
+
+def test_a_loss_gone_non_finite_between_log_steps_is_caught_and_never_checkpointed(data_dir, tmp_path):
+    def poison(calls, model):
+        if calls == 7:  # step 7 of 20; progress lines at steps 1, 5, 10: the device-side record names step 7
+            with torch.no_grad():
+                model.tok_emb.weight.fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match=r"not finite, first at step 7; training halted at step 10; lower"):
+        run(config(data_dir), str(tmp_path / "ckpt"), before_batch=poison)  # no rolling checkpoints: a halt saves one,
+    assert not os.path.exists(tmp_path / "ckpt")  # but never of a diverged state
 
 
 def test_resume_auto_continues_the_unfinished_record_folder_of_the_run(tmp_path):

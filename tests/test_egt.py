@@ -166,7 +166,7 @@ def test_exact_match_verifier_rewards_the_matching_prefix():
 def test_egt_preset_trains_end_to_end_and_leaves_a_plain_gpt(tmp_path, mode):
     g = torch.Generator().manual_seed(3)
     eval_ngram.write_shard(str(tmp_path / "syn_train_000000.bin"), counting_text(400, g).flatten().numpy().astype(np.uint16))
-    cfg, _ = tg.resolve_config("egt", TINY + [f"data_dir={tmp_path}", "seq_len=32", "train_batch_tokens=256", "grad_accum_steps=1",
+    cfg, _ = tg.resolve_config("egt", TINY + [f"data_dir={tmp_path}", "seq_len=32", "eval_stride=16", "train_batch_tokens=256", "grad_accum_steps=1",
                                               "max_wallclock_seconds=0", "iterations=6", "compile=off", "compile_warmup_steps=0",
                                               "egt_every=3", "egt_critic_steps=3", "egt_gen_steps=2", f"egt_mode={mode}",
                                               "egt_final_frac=0.5", "egt_band_low=0", "egt_band_high=1"])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from data import export
+import eval_ngram
 from eval_ngram import find_shards, read_shard
 
 DOCS = ["The quick brown fox jumps over the lazy dog.",
@@ -30,11 +31,11 @@ def split_at_bos(tokens, bos):
 
 
 def run_cli(args):
-    """export.main as the command line runs it; returns the SystemExit message (None on success)."""
+    """export.main as the command line runs it; returns the error line it prints (None on success)."""
     try:
         export.main([str(a) for a in args])
-    except SystemExit as e:
-        return e.code
+    except Exception as error:
+        return eval_ngram.error_line(error) or pytest.fail(f"not a user error: {error!r}")
     return None
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from data import fineweb
+import eval_ngram
 from eval_ngram import write_shard
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,10 +66,11 @@ class CountingHub(fineweb.LocalHub):
 
 
 def run_cli(args):
+    """fineweb.main as the command line runs it; returns the error line it prints (None on success)."""
     try:
         fineweb.main([str(a) for a in args])
-    except SystemExit as e:
-        return e.code
+    except Exception as error:
+        return eval_ngram.error_line(error, fineweb.DownloadError) or pytest.fail(f"not a user error: {error!r}")
     return None
 
 
@@ -126,7 +128,7 @@ def test_offline_command_line_exits_non_zero_with_one_line_on_stderr(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
     proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "data", "fineweb.py"), "--data-root",
                            str(tmp_path / "data")], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "the hub is unreachable" in proc.stderr
 
 
@@ -190,7 +192,9 @@ def test_sp8192_requests_go_to_the_records_repo_under_the_same_layout(sp8192_hub
 
 
 def test_help_gives_the_commands_for_the_challenge_data_and_the_sp8192_data(capsys):
-    assert run_cli(["--help"]) == 0
+    with pytest.raises(SystemExit) as exit_:
+        fineweb.main(["--help"])
+    assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "python data/fineweb.py --variant sp1024 --train-shards 80" in out
     assert "python data/fineweb.py --repo-id kevclark/parameter-golf --variant sp8192 --train-shards 80" in out

@@ -2,6 +2,7 @@
 summary, and a clear error for a folder that is not a record."""
 import json
 
+import eval_ngram
 from records import diff
 
 SCRIPT = "import torch\n\ndef train():\n    lr = 0.02\n    return lr\n"
@@ -19,10 +20,11 @@ def make_record(folder, val_bpb, config, script=SCRIPT):
 
 
 def run_cli(args, capsys):
+    """diff.main as the command line runs it: (the error line it prints or None, stdout)."""
     try:
         diff.main([str(a) for a in args])
-    except SystemExit as e:
-        return e.code, capsys.readouterr().out
+    except diff.RecordError as error:
+        return eval_ngram.error_line(error, diff.RecordError), capsys.readouterr().out
     return None, capsys.readouterr().out
 
 

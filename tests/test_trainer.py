@@ -16,7 +16,7 @@ from distributed import spawn_gloo
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["num_layers=2", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
-        "bigram_dim=8", "seq_len=32", "train_batch_tokens=256", "device=cpu", "compile=off", "ema=false"]
+        "bigram_dim=8", "seq_len=32", "eval_stride=16", "train_batch_tokens=256", "device=cpu", "compile=off", "ema=false"]
 
 
 def tiny_config(*overrides):
@@ -201,10 +201,12 @@ def test_pack_then_unpack_scores_exactly_like_the_packed_weights(sp1024_shards, 
 
 def test_an_audit_over_the_tolerance_voids_the_score():
     lines = []
-    eval_ngram.report_audit({"audit_max_err": 4e-16, "audit_count": 64}, lines.append)
+    audit = {"audit_count": 64, "audit_max_mismatch": 0.0, "val_bpb": 1.0, "val_loss": 1.0}
+    eval_ngram.report_audit(audit | {"audit_max_err": 4e-16}, lines.append)
     with pytest.raises(eval_ngram.ArtifactError, match="normalization audit failed"):
-        eval_ngram.report_audit({"audit_max_err": 2e-6, "audit_count": 64}, lines.append)
-    assert lines == ["audit positions=64 max_abs_sum_err=4.000e-16 PASS", "audit positions=64 max_abs_sum_err=2.000e-06 FAIL"]
+        eval_ngram.report_audit(audit | {"audit_max_err": 2e-6}, lines.append)
+    assert lines == ["audit positions=64 max_abs_sum_err=4.000e-16 max_nll_mismatch=0.000e+00 PASS",
+                     "audit positions=64 max_abs_sum_err=2.000e-06 max_nll_mismatch=0.000e+00 FAIL"]
 
 
 def test_the_size_check_fails_loudly_over_the_cap():
