@@ -147,14 +147,18 @@ def files_sha256(paths: list[str]) -> str:
     return digest.hexdigest()
 
 
-def quantize_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row quantization to `bits`, stored as int8, with the clip ratio chosen per row by MSE."""
+CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7)  # clipping outliers often lowers the error of the bulk
+
+
+def round_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row round-to-nearest at `bits`, the clip ratio chosen per row by MSE: (integer levels as float,
+    fp16-representable scale [rows, 1]). Pure tensor ops, so QAT can call it inside a compiled forward."""
     w = w.float()
     qmax = 2 ** (bits - 1) - 1
-    absmax = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-    best_q, best_scale, best_err = None, None, None
-    for ratio in (1.0, 0.95, 0.9, 0.85, 0.8, 0.7):  # clipping outliers often lowers the error of the bulk
-        scale = (absmax * ratio / qmax).half().float()
+    absmax = w.abs().amax(dim=1, keepdim=True)
+    best_q = best_scale = best_err = None
+    for ratio in CLIP_RATIOS:
+        scale = (absmax * ratio / qmax).half().float().clamp_min(2 ** -24)  # fp16 as stored; an all-zero row stays 0
         q = torch.clamp(torch.round(w / scale), -qmax, qmax)
         err = (q * scale - w).square().sum(dim=1, keepdim=True)
         if best_err is None:
@@ -164,24 +168,99 @@ def quantize_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tenso
             best_q = torch.where(better, q, best_q)
             best_scale = torch.where(better, scale, best_scale)
             best_err = torch.minimum(err, best_err)
-    return best_q.to(torch.int8), best_scale.squeeze(1).half()
+    return best_q, best_scale
+
+
+def quantize_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """round_rows as stored: int8 levels and one fp16 scale per row."""
+    q, scale = round_rows(w, bits)
+    return q.to(torch.int8), scale.squeeze(1).half()
+
+
+def fake_quantize(w: torch.Tensor, bits: int, on: torch.Tensor) -> torch.Tensor:
+    """QAT: `w` where on == 0, else the weight the artifact will hold (round_rows dequantized), with a straight-through
+    gradient. `on` is a 0/1 tensor, so switching QAT on changes data, not the compiled graph."""
+    with torch.no_grad():
+        q, scale = round_rows(w, bits)
+        delta = (q * scale).to(w.dtype) - w
+    return w + on * delta
+
+
+def gptq_rows(w: torch.Tensor, hessian: torch.Tensor, bits: int, block: int = 128,
+              damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hessian-aware rounding (GPTQ): the scales of round_rows, then columns rounded one at a time in order of
+    decreasing activation energy, each one's error pushed onto the columns not yet rounded through the Cholesky
+    factor of the damped inverse Hessian (H = E[x x^T] of the layer's inputs), so the layer's output error
+    ||X W^T - X Q^T|| rather than the weight error is what is kept small. Returns what quantize_rows returns."""
+    w = w.float().clone()
+    qmax = 2 ** (bits - 1) - 1
+    scale = round_rows(w, bits)[1]
+    h = hessian.to(w.device, torch.float64).clone()  # float64: a Cholesky of a near-singular H in fp32 can fail
+    dead = torch.diagonal(h) == 0  # inputs that never fire: their weights cannot matter
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h.diagonal().add_(damp * torch.diagonal(h).mean())
+    order = torch.argsort(torch.diagonal(h), descending=True)
+    w, h = w[:, order], h[order][:, order]
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
+    q = torch.zeros_like(w)
+    for start in range(0, w.shape[1], block):
+        end = min(start + block, w.shape[1])
+        errors = torch.zeros(w.shape[0], end - start, device=w.device)
+        for i in range(start, end):
+            column = w[:, i:i + 1]
+            q[:, i:i + 1] = torch.clamp(torch.round(column / scale), -qmax, qmax)
+            error = (column - q[:, i:i + 1] * scale) / u[i, i]
+            w[:, i:end] -= error * u[i:i + 1, i:end]
+            errors[:, i - start:i - start + 1] = error
+        w[:, end:] -= errors @ u[start:end, end:]
+    q = q[:, torch.argsort(order)]
+    return q.to(torch.int8), scale.squeeze(1).half()
+
+
+@torch.no_grad()
+def collect_hessians(model: torch.nn.Module, batches, names: list[str], device) -> dict[str, torch.Tensor]:
+    """E[x x^T] of the inputs of the weights called names ("<linear module>.weight"), over calibration batches
+    (x, y) of TRAINING tokens; forward hooks add each call's inputs, so a module called twice counts twice."""
+    sums = {name: None for name in names}
+    counts = dict.fromkeys(names, 0)
+
+    def hook(name):
+        def add(module, inputs):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+            sums[name] = x.T @ x if sums[name] is None else sums[name] + x.T @ x
+            counts[name] += x.shape[0]
+        return add
+    handles = [model.get_submodule(n.removesuffix(".weight")).register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        with autocast(device):
+            for x, y in batches:
+                model(x, y)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {n: sums[n] / max(counts[n], 1) for n in names if sums[n] is not None}
 
 
 def pack_artifact(state: dict[str, torch.Tensor], meta: dict, quant_bits: dict[str, int],
-                  tables: dict[str, bytes] | None = None) -> bytes:
+                  tables: dict[str, bytes] | None = None, hessians: dict[str, torch.Tensor] | None = None) -> bytes:
     """Serialize tensors as our own byte format: header JSON + LZMA payload + raw tables (already compressed).
 
     Tensors named in quant_bits are stored as per-row int8 (values limited to that many bits, which LZMA
-    then squeezes); every other tensor is stored as fp16. No pickle anywhere, so loading executes nothing.
+    then squeezes), rounded with gptq_rows where `hessians` has their input Hessian, else to nearest; every
+    other tensor is stored as fp16. No pickle anywhere, so loading executes nothing.
     """
     index, chunks, offset = [], [], 0
+    hessians = hessians or {}
     for name, tensor in state.items():
-        tensor = tensor.detach().cpu()
+        tensor = tensor.detach()
         if name in quant_bits:
-            q, scale = quantize_rows(tensor.reshape(tensor.shape[0], -1), quant_bits[name])
-            parts, kind = [q.numpy().tobytes(), scale.numpy().tobytes()], "int8_rows"
+            rows = tensor.reshape(tensor.shape[0], -1)
+            q, scale = (gptq_rows(rows, hessians[name], quant_bits[name]) if name in hessians else
+                        quantize_rows(rows, quant_bits[name]))
+            parts, kind = [q.cpu().numpy().tobytes(), scale.cpu().numpy().tobytes()], "int8_rows"
         else:
-            parts, kind = [tensor.to(torch.float16).numpy().tobytes()], "fp16"
+            parts, kind = [tensor.cpu().to(torch.float16).numpy().tobytes()], "fp16"
         nbytes = sum(len(p) for p in parts)
         index.append({"name": name, "shape": list(tensor.shape), "kind": kind, "offset": offset, "nbytes": nbytes})
         chunks.extend(parts)

@@ -106,6 +106,8 @@ class Config:
     quant_bits: int = opt(6, "bits per weight for attention matrices in the artifact (stored as int8 + LZMA)")
     mlp_quant_bits: int = opt(5, "bits per weight for MLP matrices in the artifact")
     quant_fit: bool = opt(True, "if over the byte cap, lower block-matrix bits one at a time (>= 4) until it fits")
+    qat_start: float = opt(0.0, "late QAT: from this fraction of the budget on, packed Linears train through the packer's rounding (0 = off)")
+    gptq_tokens: int = opt(0, "training tokens per rank whose activations weigh Hessian-aware (GPTQ) rounding at packing (0 = round to nearest)")
     embed_quant_bits: int = opt(8, "bits per weight for the embedding tables")
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
@@ -286,7 +288,7 @@ class Linear(nn.Linear):
     def __init__(self, fan_in: int, fan_out: int, zero_init: bool = False):
         super().__init__(fan_in, fan_out, bias=False)
         nn.init.zeros_(self.weight) if zero_init else nn.init.normal_(self.weight, std=fan_in ** -0.5)
-        self.zero_init, self.row_scale = zero_init, None
+        self.zero_init, self.row_scale, self.qat_bits = zero_init, None, None  # qat_bits: set by attach_qat
         self.register_parameter("lora_a", None)  # registered while empty: attaching and removing adapters (EGT's
         self.register_parameter("lora_b", None)  # sleep) leaves the module as the compiled main step saw it
 
@@ -305,7 +307,8 @@ class Linear(nn.Linear):
         self.row_scale = nn.Parameter(torch.full((self.out_features,), gain, device=basis.device))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.linear(x, self.weight.to(x.dtype))
+        w = self.weight if self.qat_bits is None else eval_ngram.fake_quantize(self.weight, self.qat_bits, self.qat_on)
+        y = F.linear(x, w.to(x.dtype))
         if self.row_scale is not None:  # on the activations: a scaled weight would need the full weight gradient
             y = y * self.row_scale.to(x.dtype)
         if self.lora_a is not None:
@@ -1078,6 +1081,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     main_share = 1 - cfg.egt_final_frac if cfg.egt_mode == "final" else 1.0  # the main steps' share of the budget
     accum = accumulation_steps(cfg, world)
     micro_tokens = cfg.train_batch_tokens // (world * accum)
+    qat_on, qat_started = attach_qat(model, cfg) if cfg.qat_start > 0 else None, False
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     fwd = torch.compile(model) if use_compile else model
     ddp = nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == "cuda" else None,
@@ -1172,6 +1176,10 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
             t0 += time.perf_counter() - paused  # saving is not training time
         if progress >= 1.0:
             break
+        if qat_on is not None and not qat_started and progress >= cfg.qat_start:
+            qat_on.fill_(1.0)
+            qat_started = True
+            log(f"qat on step={step} progress={progress:.3f}")
         stream_state = stream.state()  # a halt inside this step saves the data position of its start
         try:
             loss = step_once(step, progress)
@@ -1226,6 +1234,35 @@ def quant_plan(model: GPT, cfg: Config) -> dict[str, int]:
     return plan
 
 
+def packed_linears(model: GPT, cfg: Config) -> dict[str, int]:
+    """Weight name -> bits of every Linear the artifact stores quantized: what QAT and GPTQ act on."""
+    return {n: bits for n, bits in quant_plan(model, cfg).items()
+            if n.endswith(".weight") and isinstance(model.get_submodule(n.removesuffix(".weight")), Linear)}
+
+
+def attach_qat(model: GPT, cfg: Config) -> Tensor:
+    """Make every packed Linear train through the packer's rounding at its planned bits, gated by one shared 0/1
+    tensor (returned; 0 = off until filled): switching QAT on changes data, never the compiled graph."""
+    on = torch.zeros((), device=next(model.parameters()).device)
+    for name, bits in packed_linears(model, cfg).items():
+        module = model.get_submodule(name.removesuffix(".weight"))
+        module.qat_bits = bits
+        module.register_buffer("qat_on", on, persistent=False)
+    return on
+
+
+def calibration_hessians(model: GPT, cfg: Config, stream: TrainStream, rank: int, world: int, device) -> dict[str, Tensor]:
+    """Input Hessians of the packed Linears over gptq_tokens TRAINING tokens per rank (never validation), averaged
+    over ranks so that every rank packs the same artifact."""
+    micro = cfg.train_batch_tokens // (world * accumulation_steps(cfg, world))
+    batches = (stream.next_batch(micro, cfg.seq_len, rank, world, device) for _ in range(-(-cfg.gptq_tokens // micro)))
+    hessians = eval_ngram.collect_hessians(model, batches, list(packed_linears(model, cfg)), device)
+    for h in hessians.values() if world > 1 else []:
+        dist.all_reduce(h)
+        h /= world
+    return hessians
+
+
 def basis_sha256(model: GPT) -> str:
     """Digest of every regenerated basis, so a loading process proves it rebuilt exactly what was trained."""
     digest = hashlib.sha256()
@@ -1246,12 +1283,13 @@ def artifact_parts(model: GPT, cfg: Config) -> str:
             f" frozen_bases=0 ({frozen:,} weights regenerated at load, not stored)")
 
 
-def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None) -> bytes:
+def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None,
+               hessians: dict[str, Tensor] | None = None) -> bytes:
     meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.files_sha256(CODE_FILES),
             "train_time_s": train_facts["train_time_s"]}
     if model.basis_seeds:
         meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
-    return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg), tables)
+    return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg), tables, hessians)
 
 
 def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
@@ -1375,16 +1413,19 @@ def main(argv: list[str]) -> int:
 
     bytes_code = eval_ngram.code_size()
     started = time.perf_counter()
+    hessians = calibration_hessians(model, cfg, stream, rank, world, device) if cfg.gptq_tokens else None
+    if hessians:
+        log(f"gptq calibration tokens_per_rank={cfg.gptq_tokens} matrices={len(hessians)} seconds={time.perf_counter() - started:.1f}")
     counts = facts.get("ngram_counts")
     packed_tables = {"ngram": counts.to_bytes(cfg.ngram_cache_bytes)} if counts is not None else {}
     if packed_tables:
         log(f"ngram_cache bytes={len(packed_tables['ngram'])} entries={counts.num_entries()} order={cfg.ngram_order}")
-    blob = pack_model(model, cfg, facts, packed_tables)
+    blob = pack_model(model, cfg, facts, packed_tables, hessians)
     while cfg.quant_fit and len(blob) + bytes_code > eval_ngram.ARTIFACT_LIMIT and min(cfg.quant_bits, cfg.mlp_quant_bits) > 4:
         log(f"artifact {len(blob) + bytes_code} bytes is over the cap at attn int{cfg.quant_bits} / mlp "
             f"int{cfg.mlp_quant_bits}: repacking one bit lower")
         cfg = dataclasses.replace(cfg, quant_bits=cfg.quant_bits - 1, mlp_quant_bits=cfg.mlp_quant_bits - 1)
-        blob = pack_model(model, cfg, facts, packed_tables)
+        blob = pack_model(model, cfg, facts, packed_tables, hessians)
     log(f"packed seconds={time.perf_counter() - started:.1f} attn_bits={cfg.quant_bits} mlp_bits={cfg.mlp_quant_bits}")
     if rank == 0:
         with open(os.path.join(folder, "artifact.pgolf"), "wb") as f:
