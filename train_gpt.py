@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -124,6 +123,7 @@ class Config:
     run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
     track: str = opt("track_10min_16mb", "records/<track>/ folder")
     records_dir: str = opt("records", "where record folders are written")
+    self_extracting_code: bool = opt(True, "the record folder carries LZMA+base85 self-extracting copies of the scripts (the counted code bytes)")
     author: str = opt("parameter-golf toolkit", "submission.json author")
     github_id: str = opt("", "submission.json github_id")
     # embedded critics and wake/sleep self-training (EGT)
@@ -1340,7 +1340,9 @@ def record_folder(cfg: Config, preset: str) -> str:
 def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dict, hardware: str, argv: list[str],
                  world: int) -> None:
     for path in CODE_FILES:
-        shutil.copy(path, folder)
+        with open(os.path.join(folder, os.path.basename(path)), "wb") as f:
+            source = eval_ngram.script_source(path)
+            f.write(eval_ngram.self_extracting(source) if cfg.self_extracting_code else source)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(cfg), f, indent=2)
     submission = {"author": cfg.author, "github_id": cfg.github_id, "name": os.path.basename(folder),
@@ -1411,7 +1413,7 @@ def main(argv: list[str]) -> int:
             f"regen_s={model.basis_seconds:.2f} (CPU, float64 integer arithmetic, bit-identical on every rank)")
     facts = train(cfg, model, stream, log, rank, world, device, checkpoint_dir=cfg.checkpoint_dir or folder)
 
-    bytes_code = eval_ngram.code_size()
+    bytes_code = eval_ngram.code_size(cfg.self_extracting_code)
     started = time.perf_counter()
     hessians = calibration_hessians(model, cfg, stream, rank, world, device) if cfg.gptq_tokens else None
     if hessians:
