@@ -102,11 +102,11 @@ class Config:
     checkpoint_dir: str = opt("", "folder of checkpoint_{current,prev,prev2}.pt (default: the run's record folder)")
     resume: str = opt("", "'' = fresh | auto = newest readable checkpoint of this run, fresh if none | PATH = that file")
     # artifact and evaluation
-    quant_bits: int = opt(6, "bits per weight for attention matrices in the artifact (stored as int8 + LZMA)")
+    quant_bits: int = opt(6, "bits per weight for attention matrices in the artifact (stored as int8, entropy-coded)")
     mlp_quant_bits: int = opt(5, "bits per weight for MLP matrices in the artifact")
     quant_fit: bool = opt(True, "if over the byte cap, lower block-matrix bits one at a time (>= 4) until it fits")
-    qat_start: float = opt(0.0, "late QAT: from this fraction of the budget on, packed Linears train through the packer's rounding (0 = off)")
-    gptq_tokens: int = opt(0, "training tokens per rank whose activations weigh Hessian-aware (GPTQ) rounding at packing (0 = round to nearest)")
+    qat_start: float = opt(0.0, "late QAT: from this fraction of the budget, packed Linears train through the packer's rounding (0 = off)")
+    gptq_tokens: int = opt(0, "training tokens per rank calibrating Hessian-aware (GPTQ) rounding at packing (0 = round to nearest)")
     embed_quant_bits: int = opt(8, "bits per weight for the embedding tables")
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
@@ -114,7 +114,7 @@ class Config:
     ngram_order: int = opt(7, "n-gram mixture order at evaluation (0 = neural only)")
     ngram_cache_bytes: int = opt(0, "bytes of training-time n-gram counts (order ngram_order) packed into the artifact; 0 = off")
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
-    lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8 + LZMA)")
+    lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8, entropy-coded)")
     eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
     ttt_steps: int = opt(2, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
     ttt_lr: float = opt(1e-3, "test-time training Adam learning rate")
@@ -123,7 +123,7 @@ class Config:
     run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
     track: str = opt("track_10min_16mb", "records/<track>/ folder")
     records_dir: str = opt("records", "where record folders are written")
-    self_extracting_code: bool = opt(True, "the record folder carries LZMA+base85 self-extracting copies of the scripts (the counted code bytes)")
+    self_extracting_code: bool = opt(True, "record folder scripts as LZMA+base85 self-extracting copies (what the code bytes count)")
     author: str = opt("parameter-golf toolkit", "submission.json author")
     github_id: str = opt("", "submission.json github_id")
     # embedded critics and wake/sleep self-training (EGT)
@@ -1272,7 +1272,7 @@ def basis_sha256(model: GPT) -> str:
 
 
 def artifact_parts(model: GPT, cfg: Config) -> str:
-    """Artifact bytes by part before LZMA, as pack_artifact lays them out (int8 rows + fp16 row scales, else fp16)."""
+    """Artifact bytes by part before entropy coding, as pack_artifact lays them out (int8 rows + fp16 row scales, else fp16)."""
     plan, parts = quant_plan(model, cfg), dict.fromkeys(("adapters", "row_scales", "other"), 0)
     for name, t in model.state_dict().items():
         part = "adapters" if name.endswith(("lora_a", "lora_b")) else "row_scales" if name.endswith("row_scale") else "other"
@@ -1347,7 +1347,7 @@ def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dic
         json.dump(dataclasses.asdict(cfg), f, indent=2)
     submission = {"author": cfg.author, "github_id": cfg.github_id, "name": os.path.basename(folder),
                   "blurb": f"preset {preset}: {cfg.num_layers}x{cfg.model_dim} GQA {cfg.num_heads}/{cfg.num_kv_heads}, "
-                           f"{facts['steps']} steps in {facts['train_time_s']:.0f} s, int{cfg.quant_bits}+LZMA artifact",
+                           f"{facts['steps']} steps in {facts['train_time_s']:.0f} s, int{cfg.quant_bits} artifact",
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "bytes_total": result["bytes_total"],
                   "bytes_code": result["bytes_code"], "config": dataclasses.asdict(cfg), "preset": preset,

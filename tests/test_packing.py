@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import zlib
 
 import pytest
 import torch
@@ -126,10 +127,22 @@ def test_the_artifact_size_adds_up_by_hand():
     header = json.loads(blob[10:10 + header_len])
     raw = 70 * 1000 + 2 * 70 + 2 * 9  # int8 levels + one fp16 scale per row, then the fp16 vector
     assert header["payload_raw"] == raw and [t["nbytes"] for t in header["tensors"]] == [70 * 1000 + 2 * 70, 2 * 9]
-    assert len(blob) == len(eval_ngram.ARTIFACT_MAGIC) + 4 + header_len + sum(header["payload_lzma"])
+    assert len(blob) == len(eval_ngram.ARTIFACT_MAGIC) + 4 + header_len + sum(n for _, n in header["payload_streams"])
     q, scale = eval_ngram.quantize_rows(state["m"], 5)
-    assert header["payload_lzma"] == [len(lzma.compress(q.numpy().tobytes() + scale.numpy().tobytes() +
-                                                       state["v"].half().numpy().tobytes(), preset=9))]
+    payload = q.numpy().tobytes() + scale.numpy().tobytes() + state["v"].half().numpy().tobytes()
+    huffman = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    assert header["payload_streams"] == [["huffman", len(huffman.compress(payload) + huffman.flush())]]
+    assert header["payload_streams"][0][1] < 0.98 * len(lzma.compress(payload, preset=9))  # the Huffman stage wins
+
+
+def test_each_stream_keeps_the_smaller_codec_and_unpacks_exactly():
+    levels = torch.randint(-15, 16, (300, 1000), generator=torch.Generator().manual_seed(0)).to(torch.int8)
+    repeats = torch.zeros(300, 1000).half()  # fp16 zeros: LZMA's matching wins
+    for data, codec in [(levels.numpy().tobytes(), "huffman"), (repeats.numpy().tobytes(), "lzma")]:
+        chosen, packed = eval_ngram.compress_stream(data)
+        assert chosen == codec and eval_ngram.decompress_stream(chosen, packed, len(data) + 1) == data
+        with pytest.raises(eval_ngram.ArtifactError, match="payload"):
+            eval_ngram.decompress_stream(chosen, packed[:-3], len(data) + 1)
 
 
 # ---------------------------------------------------------------- code bytes
