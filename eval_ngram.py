@@ -206,8 +206,8 @@ def fake_quantize(w: torch.Tensor, bits: int, on: torch.Tensor) -> torch.Tensor:
     gradient. `on` is a 0/1 tensor, so switching QAT on changes data, not the compiled graph."""
     with torch.no_grad():
         q, scale = round_rows(w, bits)
-        delta = (q * scale).to(w.dtype) - w
-    return w + on * delta
+        shown = torch.where(on > 0, (q * scale).to(w.dtype), w)
+    return shown + (w - w.detach())  # exactly `shown` (w + (wq - w) could round), with the gradient of w
 
 
 def gptq_rows(w: torch.Tensor, hessian: torch.Tensor, bits: int, block: int = 128,
@@ -226,10 +226,12 @@ def gptq_rows(w: torch.Tensor, hessian: torch.Tensor, bits: int, block: int = 12
     order = torch.argsort(torch.diagonal(h), descending=True)
     w, h = w[:, order], h[order][:, order]
     damping = torch.diagonal(h).mean() * torch.eye(len(h), device=h.device, dtype=h.dtype)
-    factor, failed = torch.linalg.cholesky_ex(h + damp * damping)
-    while failed:  # rounding left H indefinite: damp 10x harder until it factors
-        damp *= 10
-        factor, failed = torch.linalg.cholesky_ex(h + damp * damping)
+    for attempt in range(6):  # rounding can leave H indefinite: damp 10x harder until it factors
+        factor, failed = torch.linalg.cholesky_ex(h + damp * 10 ** attempt * damping)
+        if not failed:
+            break
+    else:
+        raise ArtifactError("GPTQ: a layer's calibration Hessian will not factor (non-finite activations?)")
     u = torch.linalg.cholesky(torch.cholesky_inverse(factor), upper=True).float()
     q = torch.zeros_like(w)
     for start in range(0, w.shape[1], block):
@@ -275,8 +277,8 @@ def pack_artifact(state: dict[str, torch.Tensor], meta: dict, quant_bits: dict[s
                   tables: dict[str, bytes] | None = None, hessians: dict[str, torch.Tensor] | None = None) -> bytes:
     """Serialize tensors as our own byte format: header JSON + compressed payload + raw tables (already compressed).
 
-    Tensors named in quant_bits are stored as per-row int8 (values limited to that many bits, which LZMA
-    then squeezes), rounded with gptq_rows where `hessians` has their input Hessian, else to nearest; every
+    Tensors named in quant_bits are stored as per-row int8 (values limited to that many bits, which the entropy
+    coder then squeezes), rounded with gptq_rows where `hessians` has their input Hessian, else to nearest; every
     other tensor is stored as fp16. No pickle anywhere, so loading executes nothing.
     """
     index, chunks, offset = [], [], 0

@@ -88,6 +88,11 @@ def test_hessian_rounding_lowers_the_output_error_of_round_to_nearest_on_the_sam
         assert out_error(q, scale) < 0.75 * out_error(q_rtn, scale_rtn)
 
 
+def test_a_hessian_that_will_not_factor_is_a_clear_error():
+    with pytest.raises(eval_ngram.ArtifactError, match="will not factor"):
+        eval_ngram.gptq_rows(torch.randn(4, 3), torch.full((3, 3), float("nan")), 6)
+
+
 def test_hessians_are_the_mean_outer_product_of_each_linears_inputs():
     class Toy(torch.nn.Module):
         def __init__(self):
