@@ -10,6 +10,7 @@ score-first n-gram mixture, sampling, score-first test-time training, command li
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import glob
 import hashlib
@@ -22,6 +23,7 @@ import struct
 import sys
 import tempfile
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -196,8 +198,8 @@ def target_bytes(prev: torch.Tensor, target: torch.Tensor, tables) -> torch.Tens
 
 
 # ---------------------------------------------------------------- artifact packing
-ARTIFACT_MAGIC, ARTIFACT_FORMAT = b"PGOLF\x00", 2
-LZMA_CHUNK = 4 << 20  # independent LZMA streams: compressed in parallel, and preset 9 is ~5x faster on 4 MiB than on 23 MiB
+ARTIFACT_MAGIC, ARTIFACT_FORMAT = b"PGOLF\x00", 3
+LZMA_CHUNK = 4 << 20  # independent streams: compressed in parallel, and LZMA preset 9 is ~5x faster on 4 MiB than on 23 MiB
 ARTIFACT_LIMIT = 16_000_000
 HERE = os.path.dirname(os.path.abspath(__file__))
 CODE_FILES = [os.path.join(HERE, "train_gpt.py"), os.path.join(HERE, "eval_ngram.py")]  # what an artifact needs
@@ -209,28 +211,54 @@ class ArtifactError(Exception):
     """A truncated, corrupt, foreign or oversized artifact."""
 
 
-def code_size() -> int:
-    """Bytes of code the challenge counts against the cap: the scripts an artifact needs."""
-    return sum(os.path.getsize(p) for p in CODE_FILES)
+# A self-extracting script: its exact source, LZMA-compressed and base85-encoded (ASCII, so any byte count of the file
+# agrees), run in the module's own namespace; linecache gets the source so tracebacks show the real lines.
+SELF_EXTRACTING_HEAD = b"import base64,linecache,lzma;s=lzma.decompress(base64.b85decode(b'"
+SELF_EXTRACTING_TAIL = (b"')).decode();linecache.cache[__file__]=(len(s),None,s.splitlines(True),__file__);"
+                        b"exec(compile(s,__file__,'exec'))\n")
+
+
+def self_extracting(source: bytes) -> bytes:
+    """A runnable copy of a script in about a third of its bytes (the record folder's counted code)."""
+    packed = lzma.compress(source, format=lzma.FORMAT_ALONE, preset=9 | lzma.PRESET_EXTREME)
+    return SELF_EXTRACTING_HEAD + base64.b85encode(packed) + SELF_EXTRACTING_TAIL
+
+
+def script_source(path: str) -> bytes:
+    """The source a script runs: the file itself, or what a self-extracting copy unpacks to."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(SELF_EXTRACTING_HEAD):
+        return lzma.decompress(base64.b85decode(data[len(SELF_EXTRACTING_HEAD):data.index(b"'", len(SELF_EXTRACTING_HEAD))]))
+    return data
+
+
+def code_size(self_extract: bool = False) -> int:
+    """Bytes of code the challenge counts against the cap: the scripts an artifact needs, as they are or as the
+    self-extracting copies a record folder carries when self_extract."""
+    return sum(len(self_extracting(script_source(p))) if self_extract else os.path.getsize(p) for p in CODE_FILES)
 
 
 def files_sha256(paths: list[str]) -> str:
-    """sha256 of the files' bytes, one after the other."""
+    """sha256 of the files' bytes, one after the other (a self-extracting script hashes as the source it runs)."""
     digest = hashlib.sha256()
     for path in paths:
-        with open(path, "rb") as f:
-            digest.update(f.read())
+        digest.update(script_source(path))
     return digest.hexdigest()
 
 
-def quantize_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row quantization to `bits`, stored as int8, with the clip ratio chosen per row by MSE."""
+CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7)  # clipping outliers often lowers the error of the bulk
+
+
+def round_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row round-to-nearest at `bits`, the clip ratio chosen per row by MSE: (integer levels as float,
+    fp16-representable scale [rows, 1]). Pure tensor ops, so QAT can call it inside a compiled forward."""
     w = w.float()
     qmax = 2 ** (bits - 1) - 1
-    absmax = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
-    best_q, best_scale, best_err = None, None, None
-    for ratio in (1.0, 0.95, 0.9, 0.85, 0.8, 0.7):  # clipping outliers often lowers the error of the bulk
-        scale = (absmax * ratio / qmax).half().float()
+    absmax = w.abs().amax(dim=1, keepdim=True)
+    best_q = best_scale = best_err = None
+    for ratio in CLIP_RATIOS:
+        scale = (absmax * ratio / qmax).half().float().clamp_min(2 ** -24)  # fp16 as stored; an all-zero row stays 0
         q = torch.clamp(torch.round(w / scale), -qmax, qmax)
         err = (q * scale - w).square().sum(dim=1, keepdim=True)
         if best_err is None:
@@ -240,35 +268,142 @@ def quantize_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tenso
             best_q = torch.where(better, q, best_q)
             best_scale = torch.where(better, scale, best_scale)
             best_err = torch.minimum(err, best_err)
-    return best_q.to(torch.int8), best_scale.squeeze(1).half()
+    return best_q, best_scale
+
+
+def quantize_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """round_rows as stored: int8 levels and one fp16 scale per row."""
+    q, scale = round_rows(w, bits)
+    return q.to(torch.int8), scale.squeeze(1).half()
+
+
+def fake_quantize(w: torch.Tensor, bits: int, on: torch.Tensor) -> torch.Tensor:
+    """QAT: `w` where on == 0, else the weight the artifact will hold (round_rows dequantized), with a straight-through
+    gradient. `on` is a 0/1 tensor, so switching QAT on changes data, not the compiled graph."""
+    with torch.no_grad():
+        q, scale = round_rows(w, bits)
+        shown = torch.where(on > 0, (q * scale).to(w.dtype), w)
+    return shown + (w - w.detach())  # exactly `shown` (w + (wq - w) could round), with the gradient of w
+
+
+def gptq_rows(w: torch.Tensor, hessian: torch.Tensor, bits: int, block: int = 128,
+              damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hessian-aware rounding (GPTQ): the scales of round_rows, then columns rounded one at a time in order of
+    decreasing activation energy, each one's error pushed onto the columns not yet rounded through the Cholesky
+    factor of the damped inverse Hessian (H = E[x x^T] of the layer's inputs), so the layer's output error
+    ||X W^T - X Q^T|| rather than the weight error is what is kept small. Returns what quantize_rows returns."""
+    w = w.float().clone()
+    qmax = 2 ** (bits - 1) - 1
+    scale = round_rows(w, bits)[1]
+    h = hessian.to(w.device, torch.float64).clone()  # float64: a Cholesky of a near-singular H in fp32 can fail
+    dead = torch.diagonal(h) == 0  # inputs that never fire: their weights cannot matter
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    order = torch.argsort(torch.diagonal(h), descending=True)
+    w, h = w[:, order], h[order][:, order]
+    damping = torch.diagonal(h).mean() * torch.eye(len(h), device=h.device, dtype=h.dtype)
+    for attempt in range(6):  # rounding can leave H indefinite: damp 10x harder until it factors
+        factor, failed = torch.linalg.cholesky_ex(h + damp * 10 ** attempt * damping)
+        if not failed:
+            break
+    else:
+        raise ArtifactError("GPTQ: a layer's calibration Hessian will not factor (non-finite activations?)")
+    u = torch.linalg.cholesky(torch.cholesky_inverse(factor), upper=True).float()
+    q = torch.zeros_like(w)
+    for start in range(0, w.shape[1], block):
+        end = min(start + block, w.shape[1])
+        errors = torch.zeros(w.shape[0], end - start, device=w.device)
+        for i in range(start, end):
+            column = w[:, i:i + 1]
+            q[:, i:i + 1] = torch.clamp(torch.round(column / scale), -qmax, qmax)
+            error = (column - q[:, i:i + 1] * scale) / u[i, i]
+            w[:, i:end] -= error * u[i:i + 1, i:end]
+            errors[:, i - start:i - start + 1] = error
+        w[:, end:] -= errors @ u[start:end, end:]
+    q = q[:, torch.argsort(order)]
+    return q.to(torch.int8), scale.squeeze(1).half()
+
+
+@torch.no_grad()
+def collect_hessians(model: torch.nn.Module, batches, names: list[str], device) -> dict[str, torch.Tensor]:
+    """E[x x^T] of the inputs of the weights called names ("<linear module>.weight"), over calibration batches
+    (x, y) of TRAINING tokens; forward hooks add each call's inputs, so a module called twice counts twice."""
+    sums = {name: None for name in names}
+    counts = dict.fromkeys(names, 0)
+
+    def hook(name):
+        def add(module, inputs):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+            with torch.autocast(x.device.type, enabled=False):  # a bf16 x^T x is not even positive semi-definite
+                sums[name] = x.T @ x if sums[name] is None else sums[name] + x.T @ x
+            counts[name] += x.shape[0]
+        return add
+    handles = [model.get_submodule(n.removesuffix(".weight")).register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        with autocast(device):
+            for x, y in batches:
+                model(x, y)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {n: sums[n] / max(counts[n], 1) for n in names if sums[n] is not None}
 
 
 def pack_artifact(state: dict[str, torch.Tensor], meta: dict, quant_bits: dict[str, int],
-                  tables: dict[str, bytes] | None = None) -> bytes:
-    """Serialize tensors as our own byte format: header JSON + LZMA payload + raw tables (already compressed).
+                  tables: dict[str, bytes] | None = None, hessians: dict[str, torch.Tensor] | None = None) -> bytes:
+    """Serialize tensors as our own byte format: header JSON + compressed payload + raw tables (already compressed).
 
-    Tensors named in quant_bits are stored as per-row int8 (values limited to that many bits, which LZMA
-    then squeezes); every other tensor is stored as fp16. No pickle anywhere, so loading executes nothing.
+    Tensors named in quant_bits are stored as per-row int8 (values limited to that many bits, which the entropy
+    coder then squeezes), rounded with gptq_rows where `hessians` has their input Hessian, else to nearest; every
+    other tensor is stored as fp16. No pickle anywhere, so loading executes nothing.
     """
     index, chunks, offset = [], [], 0
+    hessians = hessians or {}
     for name, tensor in state.items():
-        tensor = tensor.detach().cpu()
+        tensor = tensor.detach()
         if name in quant_bits:
-            q, scale = quantize_rows(tensor.reshape(tensor.shape[0], -1), quant_bits[name])
-            parts, kind = [q.numpy().tobytes(), scale.numpy().tobytes()], "int8_rows"
+            rows = tensor.reshape(tensor.shape[0], -1)
+            q, scale = (gptq_rows(rows, hessians[name], quant_bits[name]) if name in hessians else
+                        quantize_rows(rows, quant_bits[name]))
+            parts, kind = [q.cpu().numpy().tobytes(), scale.cpu().numpy().tobytes()], "int8_rows"
         else:
-            parts, kind = [tensor.to(torch.float16).numpy().tobytes()], "fp16"
+            parts, kind = [tensor.cpu().to(torch.float16).numpy().tobytes()], "fp16"
         nbytes = sum(len(p) for p in parts)
         index.append({"name": name, "shape": list(tensor.shape), "kind": kind, "offset": offset, "nbytes": nbytes})
         chunks.extend(parts)
         offset += nbytes
     raw = b"".join(chunks)
-    with ThreadPoolExecutor(os.cpu_count()) as pool:  # lzma releases the GIL while it compresses
-        streams = list(pool.map(lambda i: lzma.compress(raw[i:i + LZMA_CHUNK], preset=9), range(0, len(raw), LZMA_CHUNK)))
+    with ThreadPoolExecutor(os.cpu_count()) as pool:  # lzma and zlib release the GIL while they compress
+        streams = list(pool.map(compress_stream, (raw[i:i + LZMA_CHUNK] for i in range(0, len(raw), LZMA_CHUNK))))
     tables = tables or {}
     header = json.dumps({"format": ARTIFACT_FORMAT, "meta": meta, "tensors": index, "payload_raw": offset,
-                         "payload_lzma": [len(s) for s in streams], "tables": {k: len(v) for k, v in tables.items()}}).encode()
-    return b"".join([ARTIFACT_MAGIC, struct.pack("<I", len(header)), header, *streams, *tables.values()])
+                         "payload_streams": [[codec, len(s)] for codec, s in streams],
+                         "tables": {k: len(v) for k, v in tables.items()}}).encode()
+    return b"".join([ARTIFACT_MAGIC, struct.pack("<I", len(header)), header, *(s for _, s in streams), *tables.values()])
+
+
+def compress_stream(data: bytes) -> tuple[str, bytes]:
+    """The smaller of deflate's Huffman stage alone, which codes quantized levels within ~1% of their order-0
+    entropy (their bytes hold no repeats for LZMA's matching, which costs ~3% there), and LZMA (fp16 tensors)."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)  # zlib framing: an Adler-32 check
+    huffman = deflate.compress(data) + deflate.flush()
+    packed = lzma.compress(data, preset=9)
+    return ("huffman", huffman) if len(huffman) <= len(packed) else ("lzma", packed)
+
+
+STREAM_CODECS = {"lzma": lzma.LZMADecompressor, "huffman": zlib.decompressobj}  # codec name -> its decompressor
+
+
+def decompress_stream(codec: str, data: bytes, max_length: int) -> bytes:
+    """Inverse of compress_stream, bounded by max_length so that a hostile blob cannot exhaust memory."""
+    try:
+        decompressor = STREAM_CODECS[codec]()
+        piece = decompressor.decompress(data, max_length)
+    except (KeyError, lzma.LZMAError, zlib.error):
+        raise ArtifactError(f"artifact payload is corrupt ({codec} stream failed)") from None
+    if not decompressor.eof or decompressor.unused_data:
+        raise ArtifactError("artifact payload stream is truncated or padded")
+    return piece
 
 
 TENSOR_BYTES = {  # kind -> payload bytes of a stored tensor of that shape (None: the shape cannot have the kind)
@@ -284,18 +419,20 @@ def check_header(header, stored_bytes: int) -> None:
         if not ok:
             raise ArtifactError(f"artifact header is corrupt: {what}; re-pack it with train_gpt.py")
     is_count = lambda v: type(v) is int and v >= 0  # noqa: E731 (JSON true/false are no counts)
-    need(isinstance(header, dict) and {"format", "meta", "tensors", "payload_raw", "payload_lzma", "tables"} <= set(header),
+    need(isinstance(header, dict) and {"format", "meta", "tensors", "payload_raw", "payload_streams", "tables"} <= set(header),
          "fields are missing")
     if header["format"] != ARTIFACT_FORMAT:
         raise ArtifactError(f"artifact format {header['format']} is not {ARTIFACT_FORMAT}; use the matching code")
     need(isinstance(header["meta"], dict) and isinstance(header["meta"].get("config"), dict), "no config in meta")
-    lzma_sizes, tables = header["payload_lzma"], header["tables"]
-    need(is_count(header["payload_raw"]) and isinstance(lzma_sizes, list) and all(map(is_count, lzma_sizes)),
-         "payload sizes are not byte counts")
+    streams, tables = header["payload_streams"], header["tables"]
+    need(is_count(header["payload_raw"]), "payload sizes are not byte counts")
+    need(isinstance(streams, list) and all(isinstance(st, list) and len(st) == 2 and st[0] in STREAM_CODECS and
+                                           is_count(st[1]) for st in streams), "payload streams are not [codec, bytes] pairs")
+    stream_sizes = [size for _, size in streams]
     need(isinstance(tables, dict) and all(map(is_count, tables.values())), "table sizes are not byte counts")
-    if stored_bytes != sum(lzma_sizes) + sum(tables.values()):
+    if stored_bytes != sum(stream_sizes) + sum(tables.values()):
         raise ArtifactError(f"artifact has {stored_bytes} bytes after its header, the header promises "
-                            f"{sum(lzma_sizes) + sum(tables.values())}: truncated or padded")
+                            f"{sum(stream_sizes) + sum(tables.values())}: truncated or padded")
     need(isinstance(header["tensors"], list), "the tensor index is not a list")
     offset, names = 0, set()
     for entry in header["tensors"]:
@@ -326,14 +463,8 @@ def unpack_artifact(blob: bytes) -> tuple[dict[str, torch.Tensor], dict, dict[st
         raise ArtifactError("artifact header is truncated or corrupt") from None
     check_header(header, len(blob) - start - header_len)
     raw_size, pieces, offset = header["payload_raw"], [], start + header_len
-    for size in header["payload_lzma"]:
-        try:  # bounded by the header's raw size, so a hostile blob cannot exhaust memory
-            decompressor = lzma.LZMADecompressor()
-            pieces.append(decompressor.decompress(blob[offset:offset + size], max_length=raw_size + 1))
-        except lzma.LZMAError:
-            raise ArtifactError("artifact payload is corrupt (LZMA failed)") from None
-        if not decompressor.eof or decompressor.unused_data:
-            raise ArtifactError("artifact payload stream is truncated or padded")
+    for codec, size in header["payload_streams"]:
+        pieces.append(decompress_stream(codec, blob[offset:offset + size], raw_size + 1))
         offset, raw_size = offset + size, raw_size - len(pieces[-1])
     payload = b"".join(pieces)
     if len(payload) != header["payload_raw"]:

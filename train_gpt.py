@@ -110,9 +110,11 @@ class Config:
     checkpoint_dir: str = opt("", "folder of checkpoint_{current,prev,prev2}.pt (default: the run's record folder)")
     resume: str = opt("", "'' = fresh | auto = newest readable checkpoint of this run, fresh if none | PATH = that file")
     # artifact and evaluation
-    quant_bits: int = opt(6, "bits per weight for attention matrices in the artifact (stored as int8 + LZMA)")
+    quant_bits: int = opt(6, "bits per weight for attention matrices in the artifact (stored as int8, entropy-coded)")
     mlp_quant_bits: int = opt(5, "bits per weight for MLP matrices in the artifact")
     quant_fit: bool = opt(True, "if over the byte cap, lower block-matrix bits one at a time (>= 4) until it fits")
+    qat_start: float = opt(0.0, "late QAT: from this fraction of the budget, packed Linears train through the packer's rounding (0 = off)")
+    gptq_tokens: int = opt(0, "training tokens per rank calibrating Hessian-aware (GPTQ) rounding at packing (0 = round to nearest)")
     embed_quant_bits: int = opt(8, "bits per weight for the embedding tables")
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
@@ -120,7 +122,7 @@ class Config:
     ngram_order: int = opt(7, "n-gram mixture order at evaluation (0 = neural only)")
     ngram_cache_bytes: int = opt(0, "bytes of training-time n-gram counts (order ngram_order) packed into the artifact; 0 = off")
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
-    lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8 + LZMA)")
+    lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8, entropy-coded)")
     eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
     ttt_steps: int = opt(2, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
     ttt_lr: float = opt(1e-3, "test-time training Adam learning rate")
@@ -129,6 +131,7 @@ class Config:
     run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
     track: str = opt("track_10min_16mb", "records/<track>/ folder")
     records_dir: str = opt("records", "where record folders are written")
+    self_extracting_code: bool = opt(True, "record folder scripts as LZMA+base85 self-extracting copies (what the code bytes count)")
     author: str = opt("parameter-golf toolkit", "submission.json author")
     github_id: str = opt("", "submission.json github_id")
     # embedded critics and wake/sleep self-training (EGT)
@@ -208,12 +211,12 @@ RANGES = {
     "[1,inf)": "vocab_size seq_len train_batch_tokens num_layers model_dim num_heads num_kv_heads bigram_dim enrich_hidden "
     "muon_ns_steps iterations log_every eval_stride eval_batch_windows eval_chunk_tokens ttt_rank egt_every egt_critic_every "
     "egt_critic_hidden egt_pool egt_lora_rank egt_prompts egt_prompt_len egt_gen_len egt_min_keep egt_replay_size egt_batch",
-    "[0,inf)": "grad_accum_steps xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
+    "[0,inf)": "grad_accum_steps gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
     "ngram_order ngram_cache_bytes eval_audit ttt_steps egt_critic_steps egt_gen_steps seed qk_gain_init logit_softcap "
     "lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
     "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
     "(0,inf)": "mlp_mult rope_base tied_embed_init_std matrix_lr scalar_lr embed_lr egt_critic_lr_mult",
-    "[0,1]": "recur_start rope_fraction muon_momentum_warmup warmdown_frac egt_top_p egt_band_low egt_band_high egt_jaccard_min",
+    "[0,1]": "recur_start qat_start rope_fraction muon_momentum_warmup warmdown_frac egt_top_p egt_band_low egt_band_high egt_jaccard_min",
     "(0,1]": "egt_hard_frac",
     "[0,1)": "muon_momentum muon_momentum_start beta1 beta2 ema_decay egt_final_frac",
     "[2,8]": "quant_bits mlp_quant_bits embed_quant_bits lora_quant_bits",  # stored as int8
@@ -356,7 +359,7 @@ class Linear(nn.Linear):
     def __init__(self, fan_in: int, fan_out: int, zero_init: bool = False):
         super().__init__(fan_in, fan_out, bias=False)
         nn.init.zeros_(self.weight) if zero_init else nn.init.normal_(self.weight, std=fan_in ** -0.5)
-        self.zero_init, self.row_scale = zero_init, None
+        self.zero_init, self.row_scale, self.qat_bits = zero_init, None, None  # qat_bits: set by attach_qat
         self.register_parameter("lora_a", None)  # registered while empty: attaching and removing adapters (EGT's
         self.register_parameter("lora_b", None)  # sleep) leaves the module as the compiled main step saw it
 
@@ -376,7 +379,8 @@ class Linear(nn.Linear):
         self.row_scale = nn.Parameter(torch.full((self.out_features,), gain, device=basis.device))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.linear(x, self.weight.to(x.dtype))
+        w = self.weight if self.qat_bits is None else eval_ngram.fake_quantize(self.weight, self.qat_bits, self.qat_on)
+        y = F.linear(x, w.to(x.dtype))
         if self.row_scale is not None:  # on the activations: a scaled weight would need the full weight gradient
             y = y * self.row_scale.to(x.dtype)
         if self.lora_a is not None:
@@ -1281,6 +1285,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     """Train until the wall-clock budget or the step limit; returns timing facts for the record."""
     egt = EGT(cfg, model, rank, world, device, log) if cfg.egt_mode != "off" else None
     main_share = 1 - cfg.egt_final_frac if cfg.egt_mode == "final" else 1.0  # the main steps' share of the budget
+    qat_on, qat_started = attach_qat(model, cfg) if cfg.qat_start > 0 else None, False  # before compiling: a buffer
     trainer = Trainer(cfg, model, stream, rank, world, device)
     optimizers = trainer.optimizers
     if cfg.compile_warmup_steps > 0:
@@ -1339,6 +1344,10 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
             t0 += time.perf_counter() - paused  # saving is not training time
         if progress >= 1.0:
             break
+        if qat_on is not None and not qat_started and progress >= cfg.qat_start:
+            qat_on.fill_(1.0)
+            qat_started = True
+            log(f"qat on step={step} progress={progress:.3f}")
         stream_state = stream.state()  # a halt inside this step saves the data position of its start
         model.recurrence_active = bool(model.recur_band) and progress >= cfg.recur_start
         try:
@@ -1396,6 +1405,35 @@ def quant_plan(model: GPT, cfg: Config) -> dict[str, int]:
     return plan
 
 
+def packed_linears(model: GPT, cfg: Config) -> dict[str, int]:
+    """Weight name -> bits of every Linear the artifact stores quantized: what QAT and GPTQ act on."""
+    return {n: bits for n, bits in quant_plan(model, cfg).items()
+            if n.endswith(".weight") and isinstance(model.get_submodule(n.removesuffix(".weight")), Linear)}
+
+
+def attach_qat(model: GPT, cfg: Config) -> Tensor:
+    """Make every packed Linear train through the packer's rounding at its planned bits, gated by one shared 0/1
+    tensor (returned; 0 = off until filled): switching QAT on changes data, never the compiled graph."""
+    on = torch.zeros((), device=next(model.parameters()).device)
+    for name, bits in packed_linears(model, cfg).items():
+        module = model.get_submodule(name.removesuffix(".weight"))
+        module.qat_bits = bits
+        module.register_buffer("qat_on", on, persistent=False)
+    return on
+
+
+def calibration_hessians(model: GPT, cfg: Config, stream: TrainStream, rank: int, world: int, device) -> dict[str, Tensor]:
+    """Input Hessians of the packed Linears over gptq_tokens TRAINING tokens per rank (never validation), averaged
+    over ranks so that every rank packs the same artifact."""
+    micro = cfg.train_batch_tokens // (world * accumulation_steps(cfg, world))
+    batches = (stream.next_batch(micro, cfg.seq_len, rank, world, device) for _ in range(-(-cfg.gptq_tokens // micro)))
+    hessians = eval_ngram.collect_hessians(model, batches, list(packed_linears(model, cfg)), device)
+    for h in hessians.values() if world > 1 else []:
+        dist.all_reduce(h)
+        h /= world
+    return hessians
+
+
 def basis_sha256(model: GPT) -> str:
     """Digest of every regenerated basis, so a loading process proves it rebuilt exactly what was trained."""
     digest = hashlib.sha256()
@@ -1405,7 +1443,7 @@ def basis_sha256(model: GPT) -> str:
 
 
 def artifact_parts(model: GPT, cfg: Config) -> str:
-    """Artifact bytes by part before LZMA, as pack_artifact lays them out (int8 rows + fp16 row scales, else fp16)."""
+    """Artifact bytes by part before entropy coding, as pack_artifact lays them out (int8 rows + fp16 row scales, else fp16)."""
     plan, parts = quant_plan(model, cfg), dict.fromkeys(("adapters", "row_scales", "other"), 0)
     for name, t in model.state_dict().items():
         part = "adapters" if name.endswith(("lora_a", "lora_b")) else "row_scales" if name.endswith("row_scale") else "other"
@@ -1416,12 +1454,13 @@ def artifact_parts(model: GPT, cfg: Config) -> str:
             f" frozen_bases=0 ({frozen:,} weights regenerated at load, not stored)")
 
 
-def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None) -> bytes:
+def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None,
+               hessians: dict[str, Tensor] | None = None) -> bytes:
     meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.files_sha256(CODE_FILES),
             "train_time_s": train_facts["train_time_s"], "model_builder": "train_gpt:model_from_artifact"}
     if model.basis_seeds:
         meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
-    return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg), tables)
+    return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg), tables, hessians)
 
 
 def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
@@ -1484,7 +1523,7 @@ def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dic
     record once it has one."""
     submission = {"author": cfg.author, "github_id": cfg.github_id, "name": os.path.basename(folder),
                   "blurb": f"preset {preset}: {cfg.num_layers}x{cfg.model_dim} GQA {cfg.num_heads}/{cfg.num_kv_heads}, "
-                           f"{facts['steps']} steps in {facts['train_time_s']:.0f} s, int{cfg.quant_bits}+LZMA artifact",
+                           f"{facts['steps']} steps in {facts['train_time_s']:.0f} s, int{cfg.quant_bits} artifact",
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "bytes_total": result["bytes_total"],
                   "bytes_code": result["bytes_code"], "config": dataclasses.asdict(cfg), "preset": preset,
@@ -1495,7 +1534,9 @@ def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dic
     overrides = " ".join(a for a in argv if "=" in a)
     launcher = f"torchrun --standalone --nproc_per_node={world}" if world > 1 else "python"
     command = f"{launcher} {os.path.join(folder, 'train_gpt.py')} --preset {preset} {overrides}".strip()
-    files = {os.path.basename(p): open(p, "rb").read() for p in CODE_FILES} | {
+    sources = {os.path.basename(p): eval_ngram.script_source(p) for p in CODE_FILES}
+    files = {name: eval_ngram.self_extracting(source) if cfg.self_extracting_code else source
+             for name, source in sources.items()} | {
         "config.json": json.dumps(dataclasses.asdict(cfg), indent=2),
         "loss_curve.svg": loss_curve_svg(facts["losses"], f"train loss, {os.path.basename(folder)}"),
         "README.md": f"# {os.path.basename(folder)}\n\nval_bpb **{result['val_bpb']:.4f}** (val_loss {result['val_loss']:.4f}), "
@@ -1553,18 +1594,21 @@ def main(argv: list[str]) -> int:
     if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
         raise FloatingPointError("the trained weights are not finite (they diverged after the last loss check); "
                                  "nothing was packed: lower the learning rates")
-    bytes_code = eval_ngram.code_size()
+    bytes_code = eval_ngram.code_size(cfg.self_extracting_code)
     started = time.perf_counter()
+    hessians = calibration_hessians(model, cfg, stream, rank, world, device) if cfg.gptq_tokens else None
+    if hessians:
+        log(f"gptq calibration tokens_per_rank={cfg.gptq_tokens} matrices={len(hessians)} seconds={time.perf_counter() - started:.1f}")
     counts = facts.get("ngram_counts")
     packed_tables = {"ngram": counts.to_bytes(cfg.ngram_cache_bytes)} if counts is not None else {}
     if packed_tables:
         log(f"ngram_cache bytes={len(packed_tables['ngram'])} entries={counts.num_entries()} order={cfg.ngram_order}")
-    blob = pack_model(model, cfg, facts, packed_tables)
+    blob = pack_model(model, cfg, facts, packed_tables, hessians)
     while cfg.quant_fit and len(blob) + bytes_code > eval_ngram.ARTIFACT_LIMIT and min(cfg.quant_bits, cfg.mlp_quant_bits) > 4:
         log(f"artifact {len(blob) + bytes_code} bytes is over the cap at attn int{cfg.quant_bits} / mlp "
             f"int{cfg.mlp_quant_bits}: repacking one bit lower")
         cfg = dataclasses.replace(cfg, quant_bits=cfg.quant_bits - 1, mlp_quant_bits=cfg.mlp_quant_bits - 1)
-        blob = pack_model(model, cfg, facts, packed_tables)
+        blob = pack_model(model, cfg, facts, packed_tables, hessians)
     log(f"packed seconds={time.perf_counter() - started:.1f} attn_bits={cfg.quant_bits} mlp_bits={cfg.mlp_quant_bits}")
     if rank == 0:
         eval_ngram.save_artifact(os.path.join(folder, "artifact.pgolf"), blob)

@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from eval_ngram import ArgumentParser, run_script  # noqa: E402
+from eval_ngram import ArgumentParser, run_script, script_source  # noqa: E402
 
 SCORES = ["val_bpb", "val_loss", "bytes_total", "bytes_code", "train_time_s", "eval_time_s"]
 HUNK_LINES = 30  # lines shown per hunk at most
@@ -48,9 +48,8 @@ def load_record(folder: str) -> dict:
     config_path = os.path.join(folder, "config.json")
     config = read_json(config_path) if os.path.isfile(config_path) else submission.get("config") or {}
     scripts = {}
-    for path in sorted(glob.glob(os.path.join(folder, "*.py"))):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            scripts[os.path.basename(path)] = f.read().splitlines(keepends=True)
+    for path in sorted(glob.glob(os.path.join(folder, "*.py"))):  # a self-extracting copy compares as its source
+        scripts[os.path.basename(path)] = script_source(path).decode("utf-8", errors="replace").splitlines(keepends=True)
     return {"submission": submission, "config": flatten(config), "scripts": scripts}
 
 

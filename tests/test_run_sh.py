@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+import eval_ngram
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBMISSION_FIELDS = ["author", "github_id", "name", "blurb", "date", "val_loss", "val_bpb", "bytes_total", "bytes_code",
                      "config", "hardware", "seed", "train_time_s", "eval_time_s"]
@@ -52,9 +54,10 @@ def test_cpu_mode_runs_the_smoke_preset_and_writes_a_complete_record(tmp_path):
     files = os.listdir(folder)
     assert {"README.md", "config.json", f"train_seed{submission['seed']}.log"} <= set(files)
     assert any(name.startswith("loss_curve.") for name in files)
-    for script in ("train_gpt.py", "eval_ngram.py"):  # copies exactly as run
-        with open(os.path.join(folder, script), "rb") as copy, open(os.path.join(REPO_ROOT, script), "rb") as run:
-            assert copy.read() == run.read()
+    for script in ("train_gpt.py", "eval_ngram.py"):  # self-extracting copies of exactly what ran
+        with open(os.path.join(REPO_ROOT, script), "rb") as run:
+            assert eval_ngram.script_source(os.path.join(folder, script)) == run.read()
+    assert submission["bytes_code"] == sum(os.path.getsize(os.path.join(folder, s)) for s in ("train_gpt.py", "eval_ngram.py"))
     proc = run_sh("check", folder)  # the folder our trainer writes follows the challenge's rules
     assert proc.returncode == 0 and proc.stdout.startswith(f"OK {folder}: "), proc.stdout
 

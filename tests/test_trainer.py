@@ -249,7 +249,7 @@ def test_the_payload_is_several_lzma_streams_that_unpack_to_the_same_tensors(mon
     monkeypatch.setattr(eval_ngram, "LZMA_CHUNK", 4096)
     blob = train_gpt.pack_model(model, cfg, {"train_time_s": 0.0})
     header_len = int.from_bytes(blob[len(eval_ngram.ARTIFACT_MAGIC):len(eval_ngram.ARTIFACT_MAGIC) + 4], "little")
-    streams = json.loads(blob[len(eval_ngram.ARTIFACT_MAGIC) + 4:][:header_len])["payload_lzma"]
+    streams = [n for _, n in json.loads(blob[len(eval_ngram.ARTIFACT_MAGIC) + 4:][:header_len])["payload_streams"]]
     assert len(streams) > 3
     chunked = eval_ngram.unpack_artifact(blob)[0]
     assert chunked.keys() == whole.keys() and all(torch.equal(chunked[n], whole[n]) for n in whole)

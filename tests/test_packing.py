@@ -1,0 +1,167 @@
+"""Packing capacity: late QAT trains through exactly the packer's rounding and switches on without recompiling,
+Hessian-aware (GPTQ) rounding beats round-to-nearest on the layer's output, packed values unpack bit for bit, the
+artifact's size adds up by hand, and a self-extracting record folder runs the same source in fewer counted bytes."""
+import json
+import lzma
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import eval_ngram
+import train_gpt
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# model_dim 192 and MLP 3x: the MLP matrices (576 x 192) pass quant_plan's 65,536-weight threshold, attention does not
+TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "model_dim=192", "num_heads=4", "num_kv_heads=2",
+        "bigram_buckets=0", "enrich_hidden=32", "seq_len=16", "eval_stride=16", "device=cpu", "compile=off"]
+
+
+def tiny_model(*overrides: str) -> tuple[train_gpt.GPT, train_gpt.Config]:
+    cfg, _ = train_gpt.resolve_config("record", TINY + list(overrides))
+    torch.manual_seed(0)
+    model = train_gpt.GPT(cfg)
+    with torch.no_grad():  # zero-init projections would make rounding trivially exact
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model, cfg
+
+
+def correlated_problem(rows: int, cols: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight and inputs whose features are correlated and unequally scaled, as a trained layer's are."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2048, cols, generator=g) @ (torch.randn(cols, cols, generator=g) / cols ** 0.5)
+    return torch.randn(rows, cols, generator=g) * 0.03, x * torch.linspace(0.2, 3.0, cols)
+
+
+# ---------------------------------------------------------------- QAT
+def test_qat_forward_is_the_packers_rounding_with_a_straight_through_gradient():
+    model, cfg = tiny_model()
+    on = train_gpt.attach_qat(model, cfg)
+    packed = train_gpt.packed_linears(model, cfg)
+    assert set(packed) == {f"blocks.{i}.mlp.{m}.weight" for i in range(2) for m in ("fc", "proj")}
+    unpacked = eval_ngram.unpack_artifact(train_gpt.pack_model(model, cfg, {"train_time_s": 0.0}))[0]
+    for name, bits in packed.items():
+        linear = model.get_submodule(name.removesuffix(".weight"))
+        x_in = torch.randn(3, 5, linear.in_features)
+        on.fill_(0.0)
+        assert torch.equal(linear(x_in), F.linear(x_in, linear.weight))  # off: the weight itself
+        on.fill_(1.0)
+        assert torch.equal(linear(x_in), F.linear(x_in, unpacked[name]))  # on: exactly what the artifact holds
+        assert not torch.equal(unpacked[name], linear.weight)
+        linear.weight.grad = None
+        linear(x_in).sum().backward()
+        assert torch.allclose(linear.weight.grad, torch.ones(3 * 5, linear.out_features).T @ x_in.reshape(-1, linear.in_features))
+
+
+def test_switching_qat_on_does_not_recompile():
+    from torch._dynamo.testing import CompileCounter
+    model, cfg = tiny_model()
+    on = train_gpt.attach_qat(model, cfg)
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    idx = torch.randint(0, 256, (2, 16))
+    torch._dynamo.reset()
+    off_loss = compiled(idx, idx)
+    frames = counter.frame_count
+    on.fill_(1.0)
+    on_loss = compiled(idx, idx)
+    assert counter.frame_count == frames and frames > 0
+    assert on_loss != off_loss and torch.equal(on_loss, model(idx, idx))
+
+
+# ---------------------------------------------------------------- GPTQ
+def test_hessian_rounding_lowers_the_output_error_of_round_to_nearest_on_the_same_grid():
+    w, x = correlated_problem(96, 128)
+    hessian = x.T @ x / len(x)
+    for bits in (6, 4):
+        q_rtn, scale_rtn = eval_ngram.quantize_rows(w, bits)
+        q, scale = eval_ngram.gptq_rows(w, hessian, bits)
+        assert torch.equal(scale, scale_rtn) and q.abs().max() <= 2 ** (bits - 1) - 1  # same grid, same format
+        out_error = lambda q_, s_: (x @ (w - q_.float() * s_.float()[:, None]).T).norm()
+        assert out_error(q, scale) < 0.75 * out_error(q_rtn, scale_rtn)
+
+
+def test_a_hessian_that_will_not_factor_is_a_clear_error():
+    with pytest.raises(eval_ngram.ArtifactError, match="will not factor"):
+        eval_ngram.gptq_rows(torch.randn(4, 3), torch.full((3, 3), float("nan")), 6)
+
+
+def test_hessians_are_the_mean_outer_product_of_each_linears_inputs():
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(3, 2, bias=False)
+
+        def forward(self, x, y):
+            return self.b(self.a(x)).sum()
+    toy, xs = Toy(), [torch.randn(5, 4), torch.randn(7, 4)]
+    hessians = eval_ngram.collect_hessians(toy, [(x, None) for x in xs], ["a.weight", "b.weight"], "cpu")
+    x = torch.cat(xs)
+    assert torch.allclose(hessians["a.weight"], x.T @ x / 12)
+    with torch.no_grad():
+        h = toy.a(x)
+    assert torch.allclose(hessians["b.weight"], h.T @ h / 12, atol=1e-6)
+    assert not toy.a._forward_pre_hooks  # the hooks are gone afterwards
+
+
+# ---------------------------------------------------------------- artifact
+def test_gptq_packed_values_unpack_bit_for_bit():
+    model, cfg = tiny_model()
+    names = list(train_gpt.packed_linears(model, cfg))
+    hessians = {}
+    for i, name in enumerate(names):
+        x = correlated_problem(1, model.get_submodule(name.removesuffix(".weight")).in_features, seed=i)[1]
+        hessians[name] = x.T @ x / len(x)
+    state = eval_ngram.unpack_artifact(train_gpt.pack_model(model, cfg, {"train_time_s": 0.0}, None, hessians))[0]
+    for name, bits in train_gpt.packed_linears(model, cfg).items():
+        q, scale = eval_ngram.gptq_rows(model.state_dict()[name], hessians[name], bits)
+        assert torch.equal(state[name], q.float() * scale.float()[:, None])
+
+
+def test_the_artifact_size_adds_up_by_hand():
+    state = {"m": torch.randn(70, 1000), "v": torch.randn(9)}
+    blob = eval_ngram.pack_artifact(state, {"k": 1}, {"m": 5})
+    header_len = struct.unpack("<I", blob[6:10])[0]
+    header = json.loads(blob[10:10 + header_len])
+    raw = 70 * 1000 + 2 * 70 + 2 * 9  # int8 levels + one fp16 scale per row, then the fp16 vector
+    assert header["payload_raw"] == raw and [t["nbytes"] for t in header["tensors"]] == [70 * 1000 + 2 * 70, 2 * 9]
+    assert len(blob) == len(eval_ngram.ARTIFACT_MAGIC) + 4 + header_len + sum(n for _, n in header["payload_streams"])
+    q, scale = eval_ngram.quantize_rows(state["m"], 5)
+    payload = q.numpy().tobytes() + scale.numpy().tobytes() + state["v"].half().numpy().tobytes()
+    huffman = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    assert header["payload_streams"] == [["huffman", len(huffman.compress(payload) + huffman.flush())]]
+    assert header["payload_streams"][0][1] < 0.98 * len(lzma.compress(payload, preset=9))  # the Huffman stage wins
+
+
+def test_each_stream_keeps_the_smaller_codec_and_unpacks_exactly():
+    levels = torch.randint(-15, 16, (300, 1000), generator=torch.Generator().manual_seed(0)).to(torch.int8)
+    repeats = torch.zeros(300, 1000).half()  # fp16 zeros: LZMA's matching wins
+    for data, codec in [(levels.numpy().tobytes(), "huffman"), (repeats.numpy().tobytes(), "lzma")]:
+        chosen, packed = eval_ngram.compress_stream(data)
+        assert chosen == codec and eval_ngram.decompress_stream(chosen, packed, len(data) + 1) == data
+        with pytest.raises(eval_ngram.ArtifactError, match="payload"):
+            eval_ngram.decompress_stream(chosen, packed[:-3], len(data) + 1)
+
+
+# ---------------------------------------------------------------- code bytes
+def test_a_self_extracting_record_folder_runs_the_same_source_in_fewer_counted_bytes(tmp_path):
+    for path in eval_ngram.CODE_FILES:
+        (tmp_path / os.path.basename(path)).write_bytes(eval_ngram.self_extracting(eval_ngram.script_source(path)))
+        assert eval_ngram.script_source(str(tmp_path / os.path.basename(path))) == open(path, "rb").read()
+    copies = [str(tmp_path / os.path.basename(p)) for p in eval_ngram.CODE_FILES]
+    assert eval_ngram.code_size(True) == sum(os.path.getsize(p) for p in copies) < 0.45 * eval_ngram.code_size()
+    assert eval_ngram.files_sha256(copies) == eval_ngram.files_sha256(eval_ngram.CODE_FILES)  # no mismatch warning
+    args = ["--print-config", "--preset", "smoke", "num_layers=3"]
+    runs = [subprocess.run([sys.executable, os.path.join(folder, "train_gpt.py"), *args], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout for folder in (str(tmp_path), REPO)]
+    assert runs[0] == runs[1] and '"num_layers": 3' in runs[0]
+    error = subprocess.run([sys.executable, str(tmp_path / "eval_ngram.py"), str(tmp_path / "none.pgolf")],
+                           capture_output=True, text=True)
+    assert error.returncode == 2 and "cannot read artifact" in error.stderr  # the evaluator runs from its copy too
