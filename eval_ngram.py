@@ -4,8 +4,9 @@ The base of the two scripts: train_gpt.py imports this file, this file never imp
 in as an object (its .cfg the typed Config, .lora_parameters() and .attach_adapters() for test-time training); an
 artifact loaded alone is rebuilt by the function its metadata names (model_builder), found in this checkout.
 
-Sections: shards and byte accounting, artifact packing, sliding-window evaluation,
-score-first n-gram mixture, sampling, score-first test-time training, command line.
+Sections: shards, the training stream and byte accounting; artifact packing (with the random bases a loader
+regenerates from seeds); training state (rolling checkpoints, the loss curve); sliding-window evaluation; score-first
+n-gram mixture; sampling; score-first test-time training; command line.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import json
 import lzma
 import math
 import os
+import random
 import struct
 import sys
 import tempfile
@@ -120,6 +122,51 @@ def find_shards(data_dir: str, split: str) -> list[str]:
         raise DataError(f"{data_dir}: no *_{split}_*.bin shards; create them with data/export.py "
                         "or download them with data/fineweb.py")
     return paths
+
+
+class TrainStream:
+    """Reads training shards in order, forever (wrapping at the end); validation shards are never opened here.
+
+    Every rank walks the same stream and takes its own slice of each step's tokens, so ranks see disjoint data.
+    """
+
+    def __init__(self, data_dir: str, vocab_size: int):
+        self.paths = find_shards(data_dir, "train")
+        self.vocab_size = vocab_size
+        self.shard_index, self.position, self.epoch = 0, 0, 0
+        self.tokens = self._load(0)
+
+    def _load(self, index: int) -> np.ndarray:
+        return read_shard(self.paths[index], self.vocab_size)  # a bad id in a later shard halts the run
+
+    def take(self, n: int) -> np.ndarray:
+        parts = []
+        while n > 0:
+            if self.position >= self.tokens.size:
+                self.shard_index = (self.shard_index + 1) % len(self.paths)
+                self.epoch += self.shard_index == 0
+                self.position, self.tokens = 0, self._load(self.shard_index)
+            part = self.tokens[self.position:self.position + n]
+            parts.append(part)
+            self.position += part.size
+            n -= part.size
+        return np.concatenate(parts)
+
+    def next_batch(self, micro_tokens: int, seq_len: int, rank: int, world: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        span = self.take(world * micro_tokens + 1)  # one extra token so the last target exists ...
+        self.position -= 1  # ... and is the next span's first input, so N ranks x 1 micro-step = 1 rank x N
+        mine = torch.from_numpy(span[rank * micro_tokens: (rank + 1) * micro_tokens + 1].astype(np.int32))
+        if torch.device(device).type == "cuda":  # a copy from pageable memory would wait for the GPU to drain: pin it, copy async
+            mine = mine.pin_memory().to(device, non_blocking=True)
+        mine = mine.long()
+        return mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
+
+    def state(self) -> dict:
+        return {"shard_index": self.shard_index, "position": self.position, "epoch": self.epoch}
+
+    def restore(self, state: dict) -> None:
+        self.shard_index, self.position, self.epoch = state["shard_index"], state["position"], state["epoch"]
+        self.tokens = self._load(self.shard_index)
 
 
 def load_val_tokens(data_dir: str, max_tokens: int = 0, vocab_size: int | None = None) -> torch.Tensor:
@@ -507,6 +554,120 @@ def check_artifact_size(artifact_bytes: int, code_bytes: int, limit: int = ARTIF
         raise ArtifactError(f"artifact {artifact_bytes} + code {code_bytes} = {total} bytes is "
                             f"{total - limit} over the {limit}-byte cap; shrink the model or lower quant_bits")
     return total
+
+
+# ---- random bases (non-record PR #2058): frozen orthogonal matrices regenerated from 8-byte seeds, never stored
+def splitmix64(seed: int, n: int) -> np.ndarray:
+    """n pseudo-random 64-bit words from `seed` by plain integer arithmetic: the same on every machine and library
+    version (torch's and numpy's generators promise no stable stream across versions)."""
+    z = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed % 2**64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def basis_seed(seed: int, name: str) -> int:
+    """A matrix's 63-bit (8-byte) basis seed, derived from the run seed and the module name."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
+
+
+def semi_orthogonal(rows: int, cols: int, seed: int) -> torch.Tensor:
+    """A random rows x cols matrix with orthonormal rows (rows <= cols) or columns, bit-identical everywhere.
+
+    With n = max(rows, cols) and b the largest power of two dividing n (b >= 16), it is the first min(rows, cols)
+    columns (transposed when rows < cols) of the n x n orthogonal matrix prod_r (I_{n/b} (x) H_b) P_r D_r / b^(rounds/2):
+    random signs D, random permutations P (which mix the n/b Hadamard blocks) and unnormalized Walsh-Hadamard
+    butterflies H. Until the one final scaling every value is an integer below 2^53 held in float64, so each step is
+    exact whatever the order of operations, thread count, BLAS or device; the scaling and the cast to fp32 are single
+    correctly-rounded operations.
+    """
+    n, m = max(rows, cols), min(rows, cols)
+    block = min(n & -n, 1 << 13)
+    bits = block.bit_length() - 1
+    rounds = max(3, -(-(n.bit_length() - 1) // bits) + 1)  # enough rounds that every output mixes every input
+    if block < 16 or bits * rounds > 52:  # 52: the largest integer reached, b^rounds, must stay exact in float64
+        raise UsageError(f"random_bases: a {rows}x{cols} matrix needs its larger side divisible by 16")
+    x = np.eye(n, m)  # numpy, not torch: single-threaded, so it stays fast on a busy CPU
+    for r in range(rounds):
+        words = splitmix64(seed * 2 * rounds + 2 * r, n), splitmix64(seed * 2 * rounds + 2 * r + 1, n)
+        signs = 1.0 - 2.0 * (words[0] >> np.uint64(63)).astype(np.float64)
+        x = (signs[:, None] * x)[np.argsort(words[1], kind="stable")]
+        h = 1
+        while h < block:  # in-place butterflies (a, b) -> (a + b, a - b) on every block of b rows
+            a, b = x.reshape(n // (2 * h), 2, h, m).transpose(1, 0, 2, 3)
+            total = a + b
+            np.subtract(a, b, out=b)
+            a[...] = total
+            h *= 2
+    x = x * 2.0 ** -(bits * rounds // 2) * (math.sqrt(0.5) if bits * rounds % 2 else 1.0)
+    return torch.from_numpy(x if rows >= cols else x.T).float().contiguous()
+
+
+# ---------------------------------------------------------------- training state: rolling checkpoints
+def checkpoint_paths(folder: str, rank: int) -> list[str]:
+    """current, prev, prev2: newest first; each rank has its own, as Muon momentum and RNG streams differ by rank."""
+    return [os.path.join(folder, f"checkpoint_{n}{f'.rank{rank}' if rank else ''}.pt") for n in ("current", "prev", "prev2")]
+
+
+def rng_states() -> dict:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
+            "numpy": [torch.from_numpy(keys.view(np.uint8).copy()), pos, has_gauss, gauss], "python": random.getstate()}
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(states["cuda"])
+    keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().view(np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+
+
+def save_checkpoint(folder: str, state: dict, rank: int, log) -> str:
+    """Write to a temp file, then rotate current -> prev -> prev2 and rename the temp file to current; each
+    step is an atomic rename, so a kill at any moment leaves every existing checkpoint whole."""
+    started = time.perf_counter()
+    os.makedirs(folder, exist_ok=True)
+    paths = checkpoint_paths(folder, rank)
+    torch.save(state, paths[0] + ".tmp")  # no fsync: after a machine crash, a torn current falls back to prev
+    for newer, older in zip(paths[1::-1], paths[:0:-1]):  # prev -> prev2, then current -> prev
+        if os.path.exists(newer):
+            os.replace(newer, older)
+    os.replace(paths[0] + ".tmp", paths[0])
+    log(f"checkpoint saved path={paths[0]} bytes={os.path.getsize(paths[0])} seconds={time.perf_counter() - started:.2f}")
+    return paths[0]
+
+
+def load_checkpoint(cfg, folder: str, rank: int, log) -> dict | None:
+    """resume=PATH loads that file; resume=auto the newest of current/prev/prev2 that reads back whole (None if none)."""
+    paths = checkpoint_paths(folder, rank) if cfg.resume == "auto" else [
+        cfg.resume if rank == 0 else cfg.resume.removesuffix(".pt") + f".rank{rank}.pt"]
+    for path in filter(os.path.exists, paths):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True) | {"path": path}
+        except Exception as error:  # truncated or corrupt (any unpickling or zip error)
+            log(f"warning: checkpoint {path} is unreadable ({type(error).__name__}); trying the previous one")
+    if cfg.resume != "auto":
+        raise DataError(f"resume={cfg.resume}: no readable checkpoint there; pass a checkpoint_*.pt or resume=auto")
+    return None
+
+
+def loss_curve_svg(losses: list[tuple[int, float]], title: str) -> str:
+    """A dependency-free SVG line plot of train loss against step."""
+    w, h, pad, losses = 640, 360, 48, losses or [(0, 0.0)]
+    steps, values = [s for s, _ in losses], [v for _, v in losses]
+    s0, s1, v0, v1 = min(steps), max(steps) or 1, min(values), max(values)
+    sx = lambda s: pad + (w - 2 * pad) * (s - s0) / max(s1 - s0, 1)
+    sy = lambda v: h - pad - (h - 2 * pad) * (v - v0) / max(v1 - v0, 1e-9)
+    points = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in losses)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">'
+            f'<rect width="{w}" height="{h}" fill="white"/><text x="{pad}" y="24">{title}</text>'
+            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>'
+            f'<text x="{pad}" y="{h - 16}">step {s0}</text><text x="{w - pad - 60}" y="{h - 16}">step {s1}</text>'
+            f'<text x="4" y="{pad}">{v1:.3f}</text><text x="4" y="{h - pad}">{v0:.3f}</text>'
+            f'<polyline fill="none" stroke="steelblue" stroke-width="2" points="{points}"/></svg>')
 
 
 # ---------------------------------------------------------------- sliding-window evaluation

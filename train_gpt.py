@@ -4,9 +4,10 @@
     torchrun --standalone --nproc_per_node=8 train_gpt.py [...]              # any number of GPUs
     python train_gpt.py --print-config | --help
 
-Read top to bottom: config, data, model (with random bases), optimizers, embedded critics and wake/sleep (EGT),
-processes and logging, rolling checkpoints, training loop, pack/evaluate/record, main. Shards, byte accounting,
-packing and evaluation live in eval_ngram.py, which this file imports (never the reverse).
+Read top to bottom: config, model (with random bases), optimizers, embedded critics and wake/sleep (EGT), processes
+and logging, resuming from a checkpoint, training loop, pack/evaluate/record, main. What needs no model lives in
+eval_ngram.py, which this file imports (never the reverse): shards and the training stream, byte accounting, the
+artifact (with the regenerated random bases), checkpoint files, evaluation.
 """
 from __future__ import annotations
 
@@ -20,13 +21,11 @@ import hashlib
 import json
 import math
 import os
-import random
 import re
 import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -297,52 +296,6 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-# ============================================================================ data
-class TrainStream:
-    """Reads training shards in order, forever (wrapping at the end); validation shards are never opened here.
-
-    Every rank walks the same stream and takes its own slice of each step's tokens, so ranks see disjoint data.
-    """
-
-    def __init__(self, data_dir: str, vocab_size: int):
-        self.paths = eval_ngram.find_shards(data_dir, "train")
-        self.vocab_size = vocab_size
-        self.shard_index, self.position, self.epoch = 0, 0, 0
-        self.tokens = self._load(0)
-
-    def _load(self, index: int) -> np.ndarray:
-        return eval_ngram.read_shard(self.paths[index], self.vocab_size)  # a bad id in a later shard halts the run
-
-    def take(self, n: int) -> np.ndarray:
-        parts = []
-        while n > 0:
-            if self.position >= self.tokens.size:
-                self.shard_index = (self.shard_index + 1) % len(self.paths)
-                self.epoch += self.shard_index == 0
-                self.position, self.tokens = 0, self._load(self.shard_index)
-            part = self.tokens[self.position:self.position + n]
-            parts.append(part)
-            self.position += part.size
-            n -= part.size
-        return np.concatenate(parts)
-
-    def next_batch(self, micro_tokens: int, seq_len: int, rank: int, world: int, device) -> tuple[Tensor, Tensor]:
-        span = self.take(world * micro_tokens + 1)  # one extra token so the last target exists ...
-        self.position -= 1  # ... and is the next span's first input, so N ranks x 1 micro-step = 1 rank x N
-        mine = torch.from_numpy(span[rank * micro_tokens: (rank + 1) * micro_tokens + 1].astype(np.int32))
-        if torch.device(device).type == "cuda":  # a copy from pageable memory would wait for the GPU to drain: pin it, copy async
-            mine = mine.pin_memory().to(device, non_blocking=True)
-        mine = mine.long()
-        return mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
-
-    def state(self) -> dict:
-        return {"shard_index": self.shard_index, "position": self.position, "epoch": self.epoch}
-
-    def restore(self, state: dict) -> None:
-        self.shard_index, self.position, self.epoch = state["shard_index"], state["position"], state["epoch"]
-        self.tokens = self._load(self.shard_index)
-
-
 # ============================================================================ model
 def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
@@ -372,7 +325,7 @@ class Linear(nn.Linear):
         """The weight becomes a non-persistent buffer (never packed) regenerated from `seed`; a trained per-row scale
         starts at 0 for zero-init layers (the block starts as the identity), else at the default init's output gain."""
         basis = torch.empty_like(self.weight) if self.weight.is_meta else (  # meta: a shape check, nothing computed
-            semi_orthogonal(self.out_features, self.in_features, seed).to(self.weight.device))
+            eval_ngram.semi_orthogonal(self.out_features, self.in_features, seed).to(self.weight.device))
         del self.weight
         self.register_buffer("weight", basis, persistent=False)
         gain = 0.0 if self.zero_init else max(1.0, self.out_features / self.in_features) ** 0.5
@@ -387,52 +340,6 @@ class Linear(nn.Linear):
             y = y + F.linear(F.linear(x, self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype))
         return y
 
-
-# ---- random bases (non-record PR #2058): frozen orthogonal matrices regenerated from 8-byte seeds, never stored
-def splitmix64(seed: int, n: int) -> np.ndarray:
-    """n pseudo-random 64-bit words from `seed` by plain integer arithmetic: the same on every machine and library
-    version (torch's and numpy's generators promise no stable stream across versions)."""
-    z = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed % 2**64)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def basis_seed(seed: int, name: str) -> int:
-    """A matrix's 63-bit (8-byte) basis seed, derived from the run seed and the module name."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
-
-
-def semi_orthogonal(rows: int, cols: int, seed: int) -> Tensor:
-    """A random rows x cols matrix with orthonormal rows (rows <= cols) or columns, bit-identical everywhere.
-
-    With n = max(rows, cols) and b the largest power of two dividing n (b >= 16), it is the first min(rows, cols)
-    columns (transposed when rows < cols) of the n x n orthogonal matrix prod_r (I_{n/b} (x) H_b) P_r D_r / b^(rounds/2):
-    random signs D, random permutations P (which mix the n/b Hadamard blocks) and unnormalized Walsh-Hadamard
-    butterflies H. Until the one final scaling every value is an integer below 2^53 held in float64, so each step is
-    exact whatever the order of operations, thread count, BLAS or device; the scaling and the cast to fp32 are single
-    correctly-rounded operations.
-    """
-    n, m = max(rows, cols), min(rows, cols)
-    block = min(n & -n, 1 << 13)
-    bits = block.bit_length() - 1
-    rounds = max(3, -(-(n.bit_length() - 1) // bits) + 1)  # enough rounds that every output mixes every input
-    if block < 16 or bits * rounds > 52:  # 52: the largest integer reached, b^rounds, must stay exact in float64
-        raise ConfigError(f"random_bases: a {rows}x{cols} matrix needs its larger side divisible by 16")
-    x = np.eye(n, m)  # numpy, not torch: single-threaded, so it stays fast on a busy CPU
-    for r in range(rounds):
-        words = splitmix64(seed * 2 * rounds + 2 * r, n), splitmix64(seed * 2 * rounds + 2 * r + 1, n)
-        signs = 1.0 - 2.0 * (words[0] >> np.uint64(63)).astype(np.float64)
-        x = (signs[:, None] * x)[np.argsort(words[1], kind="stable")]
-        h = 1
-        while h < block:  # in-place butterflies (a, b) -> (a + b, a - b) on every block of b rows
-            a, b = x.reshape(n // (2 * h), 2, h, m).transpose(1, 0, 2, 3)
-            total = a + b
-            np.subtract(a, b, out=b)
-            a[...] = total
-            h *= 2
-    x = x * 2.0 ** -(bits * rounds // 2) * (math.sqrt(0.5) if bits * rounds % 2 else 1.0)
-    return torch.from_numpy(x if rows >= cols else x.T).float().contiguous()
 
 
 class Rotary(nn.Module):
@@ -644,7 +551,7 @@ class GPT(nn.Module):
         started, chosen = time.perf_counter(), {}
         for name, linear in linears.items():
             if wanted & set(name.split(".")):
-                chosen[name] = seeds.get(name, basis_seed(cfg.seed, name))
+                chosen[name] = seeds.get(name, eval_ngram.basis_seed(cfg.seed, name))
                 linear.freeze_to_basis(chosen[name])
                 if cfg.lora_rank:
                     linear.add_lora(cfg.lora_rank, torch.Generator().manual_seed(chosen[name]))
@@ -990,7 +897,7 @@ class EGT:
         return [collect[i][:, -self.cfg.egt_gen_len:] for i in self.watched], h
 
     @torch.no_grad()
-    def wake(self, stream: TrainStream) -> dict:
+    def wake(self, stream: eval_ngram.TrainStream) -> dict:
         """Sample K continuations per prompt, measure them, and push the kept ones into the replay buffer."""
         cfg, K, G = self.cfg, self.cfg.egt_samples, self.cfg.egt_gen_len
         x, _ = stream.next_batch(cfg.egt_prompts * (cfg.egt_prompt_len + G), cfg.egt_prompt_len + G, self.rank, self.world, self.device)
@@ -1074,7 +981,7 @@ class EGT:
                 self.update(generator_opt, self.generator_loss(batch), lora)
         self.merge_adapters(ema)
 
-    def phase(self, stream: TrainStream, ema: EMA | None, step: int) -> None:
+    def phase(self, stream: eval_ngram.TrainStream, ema: EMA | None, step: int) -> None:
         started = time.perf_counter()
         stats = dict(step=step, **self.wake(stream))
         if all_reduce_max(-len(self.buffer), self.world, self.device) < 0:  # every rank has something to replay
@@ -1085,7 +992,7 @@ class EGT:
         self.history.append(stats)
         self.log("egt " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
 
-    def final_phase(self, stream: TrainStream, ema: EMA | None, step: int, t0: float, main_share: float) -> None:
+    def final_phase(self, stream: eval_ngram.TrainStream, ema: EMA | None, step: int, t0: float, main_share: float) -> None:
         """After the main steps: the model becomes its EMA, then phases run until egt_final_frac of the budget is spent."""
         if ema is not None:
             ema.copy_to(self.model)
@@ -1144,57 +1051,9 @@ def all_reduce_max(value: float, world: int, device) -> float:
     return t.item()
 
 
-# ============================================================================ rolling checkpoints
-def checkpoint_paths(folder: str, rank: int) -> list[str]:
-    """current, prev, prev2: newest first; each rank has its own, as Muon momentum and RNG streams differ by rank."""
-    return [os.path.join(folder, f"checkpoint_{n}{f'.rank{rank}' if rank else ''}.pt") for n in ("current", "prev", "prev2")]
+# ============================================================================ resuming from a checkpoint
 
-
-def rng_states() -> dict:
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
-            "numpy": [torch.from_numpy(keys.view(np.uint8).copy()), pos, has_gauss, gauss], "python": random.getstate()}
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] is not None and torch.cuda.is_initialized():
-        torch.cuda.set_rng_state(states["cuda"])
-    keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state(("MT19937", keys.numpy().view(np.uint32), pos, has_gauss, gauss))
-    random.setstate(states["python"])
-
-
-def save_checkpoint(folder: str, state: dict, rank: int, log) -> str:
-    """Write to a temp file, then rotate current -> prev -> prev2 and rename the temp file to current; each
-    step is an atomic rename, so a kill at any moment leaves every existing checkpoint whole."""
-    started = time.perf_counter()
-    os.makedirs(folder, exist_ok=True)
-    paths = checkpoint_paths(folder, rank)
-    torch.save(state, paths[0] + ".tmp")  # no fsync: after a machine crash, a torn current falls back to prev
-    for newer, older in zip(paths[1::-1], paths[:0:-1]):  # prev -> prev2, then current -> prev
-        if os.path.exists(newer):
-            os.replace(newer, older)
-    os.replace(paths[0] + ".tmp", paths[0])
-    log(f"checkpoint saved path={paths[0]} bytes={os.path.getsize(paths[0])} seconds={time.perf_counter() - started:.2f}")
-    return paths[0]
-
-
-def load_checkpoint(cfg: Config, folder: str, rank: int, log) -> dict | None:
-    """resume=PATH loads that file; resume=auto the newest of current/prev/prev2 that reads back whole (None if none)."""
-    paths = checkpoint_paths(folder, rank) if cfg.resume == "auto" else [
-        cfg.resume if rank == 0 else cfg.resume.removesuffix(".pt") + f".rank{rank}.pt"]
-    for path in filter(os.path.exists, paths):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True) | {"path": path}
-        except Exception as error:  # truncated or corrupt (any unpickling or zip error)
-            log(f"warning: checkpoint {path} is unreadable ({type(error).__name__}); trying the previous one")
-    if cfg.resume != "auto":
-        raise eval_ngram.DataError(f"resume={cfg.resume}: no readable checkpoint there; pass a checkpoint_*.pt or resume=auto")
-    return None
-
-
-def restore_checkpoint(state: dict, model: GPT, ema, optimizers, stream: TrainStream) -> None:
+def restore_checkpoint(state: dict, model: GPT, ema, optimizers, stream: eval_ngram.TrainStream) -> None:
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -1206,7 +1065,7 @@ def restore_checkpoint(state: dict, model: GPT, ema, optimizers, stream: TrainSt
         torch._foreach_copy_(ema.params, [t.to(p.device) for p, t in zip(ema.params, state["ema"])])
         ema.updates = state["ema_updates"]
     stream.restore(state["stream"])
-    set_rng_states(state["rng"])
+    eval_ngram.set_rng_states(state["rng"])
 
 
 def resumable_folder(cfg: Config, preset: str) -> str | None:
@@ -1227,7 +1086,7 @@ def muon_momentum(progress: float, cfg: Config) -> float:
 class Trainer:
     """The model as training runs it (compiled, wrapped for data parallelism), its optimizers, and one step."""
 
-    def __init__(self, cfg: Config, model: GPT, stream: TrainStream, rank: int, world: int, device):
+    def __init__(self, cfg: Config, model: GPT, stream: eval_ngram.TrainStream, rank: int, world: int, device):
         self.cfg, self.model, self.stream, self.rank, self.world, self.device = cfg, model, stream, rank, world, device
         self.accum = accumulation_steps(cfg, world)
         self.micro_tokens = cfg.train_batch_tokens // (world * self.accum)
@@ -1281,7 +1140,7 @@ class Trainer:
         log(f"warmup compile_steps={steps} seconds={time.perf_counter() - started:.1f} (not counted)")
 
 
-def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: int, device, checkpoint_dir: str = "") -> dict:
+def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: int, world: int, device, checkpoint_dir: str = "") -> dict:
     """Train until the wall-clock budget or the step limit; returns timing facts for the record."""
     egt = EGT(cfg, model, rank, world, device, log) if cfg.egt_mode != "off" else None
     main_share = 1 - cfg.egt_final_frac if cfg.egt_mode == "final" else 1.0  # the main steps' share of the budget
@@ -1297,7 +1156,7 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     peak_flops = 989e12 * world if device.type == "cuda" else 0.0  # H100/H200 dense bf16
     losses, step, train_time, last_log_time, last_log_step = [], 0, 0.0, 0.0, 0
     # ---- rolling checkpoints (with a checkpoint_dir): resume, save every checkpoint_every_s of training, leave one on a halt
-    resumed = load_checkpoint(cfg, checkpoint_dir, rank, log) if cfg.resume else None
+    resumed = eval_ngram.load_checkpoint(cfg, checkpoint_dir, rank, log) if cfg.resume else None
     resumed_step = resumed["step"] if resumed else -1
     if world > 1 and all_reduce_max(resumed_step, world, device) != -all_reduce_max(-resumed_step, world, device):
         raise eval_ngram.DataError("ranks found checkpoints of different steps; pass resume=PATH of one they all have")
@@ -1309,9 +1168,9 @@ def train(cfg: Config, model: GPT, stream: TrainStream, log, rank: int, world: i
     last_good, saved_step, saved_at = resumed and resumed["path"], step, train_time
 
     def checkpoint(stream_state: dict) -> str:
-        return save_checkpoint(checkpoint_dir, {
+        return eval_ngram.save_checkpoint(checkpoint_dir, {
             "model": model.state_dict(), "ema": ema.params if ema else None, "ema_updates": ema.updates if ema else 0,
-            "optimizers": [o.state_dict() for o in optimizers], "stream": stream_state, "rng": rng_states(), "step": step,
+            "optimizers": [o.state_dict() for o in optimizers], "stream": stream_state, "rng": eval_ngram.rng_states(), "step": step,
             "train_time_s": time.perf_counter() - t0, "losses": losses, "config": dataclasses.asdict(cfg)}, rank, log)
 
     def halt(error: Exception, stream_state: dict):
@@ -1422,7 +1281,7 @@ def attach_qat(model: GPT, cfg: Config) -> Tensor:
     return on
 
 
-def calibration_hessians(model: GPT, cfg: Config, stream: TrainStream, rank: int, world: int, device) -> dict[str, Tensor]:
+def calibration_hessians(model: GPT, cfg: Config, stream: eval_ngram.TrainStream, rank: int, world: int, device) -> dict[str, Tensor]:
     """Input Hessians of the packed Linears over gptq_tokens TRAINING tokens per rank (never validation), averaged
     over ranks so that every rank packs the same artifact."""
     micro = cfg.train_batch_tokens // (world * accumulation_steps(cfg, world))
@@ -1491,22 +1350,6 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
     return model
 
 
-def loss_curve_svg(losses: list[tuple[int, float]], title: str) -> str:
-    """A dependency-free SVG line plot of train loss against step."""
-    w, h, pad, losses = 640, 360, 48, losses or [(0, 0.0)]
-    steps, values = [s for s, _ in losses], [v for _, v in losses]
-    s0, s1, v0, v1 = min(steps), max(steps) or 1, min(values), max(values)
-    sx = lambda s: pad + (w - 2 * pad) * (s - s0) / max(s1 - s0, 1)
-    sy = lambda v: h - pad - (h - 2 * pad) * (v - v0) / max(v1 - v0, 1e-9)
-    points = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in losses)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">'
-            f'<rect width="{w}" height="{h}" fill="white"/><text x="{pad}" y="24">{title}</text>'
-            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>'
-            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>'
-            f'<text x="{pad}" y="{h - 16}">step {s0}</text><text x="{w - pad - 60}" y="{h - 16}">step {s1}</text>'
-            f'<text x="4" y="{pad}">{v1:.3f}</text><text x="4" y="{h - pad}">{v0:.3f}</text>'
-            f'<polyline fill="none" stroke="steelblue" stroke-width="2" points="{points}"/></svg>')
-
 
 def record_folder(cfg: Config, preset: str) -> str:
     name = cfg.run_name or f"{preset}_seed{cfg.seed}"
@@ -1538,7 +1381,7 @@ def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dic
     files = {name: eval_ngram.self_extracting(source) if cfg.self_extracting_code else source
              for name, source in sources.items()} | {
         "config.json": json.dumps(dataclasses.asdict(cfg), indent=2),
-        "loss_curve.svg": loss_curve_svg(facts["losses"], f"train loss, {os.path.basename(folder)}"),
+        "loss_curve.svg": eval_ngram.loss_curve_svg(facts["losses"], f"train loss, {os.path.basename(folder)}"),
         "README.md": f"# {os.path.basename(folder)}\n\nval_bpb **{result['val_bpb']:.4f}** (val_loss {result['val_loss']:.4f}), "
                      f"{result['bytes_total']:,} bytes in total ({result['bytes_code']:,} of code), {facts['steps']} steps in "
                      f"{facts['train_time_s']:.1f} s on {hardware}; evaluation {result['eval_time_s']:.1f} s.\n\n"
@@ -1582,7 +1425,7 @@ def main(argv: list[str]) -> int:
     log("config " + json.dumps(dataclasses.asdict(cfg)))
     tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
     eval_ngram.check_data(cfg.data_dir, cfg.tokenizer)
-    stream = TrainStream(cfg.data_dir, cfg.vocab_size)
+    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size)
     val_tokens = eval_ngram.load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
     model = GPT(cfg).to(device)
     log(f"model params={sum(p.numel() for p in model.parameters()):,} flops_per_token={flops_per_token(model, cfg.seq_len):.3e}")

@@ -79,7 +79,7 @@ def profile(argv: list[str]) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(cfg.seed)
     model = train_gpt.GPT(cfg).to(device)
-    stream = train_gpt.TrainStream(cfg.data_dir, cfg.vocab_size)
+    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size)
     trainer = train_gpt.Trainer(cfg, model, stream, 0, 1, device)
     ema = train_gpt.EMA(model, cfg.ema_decay) if cfg.ema else None
     trainer.warm_up(max(cfg.compile_warmup_steps, 3), print)

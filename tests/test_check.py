@@ -22,7 +22,7 @@ CODE = len(TRAIN_SCRIPT) + len(EVAL_SCRIPT)
 
 def our_log(train_s=599.8, eval_s=300.0, bpb="1.234567", seed=1337):
     return "\n".join([
-        f"preset=record world=8 device=8x NVIDIA H100 accum=1 folder=records/x",
+        "preset=record world=8 device=8x NVIDIA H100 accum=1 folder=records/x",
         "config " + json.dumps({"seed": seed, "num_layers": 9}),
         "step=50 train_loss=3.0 tok_s=1000 ms_step=10.0 mfu=n/a elapsed_s=0.5 eta_s=599.5",
         f"train_done steps=100 peak_mem_mib=0 tok_s=1000 ms_step=10.0 train_time_s={train_s} epochs=0",

@@ -44,7 +44,7 @@ def run(cfg, checkpoint_dir="", init_seed=0, before_batch=None, lines=None):
     """Train a freshly initialized model; before_batch(n, model) runs before the n-th batch is read (n = 1, 2, ...)."""
     torch.manual_seed(init_seed)
     model = train_gpt.GPT(cfg)
-    stream = train_gpt.TrainStream(cfg.data_dir, cfg.vocab_size)
+    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size)
     if before_batch:
         read, calls = stream.next_batch, [0]
 
@@ -95,10 +95,10 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(data_dir, tmp_path, str
 def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     np.random.standard_normal()  # leaves a cached gaussian in numpy's state
-    torch.save(train_gpt.rng_states(), tmp_path / "rng.pt")
+    torch.save(eval_ngram.rng_states(), tmp_path / "rng.pt")
     expected = torch.rand(3), np.random.standard_normal(3), random.random()
     torch.manual_seed(9), np.random.seed(9), random.seed(9)
-    train_gpt.set_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
+    eval_ngram.set_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.standard_normal(3), expected[1]) and random.random() == expected[2]
 
@@ -106,10 +106,10 @@ def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
 def test_save_logs_size_and_time_and_keeps_three(tmp_path):
     lines = []
     for step in range(4):
-        train_gpt.save_checkpoint(str(tmp_path), {"step": step}, 0, lines.append)
+        eval_ngram.save_checkpoint(str(tmp_path), {"step": step}, 0, lines.append)
     assert sorted(os.listdir(tmp_path)) == ["checkpoint_current.pt", "checkpoint_prev.pt", "checkpoint_prev2.pt"]
-    assert [torch.load(p, weights_only=True)["step"] for p in train_gpt.checkpoint_paths(str(tmp_path), 0)] == [3, 2, 1]
-    path = train_gpt.checkpoint_paths(str(tmp_path), 0)[0]
+    assert [torch.load(p, weights_only=True)["step"] for p in eval_ngram.checkpoint_paths(str(tmp_path), 0)] == [3, 2, 1]
+    path = eval_ngram.checkpoint_paths(str(tmp_path), 0)[0]
     assert lines[-1].startswith(f"checkpoint saved path={path} bytes={os.path.getsize(path)} seconds=")
 
 
@@ -117,7 +117,7 @@ def test_save_logs_size_and_time_and_keeps_three(tmp_path):
 def test_a_kill_between_write_and_rename_leaves_the_older_checkpoints_whole(tmp_path, monkeypatch, killed_at_rename):
     folder, log = str(tmp_path), lambda line: None
     for step in (1, 2):
-        train_gpt.save_checkpoint(folder, {"step": step, "weights": torch.full((4,), float(step))}, 0, log)
+        eval_ngram.save_checkpoint(folder, {"step": step, "weights": torch.full((4,), float(step))}, 0, log)
     real_replace, renames = os.replace, [0]
 
     def replace(src, dst):
@@ -127,13 +127,13 @@ def test_a_kill_between_write_and_rename_leaves_the_older_checkpoints_whole(tmp_
         real_replace(src, dst)
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
-        train_gpt.save_checkpoint(folder, {"step": 3, "weights": torch.full((4,), 3.0)}, 0, log)
+        eval_ngram.save_checkpoint(folder, {"step": 3, "weights": torch.full((4,), 3.0)}, 0, log)
     monkeypatch.setattr(os, "replace", real_replace)
-    assert os.path.exists(train_gpt.checkpoint_paths(folder, 0)[0] + ".tmp")  # the stray temp file is ignored
-    state = train_gpt.load_checkpoint(config(folder, "resume=auto"), folder, 0, log)
+    assert os.path.exists(eval_ngram.checkpoint_paths(folder, 0)[0] + ".tmp")  # the stray temp file is ignored
+    state = eval_ngram.load_checkpoint(config(folder, "resume=auto"), folder, 0, log)
     assert state["step"] == 2 and torch.equal(state["weights"], torch.full((4,), 2.0))
-    train_gpt.save_checkpoint(folder, {"step": 3}, 0, log)  # the next save goes through
-    assert train_gpt.load_checkpoint(config(folder, "resume=auto"), folder, 0, log)["step"] == 3
+    eval_ngram.save_checkpoint(folder, {"step": 3}, 0, log)  # the next save goes through
+    assert eval_ngram.load_checkpoint(config(folder, "resume=auto"), folder, 0, log)["step"] == 3
 
 
 class NotData:  # anything but tensors and plain containers must never be unpickled from a checkpoint
@@ -144,8 +144,8 @@ class NotData:  # anything but tensors and plain containers must never be unpick
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(tmp_path, damage):
     folder, lines = str(tmp_path), []
     for step in (1, 2):
-        train_gpt.save_checkpoint(folder, {"step": step}, 0, lines.append)
-    newest = train_gpt.checkpoint_paths(folder, 0)[0]
+        eval_ngram.save_checkpoint(folder, {"step": step}, 0, lines.append)
+    newest = eval_ngram.checkpoint_paths(folder, 0)[0]
     if damage == "truncate":
         os.truncate(newest, os.path.getsize(newest) // 2)
     elif damage == "garbage":
@@ -153,14 +153,14 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(t
             f.write(os.urandom(300))
     else:
         torch.save({"step": 2, "payload": NotData()}, newest)
-    assert train_gpt.load_checkpoint(config(folder, "resume=auto"), folder, 0, lines.append)["step"] == 1
+    assert eval_ngram.load_checkpoint(config(folder, "resume=auto"), folder, 0, lines.append)["step"] == 1
     assert lines[-1].startswith(f"warning: checkpoint {newest} is unreadable")
     with pytest.raises(eval_ngram.DataError, match="no readable checkpoint"):
-        train_gpt.load_checkpoint(config(folder, f"resume={newest}"), folder, 0, lines.append)
+        eval_ngram.load_checkpoint(config(folder, f"resume={newest}"), folder, 0, lines.append)
 
 
 def test_resume_auto_without_checkpoints_starts_fresh(tmp_path):
-    assert train_gpt.load_checkpoint(config(str(tmp_path), "resume=auto"), str(tmp_path), 0, print) is None
+    assert eval_ngram.load_checkpoint(config(str(tmp_path), "resume=auto"), str(tmp_path), 0, print) is None
 
 
 @pytest.mark.parametrize("every", ["0", "1e-9"])  # no rolling checkpoints (one is saved at the halt) | every step
@@ -208,7 +208,7 @@ def test_resume_auto_continues_the_unfinished_record_folder_of_the_run(tmp_path)
     assert train_gpt.resumable_folder(cfg, "long") is None
     folder = tmp_path / "t" / "2025-01-02_long_seed1337_2"
     folder.mkdir(parents=True)
-    train_gpt.save_checkpoint(str(folder), {"step": 1}, 0, lambda line: None)
+    eval_ngram.save_checkpoint(str(folder), {"step": 1}, 0, lambda line: None)
     (tmp_path / "t" / "2025-01-02_long_seed1337_v2").mkdir()  # another run's name: never taken
     assert train_gpt.resumable_folder(cfg, "long") == str(folder)
     (folder / "submission.json").write_text("{}")  # a finished record is never resumed

@@ -172,7 +172,7 @@ def test_egt_preset_trains_end_to_end_and_leaves_a_plain_gpt(tmp_path, mode):
                                               "egt_final_frac=0.5", "egt_band_low=0", "egt_band_high=1"])
     torch.manual_seed(0)
     model, lines = tg.GPT(cfg), []
-    facts = tg.train(cfg, model, tg.TrainStream(cfg.data_dir, VOCAB), lines.append, 0, 1, torch.device("cpu"))
+    facts = tg.train(cfg, model, eval_ngram.TrainStream(cfg.data_dir, VOCAB), lines.append, 0, 1, torch.device("cpu"))
     egt_lines = [line for line in lines if line.startswith("egt ")]
     assert facts["steps"] == (6 if mode == "interleaved" else 3)
     assert facts["egt"]["phases"] == len(egt_lines) and (len(egt_lines) == 2 if mode == "interleaved" else len(egt_lines) >= 1)

@@ -4,7 +4,6 @@ artifact's size adds up by hand, and a self-extracting record folder runs the sa
 import json
 import lzma
 import os
-import shutil
 import struct
 import subprocess
 import sys

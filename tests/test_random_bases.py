@@ -14,7 +14,8 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import eval_ngram
 import train_gpt
-from train_gpt import GPT, ConfigError, resolve_config, semi_orthogonal
+from eval_ngram import UsageError, semi_orthogonal
+from train_gpt import GPT, ConfigError, resolve_config
 
 RECORD_SHAPES = [(512, 512), (256, 512), (1536, 512), (512, 1536)]  # q/proj, k/v, mlp fc, mlp proj of the record model
 TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "model_dim=64", "num_heads=4", "num_kv_heads=2",
@@ -49,16 +50,16 @@ def test_seeds_give_different_bases():
 
 def test_regeneration_is_bit_identical_in_a_fresh_process():
     """The child runs single-threaded (this process uses torch's default threads): the digest must still match."""
-    code = (f"import sys, hashlib, torch; sys.path.insert(0, {REPO!r}); torch.set_num_threads(1); import train_gpt; "
-            f"print(hashlib.sha256(b''.join(train_gpt.semi_orthogonal(r, c, 99).numpy().tobytes() "
+    code = (f"import sys, hashlib, torch; sys.path.insert(0, {REPO!r}); torch.set_num_threads(1); import eval_ngram; "
+            f"print(hashlib.sha256(b''.join(eval_ngram.semi_orthogonal(r, c, 99).numpy().tobytes() "
             f"for r, c in {RECORD_SHAPES!r})).hexdigest())")
     here = hashlib.sha256(b"".join(semi_orthogonal(r, c, 99).numpy().tobytes() for r, c in RECORD_SHAPES)).hexdigest()
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert child.stdout.strip() == here
 
 
-def test_unsupported_shapes_and_names_are_config_errors():
-    with pytest.raises(ConfigError, match="larger side divisible by 16"):
+def test_unsupported_shapes_and_names_are_refused_with_a_usage_error():
+    with pytest.raises(UsageError, match="larger side divisible by 16"):
         semi_orthogonal(24, 40, seed=0)
     with pytest.raises(ConfigError, match="name no Linear"):
         tiny_model("mlp,nosuch")

@@ -163,7 +163,7 @@ def train_a_few_steps(rank, world, data_dir, out):
                       "warmup_steps=1")
     torch.manual_seed(0)
     model = train_gpt.GPT(cfg)
-    stream = train_gpt.TrainStream(cfg.data_dir, cfg.vocab_size)
+    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size)
     train_gpt.train(cfg, model, stream, lambda line: None, rank, world, torch.device("cpu"))
     if rank == 0:
         torch.save(model.state_dict(), out)
@@ -264,7 +264,7 @@ def test_the_training_time_ngram_cache_is_packed_whole_and_primes_the_mixer(sp10
                       "max_wallclock_seconds=0", "ngram_order=3", "ngram_cache_bytes=20000")
     torch.manual_seed(0)
     model = train_gpt.GPT(cfg)
-    facts = train_gpt.train(cfg, model, train_gpt.TrainStream(cfg.data_dir, cfg.vocab_size), lambda line: None, 0, 1,
+    facts = train_gpt.train(cfg, model, eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size), lambda line: None, 0, 1,
                             torch.device("cpu"))
     assert facts["ngram_counts"].num_entries() > 0  # 2 steps x 256 tokens were counted
     blob = train_gpt.pack_model(model, cfg, facts, {"ngram": facts["ngram_counts"].to_bytes(cfg.ngram_cache_bytes)})
