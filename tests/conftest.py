@@ -15,8 +15,6 @@ sys.path.insert(0, REPO_ROOT)
 
 SAMPLE_TRAIN = os.path.join(REPO_ROOT, "data", "sample", "gutenberg3_train.txt.xz")
 SAMPLE_VAL = os.path.join(REPO_ROOT, "data", "sample", "gutenberg3_val.txt.xz")
-SP1024_MODELS = [os.path.join(REPO_ROOT, "..", "shared", "data", "tokenizers", "fineweb_1024_bpe.model"),
-                 os.path.join(REPO_ROOT, "data", "tokenizers", "fineweb_1024_bpe.model")]
 TINY_BYTES = 200_000  # text per sample file: ~85k sp1024 train tokens, exported in well under a second
 
 
@@ -30,14 +28,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def tokenizer_model(file_name: str, fetch: str) -> str:
+    """Path of a sentencepiece model in ../shared/data/tokenizers/ or data/tokenizers/; the test is skipped on a
+    machine without one (`fetch` says how to get it)."""
+    for folder in (os.path.join(REPO_ROOT, "..", "shared", "data", "tokenizers"), os.path.join(REPO_ROOT, "data", "tokenizers")):
+        if os.path.isfile(os.path.join(folder, file_name)):
+            return os.path.join(folder, file_name)
+    pytest.skip(f"no {file_name} in ../shared/data/tokenizers/ or data/tokenizers/; fetch it with {fetch}")
+
+
 @pytest.fixture(scope="session")
 def sp1024_model() -> str:
-    """Path of the sp1024 sentencepiece model; the test is skipped on a machine without one."""
-    for path in SP1024_MODELS:
-        if os.path.isfile(path):
-            return path
-    pytest.skip("no sp1024 tokenizer in ../shared/data/tokenizers/ or data/tokenizers/; "
-                "fetch it with python data/fineweb.py --train-shards 0")
+    return tokenizer_model("fineweb_1024_bpe.model", "python data/fineweb.py --train-shards 0")
 
 
 def export_sample(out_dir: str, tokenizer_spec: str) -> str:

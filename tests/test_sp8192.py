@@ -13,13 +13,11 @@ import torch
 
 import eval_ngram
 import train_gpt
-from conftest import REPO_ROOT, export_sample
+from conftest import REPO_ROOT, export_sample, tokenizer_model
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "records"))
 import bench
 
-SP8192_MODELS = [os.path.join(REPO_ROOT, "..", "shared", "data", "tokenizers", "fineweb_8192_bpe.model"),
-                 os.path.join(REPO_ROOT, "data", "tokenizers", "fineweb_8192_bpe.model")]
 TINY = ["num_layers=2", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=256",
         "bigram_dim=8", "seq_len=64", "train_batch_tokens=1024", "grad_accum_steps=1", "device=cpu", "compile=off",
         "compile_warmup_steps=0", "iterations=25", "max_wallclock_seconds=0", "warmup_steps=3", "log_every=5",
@@ -29,11 +27,8 @@ TINY = ["num_layers=2", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich
 
 @pytest.fixture(scope="module")
 def sp8192_model() -> str:
-    for path in SP8192_MODELS:
-        if os.path.isfile(path):
-            return path
-    pytest.skip("no fineweb_8192_bpe.model in ../shared/data/tokenizers/ or data/tokenizers/; fetch it with "
-                "python data/fineweb.py --repo-id kevclark/parameter-golf --variant sp8192 --train-shards 0")
+    return tokenizer_model("fineweb_8192_bpe.model",
+                           "python data/fineweb.py --repo-id kevclark/parameter-golf --variant sp8192 --train-shards 0")
 
 
 @pytest.fixture(scope="module")
