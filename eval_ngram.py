@@ -473,8 +473,9 @@ def check_header(header, stored_bytes: int) -> None:
     need(isinstance(header["meta"], dict) and isinstance(header["meta"].get("config"), dict), "no config in meta")
     streams, tables = header["payload_streams"], header["tables"]
     need(is_count(header["payload_raw"]), "payload sizes are not byte counts")
-    need(isinstance(streams, list) and all(isinstance(st, list) and len(st) == 2 and st[0] in STREAM_CODECS and
-                                           is_count(st[1]) for st in streams), "payload streams are not [codec, bytes] pairs")
+    need(isinstance(streams, list) and all(isinstance(st, list) and len(st) == 2 and isinstance(st[0], str) and
+                                           st[0] in STREAM_CODECS and is_count(st[1]) for st in streams),
+         "payload streams are not [codec, bytes] pairs")
     stream_sizes = [size for _, size in streams]
     need(isinstance(tables, dict) and all(map(is_count, tables.values())), "table sizes are not byte counts")
     if stored_bytes != sum(stream_sizes) + sum(tables.values()):
@@ -487,7 +488,7 @@ def check_header(header, stored_bytes: int) -> None:
              "a tensor without a name, or a name twice")
         name, shape, kind = entry["name"], entry.get("shape"), entry.get("kind")
         names.add(name)
-        need(kind in TENSOR_BYTES, f"tensor {name} has unknown kind {kind!r}")
+        need(isinstance(kind, str) and kind in TENSOR_BYTES, f"tensor {name} has unknown kind {kind!r}")  # JSON lists do not hash
         need(isinstance(shape, list) and all(is_count(d) and d > 0 for d in shape), f"tensor {name} has shape {shape!r}")
         expected = TENSOR_BYTES[kind](shape)
         need(expected is not None and entry.get("offset") == offset and entry.get("nbytes") == expected,
@@ -511,7 +512,8 @@ def unpack_artifact(blob: bytes) -> tuple[dict[str, torch.Tensor], dict, dict[st
     check_header(header, len(blob) - start - header_len)
     raw_size, pieces, offset = header["payload_raw"], [], start + header_len
     for codec, size in header["payload_streams"]:
-        pieces.append(decompress_stream(codec, blob[offset:offset + size], raw_size + 1))
+        # at least 1: zlib reads a max_length of 0 as no limit, after a stream that overshot the header's size by 1
+        pieces.append(decompress_stream(codec, blob[offset:offset + size], max(raw_size, 0) + 1))
         offset, raw_size = offset + size, raw_size - len(pieces[-1])
     payload = b"".join(pieces)
     if len(payload) != header["payload_raw"]:

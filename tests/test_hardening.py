@@ -3,10 +3,12 @@ config values are checked up front; data before the first step; a non-finite los
 the audit catches a scorer that peeks; files are written whole or not at all and trained weights survive a failed
 write; a hostile artifact header is refused before a model is built; eval_ngram.py refuses an over-cap artifact."""
 import json
+import lzma
 import os
 import struct
 import subprocess
 import sys
+import zlib
 
 import pytest
 import torch
@@ -258,10 +260,32 @@ def set_in(path, value):
     (set_in(["tensors", 1, "offset"], 0), "offset or size disagrees"),
     (set_in(["meta"], []), "no config in meta"),
     (set_in(["tables"], {"ngram": -5}), "table sizes are not byte counts"),
+    (set_in(["tensors", 0, "kind"], ["fp16"]), "unknown kind"),  # a JSON list: unhashable, no TypeError
+    (set_in(["payload_streams", 0, 0], ["lzma"]), "payload streams are not"),
 ])
 def test_a_hostile_header_is_refused_before_decompression(change, message):
     with pytest.raises(eval_ngram.ArtifactError, match=message):
         eval_ngram.unpack_artifact(with_header(packed(), change))
+
+
+def test_a_stream_one_byte_over_the_payload_cannot_unbound_the_next_one(monkeypatch):
+    """The first stream inflates to payload_raw + 1 bytes; the second, a deflate bomb, must still be cut short (zlib
+    takes max_length=0 as no limit)."""
+    first, bomb = lzma.compress(bytes(9)), zlib.compress(bytes(8 << 20), 9)
+    header = {"format": eval_ngram.ARTIFACT_FORMAT, "meta": {"config": {}}, "payload_raw": 8, "tables": {},
+              "tensors": [{"name": "w", "shape": [4], "kind": "fp16", "offset": 0, "nbytes": 8}],
+              "payload_streams": [["lzma", len(first)], ["huffman", len(bomb)]]}
+    text = json.dumps(header).encode()
+    inflated, decompress = [], eval_ngram.decompress_stream
+
+    def counted(*args):
+        piece = decompress(*args)
+        inflated.append(len(piece))
+        return piece
+    monkeypatch.setattr(eval_ngram, "decompress_stream", counted)
+    with pytest.raises(eval_ngram.ArtifactError):
+        eval_ngram.unpack_artifact(eval_ngram.ARTIFACT_MAGIC + struct.pack("<I", len(text)) + text + first + bomb)
+    assert inflated == [9]  # the bomb's stream stopped at its 1-byte bound, an error before any more was inflated
 
 
 @pytest.mark.parametrize("change, message", [
