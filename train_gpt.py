@@ -971,6 +971,7 @@ class EGT:
         """One sleep epoch: egt_critic_steps critic and egt_gen_steps generator steps, interleaved evenly."""
         cfg, C, S = self.cfg, self.cfg.egt_critic_steps, self.cfg.egt_gen_steps
         ema.copy_to(self.teacher) if ema is not None else self.teacher.load_state_dict(self.model.state_dict())
+        self.teacher.recurrence_active = self.model.recurrence_active  # the same function as the model it anchors
         lora = self.attach_adapters()
         generator_opt = torch.optim.Adam(lora, lr=cfg.egt_lr)
         for _, turn in sorted([(i / C, "critic") for i in range(C)] + [(i / S, "generator") for i in range(S)]):

@@ -156,6 +156,19 @@ def test_kl_to_teacher_is_zero_when_student_equals_teacher():
     assert tg.kl_to_teacher(student, teacher + torch.randn_like(teacher)).item() > 0.0
 
 
+def test_with_depth_recurrence_on_the_teacher_runs_the_same_blocks_as_the_model():
+    model, egt = tiny_egt("recur_layers=1,2", "egt_critic_steps=0", "egt_gen_steps=0")
+    with torch.no_grad():  # blocks that are not the identity, so running the band twice changes the logits
+        [p.add_(0.2 * torch.randn_like(p)) for p in model.parameters()]
+    model.recurrence_active = True  # switched on by training after egt was made (and its teacher copied)
+    real = counting_text(4, torch.Generator().manual_seed(2))
+    egt.buffer.push(dict(prompt=real[:, :PROMPT], fake=real[:, PROMPT:], real=real[:, PROMPT:],
+                         uncertainty=torch.full((4,), 0.5), reward=torch.zeros(4)), torch.ones(4))
+    egt.sleep(None)  # no EMA: the teacher takes the model's weights
+    with torch.no_grad():
+        assert tg.kl_to_teacher(model.forward_logits(real)[0], egt.teacher.forward_logits(real)[0]).item() < 1e-6
+
+
 def test_exact_match_verifier_rewards_the_matching_prefix():
     real = torch.tensor([[1, 2, 3, 4]])
     samples = torch.tensor([[1, 2, 3, 4], [1, 2, 9, 4], [9, 2, 3, 4]])
