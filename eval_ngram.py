@@ -1504,7 +1504,7 @@ def main(argv: list[str]) -> int:
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
     result = score(model, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world, device=device,
                    mix=parse_mix(args.mix), eval_audit=args.audit, **settings)
-    code_bytes = code_size()
+    code_bytes = code_size(cfg.self_extracting_code)  # as train_gpt.py counted it: what the record folder holds
     over_cap = artifact_bytes + code_bytes - ARTIFACT_LIMIT
     if args.audit:  # a failed audit ends the run here, as in train_gpt.py: its score is void
         report_audit(result, print if rank == 0 else lambda line: None)
