@@ -235,6 +235,7 @@ RELATIONS = [  # (keys, holds, what it takes)
     ("egt_critic_every num_layers", lambda c: c.egt_mode == "off" or c.egt_critic_every <= c.num_layers,
      "a block for the first critic to read"),
     ("seed", lambda c: c.seed < 2 ** 63, "a seed below 2^63"),
+    ("recur_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.recur_layers.replace(" ", "")), "block indices as in 4,5"),
     ("run_name track", lambda c: all(re.fullmatch(r"\w[\w.-]*|", v) for v in (c.run_name, c.track)),
      "plain names (letters, digits, . _ -): they name folders"),
 ]

@@ -86,6 +86,7 @@ def test_overrides_are_typed_and_presets_apply():
     (["num_layers=three"], "num_layers='three': expected a int"),
     (["ema=maybe"], "expected a bool"),
     (["num_layers"], "arguments are key=value"),
+    (["recur_layers=4;5"], "recur_layers='4;5': needs block indices as in 4,5"),  # before any folder, not a ValueError
 ])
 def test_bad_overrides_are_clear_errors(args, message):
     with pytest.raises(train_gpt.ConfigError, match=message):
