@@ -607,7 +607,7 @@ def semi_orthogonal(rows: int, cols: int, seed: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------- training state: rolling checkpoints
 def checkpoint_paths(folder: str, rank: int) -> list[str]:
-    """current, prev, prev2: newest first; each rank has its own, as Muon momentum and RNG streams differ by rank."""
+    """current, prev, prev2: newest first; each rank has its own, as the ranks' RNG streams differ."""
     return [os.path.join(folder, f"checkpoint_{n}{f'.rank{rank}' if rank else ''}.pt") for n in ("current", "prev", "prev2")]
 
 
@@ -1457,7 +1457,8 @@ def main(argv: list[str]) -> int:
                         help=f"n-gram weighting option, repeatable; keys and defaults: {MIX_DEFAULTS}")
     parser.add_argument("--stride", type=int, help="sliding-window stride (default: the artifact's eval_stride)")
     parser.add_argument("--audit", type=int, default=0, metavar="K",
-                        help="check sum p = 1 over the whole vocabulary at K positions; fail if any is off by > 1e-6")
+                        help="check at K positions that p sums to 1 over the whole vocabulary (fail if off by > 1e-6), "
+                        "has no negative or non-finite entry, and gave the target the probability it was scored with")
     parser.add_argument("--max-tokens", type=int, help="score only the first N validation tokens (default: the "
                         "artifact's eval_max_tokens; 0 = all)")
     parser.add_argument("--batch-windows", type=int, help="windows per forward (default: the artifact's eval_batch_windows)")

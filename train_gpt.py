@@ -443,7 +443,8 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.tensor([1.0, 0.0]))  # how much of the block input vs. the embedding
         self.norm_scale = (index + 1) ** -0.5 if cfg.ln_scale else 1.0  # LN scale (PR #315)
         # parallel residuals (PR #1204): each sublayer writes to the attention lane and the MLP lane with its own weights
-        self.lane_writes = nn.Parameter(torch.ones(2, 2)) if 0 < cfg.parallel_start <= index else None
+        # (sublayer, lane) weights, flat so that AdamW trains them as the gains they are (Muon takes 2-D parameters)
+        self.lane_writes = nn.Parameter(torch.ones(4)) if 0 < cfg.parallel_start <= index else None
 
     def mix(self, x: Tensor, x0: Tensor) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
@@ -460,7 +461,7 @@ class Block(nn.Module):
 
     def parallel(self, lanes: tuple[Tensor, Tensor], x0: Tensor) -> tuple[Tensor, Tensor]:
         """Attention reads the first lane, the MLP the second; each output is written to both, with learned weights."""
-        (attn_lane, mlp_lane), w = lanes, self.lane_writes.to(x0.dtype)
+        (attn_lane, mlp_lane), w = lanes, self.lane_writes.to(x0.dtype).view(2, 2)
         if self.attn is not None:
             y = self.sublayer(self.attn, self.attn_scale, self.mix(attn_lane, x0))
             attn_lane, mlp_lane = attn_lane + w[0, 0] * y, mlp_lane + w[0, 1] * y
@@ -1318,7 +1319,8 @@ def artifact_parts(model: GPT, cfg: Config) -> str:
 def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None,
                hessians: dict[str, Tensor] | None = None) -> bytes:
     meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.files_sha256(CODE_FILES),
-            "train_time_s": train_facts["train_time_s"], "model_builder": "train_gpt:model_from_artifact"}
+            "train_time_s": train_facts["train_time_s"], "model_builder": "train_gpt:model_from_artifact",
+            "recurrence_active": model.recurrence_active}
     if model.basis_seeds:
         meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
     return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg), tables, hessians)
@@ -1341,7 +1343,7 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
         wrong = sorted(n for n in shapes.keys() | stored.keys() if shapes.get(n) != stored.get(n))[:3]
         raise eval_ngram.ArtifactError(f"artifact tensors {wrong} do not fit the model its config describes; damaged?")
     model = GPT(cfg, seeds)
-    model.recurrence_active = model.cfg.recur_start < 1.0  # training ended with the recurrence on
+    model.recurrence_active = meta.get("recurrence_active") is True  # as training ended
     if model.basis_seeds:
         if set(model.basis_seeds) != set(meta.get("basis_seeds", {})) or basis_sha256(model) != meta.get("basis_sha256"):
             raise eval_ngram.ArtifactError("random bases regenerated here differ from the ones the artifact was trained "

@@ -7,7 +7,8 @@ events (median, spread), then records --trace-steps steps with torch.profiler an
 time per step against wall time per step (the rest is the GPU waiting for the host), the phases of a step
 (train_gpt's record_function ranges), the top kernels with their share of GPU time, and the host calls that
 block (synchronizations, pageable copies). MFU = tokens/s x train_gpt.flops_per_token / 989 TFLOP/s (dense bf16
-of an H100/H200). The table is printed and, with --out, written as markdown with the raw numbers as JSON.
+of an H100/H200). With depth recurrence, the timed step is the recurrent one (the second part of a run). The
+table is printed and, with --out, written as markdown with the raw numbers as JSON.
 """
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def profile(argv: list[str]) -> dict:
     trainer = train_gpt.Trainer(cfg, model, stream, 0, 1, device)
     ema = train_gpt.EMA(model, cfg.ema_decay) if cfg.ema else None
     trainer.warm_up(max(cfg.compile_warmup_steps, 3), print)
+    model.recurrence_active = bool(model.recur_band)  # time the step as it runs once depth recurrence is on
 
     def run(step: int) -> None:
         trainer.step(step, 0.5)

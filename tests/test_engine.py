@@ -3,6 +3,7 @@ recurrence, parallel residual lanes, LN scale, an attention-free first block."""
 import torch
 import torch.nn.functional as F
 
+import eval_ngram
 import train_gpt
 
 
@@ -82,7 +83,7 @@ def test_parallel_lanes_with_unit_writes_equal_the_sequential_block():
     x = torch.randint(0, 1024, (2, 16))
     assert torch.allclose(sequential(x, x), parallel(x, x), atol=1e-5)
     with torch.no_grad():
-        parallel.blocks[4].lane_writes.copy_(torch.tensor([[1.0, 0.0], [0.5, 1.0]]))
+        parallel.blocks[4].lane_writes.copy_(torch.tensor([1.0, 0.0, 0.5, 1.0]))
     assert not torch.allclose(sequential(x, x), parallel(x, x), atol=1e-4)
 
 
@@ -92,3 +93,20 @@ def test_ln_scale_and_attention_free_first_block():
     assert [b.norm_scale for b in model.blocks[:3]] == [1.0, 2 ** -0.5, 3 ** -0.5]
     x = torch.randint(0, 1024, (2, 16))
     assert torch.isfinite(model(x, x))
+
+
+def test_an_artifact_is_rebuilt_with_the_recurrence_as_training_left_it():
+    model = train_gpt.GPT(tiny("recur_layers=2,3"))
+    for active in (False, True):
+        model.recurrence_active = active
+        blob = train_gpt.pack_model(model, model.cfg, {"train_time_s": 1.0})
+        state, meta, _ = eval_ngram.unpack_artifact(blob)
+        assert train_gpt.model_from_artifact(state, meta).recurrence_active is active
+
+
+def test_lane_weights_train_with_adamw_not_muon():
+    model = train_gpt.GPT(tiny("parallel_start=3"))
+    adam, muon = train_gpt.build_optimizers(model, model.cfg, 0, 1)
+    lane = {id(b.lane_writes) for b in model.blocks if b.lane_writes is not None}
+    assert len(lane) == 3 and lane <= {id(p) for g in adam.param_groups for p in g["params"]}
+    assert not lane & {id(p) for g in muon.param_groups for p in g["params"]}
