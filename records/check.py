@@ -34,6 +34,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import key_values, parse_ours_log, parse_peer_log  # noqa: E402
+from eval_ngram import ArgumentParser, run_script  # noqa: E402
 
 BYTE_LIMIT = 16_000_000
 TIME_LIMIT_S = 600.0
@@ -231,7 +232,7 @@ def check_folder(folder: str) -> tuple[list[str], str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="records/check.py", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="records/check.py", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", metavar="FOLDER", help="a record folder, e.g. records/<track>/<date>_<name>")
     args = parser.parse_args(argv)
@@ -247,4 +248,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_script(main)
