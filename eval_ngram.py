@@ -124,26 +124,53 @@ def find_shards(data_dir: str, split: str) -> list[str]:
     return paths
 
 
+def train_split(data_dir: str, holdout_tokens: int) -> list[tuple[str, int, int]]:
+    """(path, start, end) of every training shard, in shard order, with the split's last holdout_tokens tokens marked
+    off: training reads tokens [0, start) of each shard, the held-out split [start, end)."""
+    paths = find_shards(data_dir, "train")
+    lengths = [shard_length(p) for p in paths]
+    if not 0 <= holdout_tokens < sum(lengths):
+        raise DataError(f"{data_dir}: train_holdout_tokens={holdout_tokens} must be in 0..{sum(lengths) - 1}: the "
+                        f"training split holds {sum(lengths)} tokens and training needs at least one")
+    keep, spans = sum(lengths) - holdout_tokens, []
+    for path, length in zip(paths, lengths):
+        spans.append((path, min(max(keep, 0), length), length))
+        keep -= length
+    return spans
+
+
+def holdout_tokens(data_dir: str, n: int, vocab_size: int | None = None) -> torch.Tensor:
+    """The last n tokens of the training split (of its last shards, in shard order), which a TrainStream made with
+    holdout_tokens=n never yields: text to choose evaluation settings on without touching the validation tokens."""
+    if n <= 0:
+        raise UsageError(f"holdout tokens {n}: must be >= 1")
+    parts = [read_shard(path, vocab_size)[start:end] for path, start, end in train_split(data_dir, n) if start < end]
+    return torch.from_numpy(np.concatenate(parts).astype(np.int64))
+
+
 class TrainStream:
-    """Reads training shards in order, forever (wrapping at the end); validation shards are never opened here.
+    """Reads training shards in order, forever (wrapping at the end); validation shards are never opened here, nor
+    the split's last holdout_tokens tokens (see holdout_tokens): the stream wraps to the first shard before them.
 
     Every rank walks the same stream and takes its own slice of each step's tokens, so ranks see disjoint data.
     """
 
-    def __init__(self, data_dir: str, vocab_size: int):
-        self.paths = find_shards(data_dir, "train")
+    def __init__(self, data_dir: str, vocab_size: int, holdout_tokens: int = 0):
+        split = train_split(data_dir, holdout_tokens)
+        self.spans = [(path, start) for path, start, end in split if start or not end]  # not the wholly held-out shards
         self.vocab_size = vocab_size
         self.shard_index, self.position, self.epoch = 0, 0, 0
         self.tokens = self._load(0)
 
     def _load(self, index: int) -> np.ndarray:
-        return read_shard(self.paths[index], self.vocab_size)  # a bad id in a later shard halts the run
+        path, end = self.spans[index]
+        return read_shard(path, self.vocab_size)[:end]  # a bad id in a later shard halts the run
 
     def take(self, n: int) -> np.ndarray:
         parts = []
         while n > 0:
             if self.position >= self.tokens.size:
-                self.shard_index = (self.shard_index + 1) % len(self.paths)
+                self.shard_index = (self.shard_index + 1) % len(self.spans)
                 self.epoch += self.shard_index == 0
                 self.position, self.tokens = 0, self._load(self.shard_index)
             part = self.tokens[self.position:self.position + n]

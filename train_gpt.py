@@ -118,6 +118,7 @@ class Config:
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
     eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
+    train_holdout_tokens: int = opt(0, "last N training tokens never trained on: records/tune_mix.py tunes the mixer on them")
     ngram_order: int = opt(7, "n-gram mixture order at evaluation (0 = neural only)")
     ngram_cache_bytes: int = opt(0, "bytes of training-time n-gram counts (order ngram_order) packed into the artifact; 0 = off")
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
@@ -211,7 +212,7 @@ RANGES = {
     "muon_ns_steps iterations log_every eval_stride eval_batch_windows eval_chunk_tokens ttt_rank egt_every egt_critic_every "
     "egt_critic_hidden egt_pool egt_lora_rank egt_prompts egt_prompt_len egt_gen_len egt_min_keep egt_replay_size egt_batch",
     "[0,inf)": "grad_accum_steps gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
-    "ngram_order ngram_cache_bytes eval_audit ttt_steps egt_critic_steps egt_gen_steps seed qk_gain_init logit_softcap "
+    "train_holdout_tokens ngram_order ngram_cache_bytes eval_audit ttt_steps egt_critic_steps egt_gen_steps seed qk_gain_init logit_softcap "
     "lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
     "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
     "(0,inf)": "mlp_mult rope_base tied_embed_init_std matrix_lr scalar_lr embed_lr egt_critic_lr_mult",
@@ -1429,7 +1430,7 @@ def main(argv: list[str]) -> int:
     log("config " + json.dumps(dataclasses.asdict(cfg)))
     tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
     eval_ngram.check_data(cfg.data_dir, cfg.tokenizer)
-    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size)
+    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size, cfg.train_holdout_tokens)
     val_tokens = eval_ngram.load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
     model = GPT(cfg).to(device)
     log(f"model params={sum(p.numel() for p in model.parameters()):,} flops_per_token={flops_per_token(model, cfg.seq_len):.3e}")

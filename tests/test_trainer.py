@@ -52,6 +52,39 @@ def test_a_folder_without_shards_says_how_to_make_them(tmp_path):
         eval_ngram.find_shards(str(tmp_path), "train")
 
 
+def numbered_train_shards(folder, lengths=(100, 60, 40)) -> int:
+    """Train shards whose tokens are their positions in the split (0, 1, 2, ...), and a val shard that is no shard
+    at all, so that reading it fails; returns the split's size."""
+    start = 0
+    for index, length in enumerate(lengths):
+        eval_ngram.write_shard(str(folder / f"x_train_{index:06d}.bin"), np.arange(start, start + length))
+        start += length
+    (folder / "x_val_000000.bin").write_bytes(b"not a shard: the stream must never open it")
+    return start
+
+
+@pytest.mark.parametrize("holdout", [1, 30, 40, 75, 199])  # within the last shard, all of it, beyond it, all but one
+def test_the_stream_never_yields_the_held_out_tail_which_holdout_tokens_returns(tmp_path, holdout):
+    total = numbered_train_shards(tmp_path)
+    stream = eval_ngram.TrainStream(str(tmp_path), 1000, holdout)
+    seen = np.concatenate([stream.take(37) for _ in range(30)])  # several epochs of the kept tokens
+    assert stream.epoch >= 2 and set(seen.tolist()) == set(range(total - holdout))
+    assert eval_ngram.holdout_tokens(str(tmp_path), holdout, 1000).tolist() == list(range(total - holdout, total))
+
+
+def test_no_holdout_leaves_the_stream_as_it_was(tmp_path):
+    total = numbered_train_shards(tmp_path)
+    stream = eval_ngram.TrainStream(str(tmp_path), 1000, 0)
+    assert np.array_equal(np.concatenate([stream.take(37) for _ in range(30)]), np.arange(37 * 30) % total)
+
+
+@pytest.mark.parametrize("holdout", [200, 500, -1])
+def test_a_holdout_of_the_whole_training_split_is_a_clear_error(tmp_path, holdout):
+    numbered_train_shards(tmp_path)
+    with pytest.raises(eval_ngram.DataError, match=f"train_holdout_tokens={holdout} must be in 0..199"):
+        eval_ngram.TrainStream(str(tmp_path), 1000, holdout)
+
+
 # ---------------------------------------------------------------- bytes per token
 def test_bytes_are_counted_as_the_challenge_counts_them(sp1024_model):
     import sentencepiece as spm

@@ -1,0 +1,139 @@
+r"""records/tune_mix.py: choose the n-gram mixer's settings on held-out TRAINING text, never on validation tokens.
+
+    python records/tune_mix.py ARTIFACT --data-dir D [--holdout-tokens N] [--grid KEY=V1,V2,...]... [--ttt-steps K]
+        [--out FOLDER]
+
+Scores the artifact's model, mixed with the score-first n-gram cache exactly as eval_ngram.py scores it, on the last
+N tokens of the training split (eval_ngram.holdout_tokens: what a run with train_holdout_tokens=N never trained on),
+once for every combination of the grid and once with the defaults (eval_ngram.MIX_DEFAULTS). Prints the rows sorted
+by bpb, the defaults' row marked, and the best setting as `--mix` arguments for eval_ngram.py and as a MIX_DEFAULTS
+dict; --out writes the table as tune_mix.md and tune_mix.json. Validation shards are never opened: a setting chosen
+by trying it on the validation tokens is fitted to them, and its score no longer measures anything.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import eval_ngram  # noqa: E402
+from eval_ngram import MIX_DEFAULTS, UsageError  # noqa: E402
+
+# Around the defaults, the three gate weights that move the mixture most: 3 x 2 x 2 = 12 scorings.
+DEFAULT_GRID = {"gate_bias": [-7.0, -6.0, -5.0], "gate_order": [0.75, 1.0], "gate_entropy": [0.5, 1.0]}
+
+
+def parse_grid(items: list[str]) -> dict[str, list[float]]:
+    """{key: values} from KEY=V1,V2,... arguments (DEFAULT_GRID when there are none)."""
+    grid = {}
+    for item in items:
+        key, _, values = item.partition("=")
+        try:
+            if key not in MIX_DEFAULTS or key in grid:
+                raise ValueError
+            grid[key] = sorted({float(v) for v in values.split(",")})
+        except ValueError:
+            raise UsageError(f"--grid {item!r}: expected KEY=NUMBER,NUMBER,... with KEY one of {', '.join(MIX_DEFAULTS)}, "
+                             "each key once") from None
+    return grid or DEFAULT_GRID
+
+
+def combinations(grid: dict[str, list[float]]) -> list[dict[str, float]]:
+    """Every full setting of the grid (keys it leaves out at their defaults), the defaults first and only once."""
+    rows = [{**MIX_DEFAULTS, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
+    return [dict(MIX_DEFAULTS)] + [row for row in rows if row != MIX_DEFAULTS]
+
+
+def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[float]], *, device="cpu", log=print,
+         **settings) -> list[dict]:
+    """One row per combination ({"mix", "val_bpb", "val_loss", "defaults"}), sorted by val_bpb; settings are
+    eval_ngram.score's config keywords. Each scoring starts from the artifact's model: TTT changes its adapters."""
+    rows, settings_to_try = [], combinations(grid)
+    for mix in settings_to_try:
+        result = eval_ngram.score(copy.deepcopy(model), tokens, tables, artifact_tables=artifact_tables, device=device,
+                                  mix=mix, **settings)
+        rows.append({"mix": mix, "val_bpb": result["val_bpb"], "val_loss": result["val_loss"], "defaults": mix == MIX_DEFAULTS})
+        log(f"{len(rows)}/{len(settings_to_try)} {mix_arguments(mix)} val_bpb={result['val_bpb']:.6f} "
+            f"seconds={result['eval_time_s']:.1f}")
+    return sorted(rows, key=lambda row: row["val_bpb"])
+
+
+def mix_arguments(mix: dict[str, float]) -> str:
+    """The eval_ngram.py arguments that select this setting (only the keys that differ from the defaults)."""
+    return " ".join(f"--mix {k}={v:g}" for k, v in mix.items() if v != MIX_DEFAULTS[k]) or "(defaults)"
+
+
+def table(rows: list[dict], header: str) -> str:
+    keys = list(MIX_DEFAULTS)
+    lines = [header, "", "| rank | val_bpb | vs defaults | " + " | ".join(keys) + " |", "|---" * (len(keys) + 3) + "|"]
+    defaults_bpb = next(row["val_bpb"] for row in rows if row["defaults"])
+    for i, row in enumerate(rows, 1):
+        mark = " (defaults)" if row["defaults"] else ""
+        lines.append(f"| {i}{mark} | {row['val_bpb']:.6f} | {row['val_bpb'] - defaults_bpb:+.6f} | "
+                     + " | ".join(f"{row['mix'][k]:g}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = eval_ngram.ArgumentParser(prog="records/tune_mix.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("artifact")
+    parser.add_argument("--data-dir", help="shard folder; only its training shards are read (default: the artifact's)")
+    parser.add_argument("--tokenizer", help="sentencepiece model or 'bytes' (default: the artifact's)")
+    parser.add_argument("--holdout-tokens", type=int, help="score the last N training tokens (default: the artifact's "
+                        "train_holdout_tokens, the tokens its run never trained on)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                        help=f"values to try for one MIX_DEFAULTS key, repeatable (default grid: {DEFAULT_GRID})")
+    parser.add_argument("--ngram-order", type=int, help="n-gram mixture order (default: the artifact's ngram_order)")
+    parser.add_argument("--ttt-steps", type=int, default=0, help="score-first TTT steps per chunk (default 0: off, fast)")
+    parser.add_argument("--stride", type=int, help="sliding-window stride (default: the artifact's eval_stride)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--out", help="write tune_mix.md and tune_mix.json into this folder")
+    args = parser.parse_args(argv)
+    grid = parse_grid(args.grid)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise UsageError("records/tune_mix.py scores on one device: run it with python, not torchrun")
+    device = eval_ngram.setup_distributed(args.device)[2]
+    model, meta, artifact_tables, _ = eval_ngram.load_artifact(args.artifact)
+    cfg = model.cfg
+    settings = {key: value for key, value in dict(data_dir=args.data_dir, tokenizer=args.tokenizer, eval_stride=args.stride,
+                                                  ngram_order=args.ngram_order, ttt_steps=args.ttt_steps).items()
+                if value is not None}
+    cfg = dataclasses.replace(cfg, eval_audit=0, **settings)
+    holdout = cfg.train_holdout_tokens if args.holdout_tokens is None else args.holdout_tokens
+    for name, value, low in (("holdout-tokens", holdout, 1), ("ngram-order", cfg.ngram_order, 2),
+                             ("ttt-steps", cfg.ttt_steps, 0), ("stride", cfg.eval_stride, 1)):
+        if value < low:
+            raise UsageError(f"--{name} {value}: must be >= {low}" + (" (the artifact trained on its whole training "
+                             "split: pass the number of tokens to hold out)" if name == "holdout-tokens" else ""))
+    if holdout > cfg.train_holdout_tokens:
+        print(f"warning: the artifact's run held out only the last {cfg.train_holdout_tokens} training tokens; it may have "
+              f"trained on some of these {holdout}: settings tuned on them may favour the model over the cache", file=sys.stderr)
+    if holdout <= cfg.eval_chunk_tokens:
+        print(f"warning: {holdout} tokens are one scoring chunk (eval_chunk_tokens={cfg.eval_chunk_tokens}): the cache only "
+              "learns after a chunk is scored, so every setting scores alike; hold out more tokens", file=sys.stderr)
+    eval_ngram.check_data(cfg.data_dir, cfg.tokenizer, splits=("train",))
+    tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
+    tokens = eval_ngram.holdout_tokens(cfg.data_dir, holdout, cfg.vocab_size)
+    model = model.to(device).eval()
+    rows = tune(model, tokens, tables, artifact_tables, grid, device=device, eval_audit=0, **settings)
+    header = (f"Mixer settings for {args.artifact} on the last {holdout} training tokens of {cfg.data_dir} "
+              f"(ngram_order={cfg.ngram_order}, ttt_steps={cfg.ttt_steps}, stride={cfg.eval_stride}), best first:")
+    text = table(rows, header)
+    best = rows[0]["mix"]
+    text += f"\nbest as eval_ngram.py arguments: {mix_arguments(best)}\nbest as MIX_DEFAULTS: {best}\n"
+    print(text, end="")
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        facts = {"artifact": args.artifact, "data_dir": cfg.data_dir, "holdout_tokens": holdout, "ngram_order": cfg.ngram_order,
+                 "ttt_steps": cfg.ttt_steps, "eval_stride": cfg.eval_stride, "grid": grid, "rows": rows}
+        eval_ngram.write_all_or_none(args.out, {"tune_mix.md": text, "tune_mix.json": json.dumps(facts, indent=2) + "\n"})
+    return 0
+
+
+if __name__ == "__main__":
+    eval_ngram.run_script(main)

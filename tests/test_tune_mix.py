@@ -1,0 +1,67 @@
+"""records/tune_mix.py chooses the n-gram mixer's settings on the training split's held-out tail: it scores every
+combination of its grid there, ranks them, and never reads a validation token."""
+import glob
+import json
+import os
+import sys
+
+import pytest
+
+import eval_ngram
+import train_gpt
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "records"))
+import tune_mix  # noqa: E402
+
+HOLDOUT = 3000
+
+
+@pytest.fixture(scope="module")
+def artifact(sp1024_shards, sp1024_model, tmp_path_factory) -> str:
+    """A few steps of the smoke preset on the sp1024 sample, its last HOLDOUT training tokens held out."""
+    records = tmp_path_factory.mktemp("records")
+    train_gpt.main(["--preset", "smoke", f"data_dir={sp1024_shards}", f"tokenizer={sp1024_model}", "num_layers=2",
+                    "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "seq_len=32", "eval_stride=16",
+                    "train_batch_tokens=256", "iterations=3", "max_wallclock_seconds=0", "device=cpu", "compile=off",
+                    "eval_max_tokens=512", "eval_chunk_tokens=256", "ngram_order=3", "ttt_steps=0", "eval_audit=0", f"records_dir={records}",
+                    f"train_holdout_tokens={HOLDOUT}"])
+    return glob.glob(os.path.join(records, "**", "artifact.pgolf"), recursive=True)[0]
+
+
+def test_a_grid_is_ranked_on_held_out_training_text_without_reading_validation(artifact, monkeypatch, capsys, tmp_path):
+    def no_validation(*args, **kwargs):
+        raise AssertionError("tune_mix read the validation tokens")
+    monkeypatch.setattr(eval_ngram, "load_val_tokens", no_validation)
+    monkeypatch.setattr(eval_ngram, "find_shards", lambda data_dir, split: (
+        no_validation() if split == "val" else sorted(glob.glob(os.path.join(data_dir, f"*_{split}_*.bin")))))
+    scored = []
+    score = eval_ngram.score
+    monkeypatch.setattr(eval_ngram, "score", lambda model, tokens, *a, **k: scored.append(tokens) or score(model, tokens, *a, **k))
+
+    assert tune_mix.main([artifact, "--grid", "gate_bias=-6,-2", "--out", str(tmp_path)]) == 0
+    data_dir = train_gpt.model_from_artifact(*eval_ngram.unpack_artifact(open(artifact, "rb").read())[:2]).cfg.data_dir
+    assert len(scored) == 2 and all(t.equal(eval_ngram.holdout_tokens(data_dir, HOLDOUT)) for t in scored)
+    rows = json.loads((tmp_path / "tune_mix.json").read_text())["rows"]
+    assert [row["mix"]["gate_bias"] for row in rows] in ([-6.0, -2.0], [-2.0, -6.0])
+    assert rows[0]["val_bpb"] <= rows[1]["val_bpb"] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
+    assert [row["defaults"] for row in rows] == [row["mix"]["gate_bias"] == -6.0 for row in rows]
+    out = capsys.readouterr().out
+    assert out.endswith((tmp_path / "tune_mix.md").read_text()) and "2/2 " in out
+    assert f"best as MIX_DEFAULTS: {rows[0]['mix']}" in out and "(defaults)" in out
+    assert f"best as eval_ngram.py arguments: {tune_mix.mix_arguments(rows[0]['mix'])}" in out
+
+
+def test_the_default_grid_is_small_and_holds_the_defaults():
+    settings = tune_mix.combinations(tune_mix.parse_grid([]))
+    assert len(settings) <= 12 and settings[0] == eval_ngram.MIX_DEFAULTS
+    assert len({json.dumps(s) for s in settings}) == len(settings)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grid", "gate_speed=1,2"], "KEY one of beta"),
+    (["--grid", "beta=1,x"], "KEY=NUMBER,NUMBER"),
+    (["--holdout-tokens", "0"], "--holdout-tokens 0: must be >= 1"),
+])
+def test_bad_arguments_are_one_clear_error(artifact, argv, message):
+    with pytest.raises(eval_ngram.UsageError, match=message):
+        tune_mix.main([artifact, *argv])
