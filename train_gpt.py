@@ -95,6 +95,7 @@ class Config:
     grad_clip: float = opt(0.3, "global gradient-norm clip (0 = off)")
     warmup_steps: int = opt(20, "linear learning-rate warm-up steps")
     warmdown_frac: float = opt(0.5, "final fraction of the budget (time or steps) with linearly decaying LR")
+    lr_floor: float = opt(0.0, "where warm-down ends, as a fraction of the peak learning rate")
     ema: bool = opt(True, "keep an EMA of the weights on the GPU; pack and evaluate the EMA")
     ema_decay: float = opt(0.997, "EMA decay; warms up as min(decay, (1+t)/(10+t)) so short runs work")
     # run
@@ -216,7 +217,7 @@ RANGES = {
     "lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
     "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
     "(0,inf)": "mlp_mult rope_base tied_embed_init_std matrix_lr scalar_lr embed_lr egt_critic_lr_mult",
-    "[0,1]": "recur_start qat_start rope_fraction muon_momentum_warmup warmdown_frac egt_top_p egt_band_low egt_band_high egt_jaccard_min",
+    "[0,1]": "lr_floor recur_start qat_start rope_fraction muon_momentum_warmup warmdown_frac egt_top_p egt_band_low egt_band_high egt_jaccard_min",
     "(0,1]": "egt_hard_frac",
     "[0,1)": "muon_momentum muon_momentum_start beta1 beta2 ema_decay egt_final_frac",
     "[2,8]": "quant_bits mlp_quant_bits embed_quant_bits lora_quant_bits",  # stored as int8
@@ -731,10 +732,10 @@ def build_optimizers(model: GPT, cfg: Config, rank: int, world: int) -> list[tor
 
 
 def lr_multiplier(step: int, progress: float, cfg: Config) -> float:
-    """Linear warm-up in steps, then flat, then linear decay to 0 over the last warmdown_frac of the budget."""
+    """Linear warm-up in steps, then flat, then linear decay to lr_floor over the last warmdown_frac of the budget."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    down = min(1.0, (1.0 - progress) / cfg.warmdown_frac) if cfg.warmdown_frac > 0 else 1.0
-    return warm * max(0.0, down)
+    down = max(0.0, min(1.0, (1.0 - progress) / cfg.warmdown_frac)) if cfg.warmdown_frac > 0 else 1.0
+    return warm * (cfg.lr_floor + (1 - cfg.lr_floor) * down)
 
 
 class EMA:

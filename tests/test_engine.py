@@ -110,3 +110,11 @@ def test_lane_weights_train_with_adamw_not_muon():
     lane = {id(b.lane_writes) for b in model.blocks if b.lane_writes is not None}
     assert len(lane) == 3 and lane <= {id(p) for g in adam.param_groups for p in g["params"]}
     assert not lane & {id(p) for g in muon.param_groups for p in g["params"]}
+
+
+def test_warm_down_ends_at_the_lr_floor():
+    for floor in (0.0, 0.1):
+        cfg = tiny(f"lr_floor={floor}", "warmup_steps=0", "warmdown_frac=0.5")
+        assert train_gpt.lr_multiplier(0, 0.25, cfg) == 1.0  # flat before warm-down
+        assert abs(train_gpt.lr_multiplier(0, 0.75, cfg) - (floor + (1 - floor) * 0.5)) < 1e-12
+        assert abs(train_gpt.lr_multiplier(0, 1.0, cfg) - floor) < 1e-12
