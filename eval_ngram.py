@@ -1247,17 +1247,17 @@ def sample_text(model, prompt: str, tokenizer: str, **options) -> str:
 
 
 # ---------------------------------------------------------------- test-time training (score-first)
-def all_reduce_gradients(params: list[torch.Tensor], world: int, average: bool = False) -> None:
-    """Sum (average=True: average) the gradients of `params` over all ranks in one flat all-reduce, so every rank
-    takes the same optimizer step. Used by test-time training here and by EGT's sleep in train_gpt.py."""
+def all_reduce_(tensors: list[torch.Tensor], world: int, average: bool = False) -> None:
+    """Sum (average=True: average) tensors in place over all ranks in one flat all-reduce: gradients, so that every
+    rank takes the same step (test-time training here, EGT's sleep in train_gpt.py), or GPTQ's Hessians."""
     if world == 1:
         return
-    flat = torch.cat([p.grad.flatten() for p in params])
+    flat = torch.cat([t.flatten() for t in tensors])
     torch.distributed.all_reduce(flat)
     if average:
         flat /= world
-    for p, reduced in zip(params, flat.split([p.numel() for p in params])):
-        p.grad.copy_(reduced.view_as(p))
+    for t, reduced in zip(tensors, flat.split([t.numel() for t in tensors])):
+        t.copy_(reduced.view_as(t))
 
 
 class ScoreFirstTTT:
@@ -1309,7 +1309,7 @@ class ScoreFirstTTT:
                 for group in by_context.values():
                     for b in range(0, len(group), self.batch_seqs):
                         self.backward(group[b:b + self.batch_seqs], end - start)
-                all_reduce_gradients(self.params, self.world)
+                all_reduce_([p.grad for p in self.params], self.world)
                 self.optimizer.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # so `seconds` is the time TTT really took
@@ -1319,12 +1319,16 @@ class ScoreFirstTTT:
 # ---------------------------------------------------------------- command line
 def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process as torchrun started it, (0, 1, device) alone; with more than one
-    process it joins the group (NCCL on CUDA, else gloo). device: auto (CUDA when visible) | cuda | cpu."""
+    process it joins the group (NCCL on CUDA, else gloo). device: auto (CUDA when visible) | cuda | cpu. fp32 matrix
+    products use TF32 on CUDA, in training and in evaluation alike."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device=cuda but no CUDA GPU is visible; use device=cpu")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(where)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if world > 1:
         torch.distributed.init_process_group("nccl" if cuda else "gloo", device_id=where if cuda else None)
     return rank, world, where

@@ -49,6 +49,7 @@ class Config:
     tokenizer: str = opt("data/tokenizers/fineweb_1024_bpe.model", "sentencepiece model, or 'bytes'")
     vocab_size: int = opt(1024, "vocabulary size (256 for bytes)")
     seq_len: int = opt(2048, "training sequence length")
+    seq_len_schedule: str = opt("", "shorter sequences early, LEN:UNTIL,... (e.g. 512:0.2,1024:0.4: 512 until 20% of the budget)")
     train_batch_tokens: int = opt(786_432, "global batch in tokens per optimizer step")
     grad_accum_steps: int = opt(0, "micro-steps per step; 0 = 8 // world_size, so the global batch fits any GPU count")
     # model
@@ -238,6 +239,8 @@ RELATIONS = [  # (keys, holds, what it takes)
      "a block for the first critic to read"),
     ("seed", lambda c: c.seed < 2 ** 63, "a seed below 2^63"),
     ("recur_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.recur_layers.replace(" ", "")), "block indices as in 4,5"),
+    ("seq_len_schedule seq_len", lambda c: all(n > 0 and c.seq_len % n == 0 and 0 < u <= 1 for n, u in seq_len_stages(c)),
+     "stage lengths that divide seq_len, each until a point within (0, 1] of the budget"),
     ("run_name track", lambda c: all(re.fullmatch(r"\w[\w.-]*|", v) for v in (c.run_name, c.track)),
      "plain names (letters, digits, . _ -): they name folders"),
 ]
@@ -342,7 +345,6 @@ class Linear(nn.Linear):
         if self.lora_a is not None:
             y = y + F.linear(F.linear(x, self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype))
         return y
-
 
 
 class Rotary(nn.Module):
@@ -935,7 +937,7 @@ class EGT:
     def update(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: list[Tensor]) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=params)
-        eval_ngram.all_reduce_gradients(params, self.world, average=True)  # every rank drew its own prompts
+        eval_ngram.all_reduce_([p.grad for p in params], self.world, average=True)  # every rank drew its own prompts
         optimizer.step()
 
     def critic_step(self, batch: dict[str, Tensor]) -> Tensor:
@@ -1029,16 +1031,6 @@ def file_logger(path: str):
     return log
 
 
-def setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) as eval_ngram.setup_distributed gives them, with TF32 matmuls on CUDA."""
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu")
-    rank, world, device = eval_ngram.setup_distributed(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    return rank, world, device
-
-
 def accumulation_steps(cfg: Config, world: int) -> int:
     accum = cfg.grad_accum_steps or max(1, 8 // world)
     micro = cfg.train_batch_tokens // (world * accum)
@@ -1082,6 +1074,19 @@ def resumable_folder(cfg: Config, preset: str) -> str | None:
 
 
 # ============================================================================ training loop
+def seq_len_stages(cfg: Config) -> list[tuple[int, float]]:
+    """seq_len_schedule as (length, until) pairs."""
+    try:
+        return [(int(n), float(u)) for n, u in (s.split(":") for s in cfg.seq_len_schedule.split(",") if s.strip())]
+    except ValueError:
+        raise ConfigError(f"seq_len_schedule={cfg.seq_len_schedule!r}: write LEN:UNTIL,..., e.g. 512:0.2,1024:0.4") from None
+
+
+def seq_len_at(progress: float, cfg: Config) -> int:
+    """The training sequence length at this point of the budget (the same tokens per step, in fewer longer rows)."""
+    return next((length for length, until in seq_len_stages(cfg) if progress < until), cfg.seq_len)
+
+
 def muon_momentum(progress: float, cfg: Config) -> float:
     """Muon momentum warms up linearly from muon_momentum_start over the first muon_momentum_warmup of the budget."""
     warm = min(1.0, progress / cfg.muon_momentum_warmup) if cfg.muon_momentum_warmup > 0 else 1.0
@@ -1108,7 +1113,7 @@ class Trainer:
         """One optimizer step over train_batch_tokens; the mean loss stays on the device (no host sync)."""
         cfg, total = self.cfg, torch.zeros((), device=self.device)
         for micro in range(self.accum):
-            x, y = self.stream.next_batch(self.micro_tokens, cfg.seq_len, self.rank, self.world, self.device)
+            x, y = self.stream.next_batch(self.micro_tokens, seq_len_at(progress, cfg), self.rank, self.world, self.device)
             if self.ngram_counts is not None:
                 self.ngram_counts.add(torch.cat([x, y[:, -1:]], dim=1))
             last = micro == self.accum - 1 or self.world == 1  # DDP all-reduces gradients on the last micro-step only
@@ -1130,13 +1135,17 @@ class Trainer:
         return total
 
     def warm_up(self, steps: int, log) -> None:
-        """Compile and autotune with real steps, then put weights, optimizers and the data stream back as they were."""
+        """Compile and autotune every graph training will run (each sequence length, with and without depth recurrence)
+        with real steps, then put weights, optimizers and the data stream back as they were."""
+        cfg, band = self.cfg, bool(self.model.recur_band)
+        points = [0.0, cfg.recur_start] + [until for _, until in seq_len_stages(cfg)]
+        graphs = {(seq_len_at(p, cfg), band and p >= cfg.recur_start): p for p in sorted(points) if p < 1.0}
         snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
         stream_state, opt_states = self.stream.state(), [copy.deepcopy(o.state_dict()) for o in self.optimizers]
         started = time.perf_counter()
-        for s in range(steps):  # with depth recurrence, the second half compiles the recurrent graph too
-            self.model.recurrence_active = bool(self.model.recur_band) and s >= steps // 2
-            self.step(s, 0.0)
+        for s in range(steps):
+            (_, self.model.recurrence_active), progress = list(graphs.items())[s * len(graphs) // steps]
+            self.step(s, progress)
         self.model.recurrence_active = False
         self.model.load_state_dict(snapshot)
         for o, state in zip(self.optimizers, opt_states):
@@ -1292,9 +1301,7 @@ def calibration_hessians(model: GPT, cfg: Config, stream: eval_ngram.TrainStream
     micro = cfg.train_batch_tokens // (world * accumulation_steps(cfg, world))
     batches = (stream.next_batch(micro, cfg.seq_len, rank, world, device) for _ in range(-(-cfg.gptq_tokens // micro)))
     hessians = eval_ngram.collect_hessians(model, batches, list(packed_linears(model, cfg)), device)
-    for h in hessians.values() if world > 1 else []:
-        dist.all_reduce(h)
-        h /= world
+    eval_ngram.all_reduce_(list(hessians.values()), world, average=True)
     return hessians
 
 
@@ -1354,7 +1361,6 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
               "sha256 matches training", file=sys.stderr)
     model.load_state_dict(state)
     return model
-
 
 
 def record_folder(cfg: Config, preset: str) -> str:
@@ -1417,7 +1423,7 @@ def main(argv: list[str]) -> int:
     if "--print-config" in argv:
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         return 0
-    rank, world, device = setup_distributed(cfg)
+    rank, world, device = eval_ngram.setup_distributed(cfg.device)
     torch.manual_seed(cfg.seed + rank)
     if rank == 0:  # resume=auto continues the unfinished record folder of this run name, if there is one
         folder = (cfg.resume == "auto" and not cfg.checkpoint_dir and resumable_folder(cfg, preset)) or record_folder(cfg, preset)

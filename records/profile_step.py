@@ -76,7 +76,7 @@ def host_table(prof, steps: int) -> tuple[list[dict], list[dict]]:
 def profile(argv: list[str]) -> dict:
     args, overrides = parse_args(argv)
     cfg, preset = train_gpt.resolve_config(args.preset, [f"data_dir={args.data_dir}", *overrides])
-    _, _, device = train_gpt.setup_distributed(cfg)
+    _, _, device = eval_ngram.setup_distributed(cfg.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(cfg.seed)
     model = train_gpt.GPT(cfg).to(device)

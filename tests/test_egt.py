@@ -210,9 +210,9 @@ def _reduce_gradients(rank: int, world: int, out: str):
     params = [torch.nn.Parameter(torch.zeros(2, 3)), torch.nn.Parameter(torch.zeros(4))]
     for p in params:
         p.grad = torch.full_like(p, float(rank + 1))  # rank 0 holds ones, rank 1 twos
-    eval_ngram.all_reduce_gradients(params, world, average=True)  # EGT's sleep: each rank's loss is its own mean
+    eval_ngram.all_reduce_([p.grad for p in params], world, average=True)  # EGT's sleep: each rank's own mean
     averaged = [p.grad.clone() for p in params]
-    eval_ngram.all_reduce_gradients(params, world)  # TTT: each rank's loss is its share of one sum
+    eval_ngram.all_reduce_([p.grad for p in params], world)  # TTT: each rank's loss is its share of one sum
     torch.save((averaged, [p.grad.clone() for p in params]), f"{out}{rank}.pt")
 
 

@@ -118,3 +118,35 @@ def test_warm_down_ends_at_the_lr_floor():
         assert train_gpt.lr_multiplier(0, 0.25, cfg) == 1.0  # flat before warm-down
         assert abs(train_gpt.lr_multiplier(0, 0.75, cfg) - (floor + (1 - floor) * 0.5)) < 1e-12
         assert abs(train_gpt.lr_multiplier(0, 1.0, cfg) - floor) < 1e-12
+
+
+class RecordingStream:
+    """Random batches; remembers each batch's sequence length and whether the model ran recurrently."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def next_batch(self, tokens, seq_len, rank, world, device):
+        self.seen.append((seq_len, self.model.recurrence_active))
+        x = torch.randint(0, 1024, (tokens // seq_len, seq_len + 1))
+        return x[:, :-1], x[:, 1:]
+
+    def state(self):
+        return {}
+
+    def restore(self, state):
+        pass
+
+
+def test_sequence_length_schedule_and_a_warm_up_that_visits_every_graph_training_runs():
+    cfg = tiny("seq_len_schedule=32:0.2,64:0.5", "recur_layers=2,3", "recur_start=0.6", "compile=off")
+    model = train_gpt.GPT(cfg)
+    stream = RecordingStream(model)
+    trainer = train_gpt.Trainer(cfg, model, stream, 0, 1, torch.device("cpu"))
+    trainer.warm_up(6, lambda line: None)
+    assert sorted(set(stream.seen)) == [(32, False), (64, False), (128, False), (128, True)]
+    assert model.recurrence_active is False  # and everything put back
+    stream.seen.clear()
+    for step, progress in enumerate((0.0, 0.19, 0.2, 0.49, 0.5, 0.99)):
+        trainer.step(step, progress)
+    assert [n for n, _ in stream.seen] == [32, 32, 64, 64, 128, 128]
