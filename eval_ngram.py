@@ -156,15 +156,15 @@ class TrainStream:
     """
 
     def __init__(self, data_dir: str, vocab_size: int, holdout_tokens: int = 0):
-        split = train_split(data_dir, holdout_tokens)
-        self.spans = [(path, start) for path, start, end in split if start or not end]  # not the wholly held-out shards
+        # (shard, tokens trained on) of every shard with any: wholly held-out shards are left out
+        self.spans = [(path, trained) for path, trained, _ in train_split(data_dir, holdout_tokens) if trained]
         self.vocab_size = vocab_size
         self.shard_index, self.position, self.epoch = 0, 0, 0
         self.tokens = self._load(0)
 
     def _load(self, index: int) -> np.ndarray:
-        path, end = self.spans[index]
-        return read_shard(path, self.vocab_size)[:end]  # a bad id in a later shard halts the run
+        path, trained = self.spans[index]
+        return read_shard(path, self.vocab_size)[:trained]  # a bad id in a later shard halts the run
 
     def take(self, n: int) -> np.ndarray:
         parts = []
@@ -1359,10 +1359,12 @@ def check_score(result: dict, audited: bool) -> None:
         raise ArtifactError(audit_failure(result))
 
 
-def report_audit(result: dict, log) -> None:
-    """Log the audit's line; a score whose audit fails is void (ArtifactError before any final line or record)."""
-    log(audit_line(result))
-    check_score(result, audited=True)
+def report_audit(result: dict, log, audited: bool = True) -> None:
+    """Log the audit's line (when there was an audit), then void a score that is not finite or fails its audit:
+    ArtifactError before any final line or record."""
+    if audited:
+        log(audit_line(result))
+    check_score(result, audited)
 
 
 def final_line(result: dict, bytes_total: int, bytes_code: int, train_time_s: float) -> str:
@@ -1538,9 +1540,7 @@ def main(argv: list[str]) -> int:
                    mix=parse_mix(args.mix), eval_audit=args.audit, **settings)
     code_bytes = code_size(cfg.self_extracting_code)  # as train_gpt.py counted it: what the record folder holds
     over_cap = artifact_bytes + code_bytes - ARTIFACT_LIMIT
-    if args.audit:  # a failed audit ends the run here, as in train_gpt.py: its score is void
-        report_audit(result, print if rank == 0 else lambda line: None)
-    check_score(result, audited=False)
+    report_audit(result, print if rank == 0 else lambda line: None, audited=args.audit > 0)  # as in train_gpt.py
     if rank == 0:
         print(final_line(result, artifact_bytes + code_bytes, code_bytes, meta.get("train_time_s", 0.0)) +
               (f" over_cap_bytes={over_cap}" if over_cap > 0 else ""))

@@ -239,11 +239,20 @@ RELATIONS = [  # (keys, holds, what it takes)
      "a block for the first critic to read"),
     ("seed", lambda c: c.seed < 2 ** 63, "a seed below 2^63"),
     ("recur_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.recur_layers.replace(" ", "")), "block indices as in 4,5"),
+    ("recur_layers num_layers", lambda c: not (b := recur_band(c)) or b == list(range(b[0], min(b[-1] + 1, c.num_layers))),
+     "consecutive block indices below num_layers"),
+    ("parallel_start recur_layers", lambda c: not recur_band(c) or not 0 < c.parallel_start <= recur_band(c)[-1],
+     "parallel_start after the last of recur_layers (lanes never rejoin)"),
     ("seq_len_schedule seq_len", lambda c: all(n > 0 and c.seq_len % n == 0 and 0 < u <= 1 for n, u in seq_len_stages(c)),
      "stage lengths that divide seq_len, each until a point within (0, 1] of the budget"),
     ("run_name track", lambda c: all(re.fullmatch(r"\w[\w.-]*|", v) for v in (c.run_name, c.track)),
      "plain names (letters, digits, . _ -): they name folders"),
 ]
+
+
+def recur_band(cfg: Config) -> list[int]:
+    """The blocks depth recurrence runs twice (recur_layers)."""
+    return [int(i) for i in cfg.recur_layers.split(",") if i.strip()]
 
 
 def check_config(cfg: Config) -> Config:
@@ -535,12 +544,7 @@ class GPT(nn.Module):
         self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
         self.enrich = PreEnrich(cfg) if cfg.pre_enrich else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
-        self.recur_band = [int(i) for i in cfg.recur_layers.split(",") if i.strip()]
-        if self.recur_band and (self.recur_band != list(range(self.recur_band[0], self.recur_band[-1] + 1))
-                                or not 0 <= self.recur_band[0] <= self.recur_band[-1] < cfg.num_layers):
-            raise ConfigError(f"recur_layers={cfg.recur_layers!r}: consecutive block indices in 0..{cfg.num_layers - 1}")
-        if self.recur_band and 0 < cfg.parallel_start <= self.recur_band[-1]:
-            raise ConfigError("parallel_start must come after the last of recur_layers (lanes never rejoin)")
+        self.recur_band = recur_band(cfg)  # checked with the config: consecutive, in range, before parallel lanes
         self.recurrence_active = False  # depth recurrence (PR #1204) switches on after recur_start of training
         runs = cfg.num_layers + len(self.recur_band)
         self.skip_weights = nn.Parameter(torch.ones(runs - runs // 2, cfg.model_dim)) if cfg.unet_skips else None
@@ -1111,9 +1115,9 @@ class Trainer:
 
     def step(self, step: int, progress: float) -> Tensor:
         """One optimizer step over train_batch_tokens; the mean loss stays on the device (no host sync)."""
-        cfg, total = self.cfg, torch.zeros((), device=self.device)
+        cfg, total, seq_len = self.cfg, torch.zeros((), device=self.device), seq_len_at(progress, self.cfg)
         for micro in range(self.accum):
-            x, y = self.stream.next_batch(self.micro_tokens, seq_len_at(progress, cfg), self.rank, self.world, self.device)
+            x, y = self.stream.next_batch(self.micro_tokens, seq_len, self.rank, self.world, self.device)
             if self.ngram_counts is not None:
                 self.ngram_counts.add(torch.cat([x, y[:, -1:]], dim=1))
             last = micro == self.accum - 1 or self.world == 1  # DDP all-reduces gradients on the last micro-step only
@@ -1139,12 +1143,12 @@ class Trainer:
         with real steps, then put weights, optimizers and the data stream back as they were."""
         cfg, band = self.cfg, bool(self.model.recur_band)
         points = [0.0, cfg.recur_start] + [until for _, until in seq_len_stages(cfg)]
-        graphs = {(seq_len_at(p, cfg), band and p >= cfg.recur_start): p for p in sorted(points) if p < 1.0}
+        graphs = list({(seq_len_at(p, cfg), band and p >= cfg.recur_start): p for p in sorted(points) if p < 1.0}.items())
         snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
         stream_state, opt_states = self.stream.state(), [copy.deepcopy(o.state_dict()) for o in self.optimizers]
         started = time.perf_counter()
         for s in range(steps):
-            (_, self.model.recurrence_active), progress = list(graphs.items())[s * len(graphs) // steps]
+            (_, self.model.recurrence_active), progress = graphs[s * len(graphs) // steps]
             self.step(s, progress)
         self.model.recurrence_active = False
         self.model.load_state_dict(snapshot)
@@ -1474,9 +1478,7 @@ def main(argv: list[str]) -> int:
     scored = model_from_artifact(state, meta).to(device).eval()
     result = eval_ngram.score(scored, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world,
                               device=device, log=log)  # with the unpacked artifact's config, scored.cfg
-    if cfg.eval_audit:
-        eval_ngram.report_audit(result, log)
-    eval_ngram.check_score(result, audited=False)  # a void score is never recorded
+    eval_ngram.report_audit(result, log, audited=cfg.eval_audit > 0)  # a void score is never recorded
     result.update(bytes_total=bytes_total, bytes_code=bytes_code)
     if rank == 0:
         write_record(folder, cfg, preset, result, facts, hardware, argv, world)

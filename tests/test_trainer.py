@@ -120,6 +120,9 @@ def test_overrides_are_typed_and_presets_apply():
     (["ema=maybe"], "expected a bool"),
     (["num_layers"], "arguments are key=value"),
     (["recur_layers=4;5"], "recur_layers='4;5': needs block indices as in 4,5"),  # before any folder, not a ValueError
+    (["recur_layers=4,6"], "needs consecutive block indices below num_layers"),
+    (["recur_layers=8,9"], "needs consecutive block indices below num_layers"),  # record has 9 blocks: 0..8
+    (["recur_layers=4,5", "parallel_start=5"], "lanes never rejoin"),
 ])
 def test_bad_overrides_are_clear_errors(args, message):
     with pytest.raises(train_gpt.ConfigError, match=message):
