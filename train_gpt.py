@@ -1105,6 +1105,8 @@ class Trainer:
         self.accum = accumulation_steps(cfg, world)
         self.micro_tokens = cfg.train_batch_tokens // (world * self.accum)
         use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+        if use_compile and hasattr(torch._inductor.config.triton, "mix_order_reduction"):
+            torch._inductor.config.triton.mix_order_reduction = False  # torch 2.11 asserts fusing record_v2's backward
         compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_compile else model
         self.ddp = nn.parallel.DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None,
                                                        broadcast_buffers=False) if world > 1 else compiled  # buffers are regenerated
