@@ -8,7 +8,7 @@ import train_gpt
 
 
 def tiny(*overrides: str) -> train_gpt.Config:
-    return train_gpt.resolve_config("smoke", ["device=cpu", "num_layers=6", *overrides])[0]
+    return train_gpt.resolve_config("smoke", ["device=cpu", "num_layers=6", "recur_layers=", "parallel_start=0", *overrides])[0]
 
 
 def test_batched_newton_schulz_equals_one_matrix_at_a_time():
@@ -84,7 +84,7 @@ def test_parallel_lanes_with_unit_writes_equal_the_sequential_block():
     assert torch.allclose(sequential(x, x), parallel(x, x), atol=1e-5)
     with torch.no_grad():
         parallel.blocks[4].lane_writes.copy_(torch.tensor([1.0, 0.0, 0.5, 1.0]))
-    assert not torch.allclose(sequential(x, x), parallel(x, x), atol=1e-4)
+    assert not torch.allclose(sequential(x, x), parallel(x, x), atol=1e-5)
 
 
 def test_ln_scale_and_attention_free_first_block():

@@ -18,7 +18,7 @@ import train_gpt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # model_dim 192 and MLP 3x: the MLP matrices (576 x 192) pass quant_plan's 65,536-weight threshold, attention does not
-TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "model_dim=192", "num_heads=4", "num_kv_heads=2",
+TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=192", "num_heads=4", "num_kv_heads=2",
         "bigram_buckets=0", "enrich_hidden=32", "seq_len=16", "eval_stride=16", "device=cpu", "compile=off"]
 
 
