@@ -712,6 +712,21 @@ def model_logits(model, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         return model.forward_logits(x)
 
 
+def compiled_logits(model, batch_windows: int):
+    """model_logits through one compiled graph: a batch of fewer windows is padded to batch_windows rows (copies of
+    its last window, dropped from the output) and every batch is contiguous, so each forward has the shape and
+    strides the graph was compiled for."""
+    graph = torch.compile(model.forward_logits, dynamic=False, fullgraph=True)
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        n = x.shape[0]
+        padded = torch.cat([x, x[-1:].expand(batch_windows - n, -1)]) if n < batch_windows else x.contiguous()
+        with autocast(x.device):
+            logits, aux = graph(padded)
+        return logits[:n], {k: v[:n] for k, v in aux.items()}
+    return forward
+
+
 def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
     """Windows (start, lo, hi) over a token stream: inputs tokens[start:start+L], scored targets tokens[lo:hi]
     (sliding-window evaluation: PR #50).
@@ -1445,7 +1460,7 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
           device="cpu", log=None, mix: dict | None = None, **settings) -> dict:
     """Evaluate a model (neural alone, or mixed with the score-first n-gram cache, with or without score-first
     test-time training of its adapters) on validation tokens, as its config says: model.cfg's seq_len, eval_stride,
-    eval_batch_windows, eval_chunk_tokens, eval_audit, ngram_order, ttt_steps, ttt_lr and ttt_rank, any of which a
+    eval_batch_windows, eval_compile, eval_chunk_tokens, eval_audit, ngram_order, ttt_steps, ttt_lr and ttt_rank, any of which a
     keyword of the same name replaces."""
     cfg = dataclasses.replace(model.cfg, **settings)
     mixer = None
@@ -1455,7 +1470,8 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
         mixer = NGramMixer(val_tokens.to(device), cfg.ngram_order, cfg.vocab_size, device, prior=prior, **(mix or {}))
     ttt = [ScoreFirstTTT(model, val_tokens, seq_len=cfg.seq_len, steps=cfg.ttt_steps, lr=cfg.ttt_lr,
                          lora_rank=cfg.ttt_rank, rank=rank, world=world, device=device)] if cfg.ttt_steps > 0 else []
-    result = evaluate(lambda x: model_logits(model, x), val_tokens, tables, cfg.seq_len, cfg.eval_stride,
+    forward = compiled_logits(model, cfg.eval_batch_windows) if cfg.eval_compile else lambda x: model_logits(model, x)
+    result = evaluate(forward, val_tokens, tables, cfg.seq_len, cfg.eval_stride,
                       batch_windows=cfg.eval_batch_windows, chunk_tokens=cfg.eval_chunk_tokens, mixer=mixer,
                       learners=ttt, audit=cfg.eval_audit, rank=rank, world=world, device=device, log=log)
     if ttt:
@@ -1495,6 +1511,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-tokens", type=int, help="score only the first N validation tokens (default: the "
                         "artifact's eval_max_tokens; 0 = all)")
     parser.add_argument("--batch-windows", type=int, help="windows per forward (default: the artifact's eval_batch_windows)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="the forward as one compiled graph "
+                        "(default: the artifact's eval_compile)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--ttt-steps", type=int, help="score-first test-time training steps per chunk (default: the "
                         "artifact's ttt_steps; 0 = off)")
@@ -1526,7 +1544,7 @@ def main(argv: list[str]) -> int:
     # The artifact's config (the model's typed cfg), amended by the options given here under their config names.
     settings = {key: value for key, value in dict(
         data_dir=args.data_dir, tokenizer=args.tokenizer, eval_max_tokens=args.max_tokens, eval_stride=args.stride,
-        eval_batch_windows=args.batch_windows, ngram_order=0 if args.no_ngram else args.ngram_order,
+        eval_batch_windows=args.batch_windows, eval_compile=args.compile, ngram_order=0 if args.no_ngram else args.ngram_order,
         ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank).items() if value is not None}
     cfg = dataclasses.replace(model.cfg, eval_audit=args.audit, **settings)
     if args.generate is not None:

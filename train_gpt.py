@@ -119,6 +119,7 @@ class Config:
     embed_quant_bits: int = opt(8, "bits per weight for the embedding tables")
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
+    eval_compile: bool = opt(False, "evaluation forward as one compiled graph (batches padded to eval_batch_windows; compile time counts as eval time)")
     eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
     train_holdout_tokens: int = opt(0, "last N training tokens never trained on: records/tune_mix.py tunes the mixer on them")
     ngram_order: int = opt(7, "n-gram mixture order at evaluation (0 = neural only)")

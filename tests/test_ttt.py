@@ -1,10 +1,12 @@
 """Score-first test-time training (TTT): a token is never scored by adapters that trained on it, TTT off (or
 attached but not moving) gives exactly the plain score, and it adapts the model to the stream it scores."""
+import functools
 import os
 import subprocess
 import sys
 
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score, write_shard
 from train_gpt import GPT, pack_model, resolve_config
@@ -17,8 +19,8 @@ TABLES = byte_tables("bytes", VOCAB)
 
 
 def tiny_model(preset: str = "record") -> GPT:
-    cfg, _ = resolve_config(preset, [f"vocab_size={VOCAB}", "num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "num_heads=2",
-                                     "num_kv_heads=1", "bigram_buckets=64", "bigram_dim=16", "enrich_hidden=32",
+    cfg, _ = resolve_config(preset, [f"vocab_size={VOCAB}", "num_layers=2", "recur_layers=0", "parallel_start=1",
+                                     "model_dim=32", "num_heads=2", "num_kv_heads=1", "bigram_buckets=64", "bigram_dim=16", "enrich_hidden=32",
                                      f"seq_len={SEQ}", "lora_rank=4", "xsa_layers=1", "tied_embed_init_std=0.3",
                                      f"eval_stride={STRIDE}", f"eval_chunk_tokens={CHUNK}", "tokenizer=bytes",
                                      "ngram_order=0", "ttt_steps=0", "eval_audit=0"])  # score() as configured: plain
@@ -178,3 +180,19 @@ def test_the_evaluator_imports_no_trainer():
     looked up only when an artifact is loaded)."""
     probe = "import sys, eval_ngram; print(sorted(m for m in sys.modules if m in ('train_gpt', '__main__.train_gpt')))"
     assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_compiled_evaluation_is_one_graph_and_scores_like_the_eager_one(monkeypatch):
+    """eval_compile: every batch goes through the graph compiled for the first (a short batch is padded, test-time
+    training's updates are inputs, not guards), and the score is the eager one's."""
+    counter = CompileCounterWithBackend("aot_eager")  # no C++ compiler needed
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counter))
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch._dynamo.reset()
+    tokens = repeating_stream()  # chunks of 3 windows in batches of 2: batches of 2 and 1
+    eager, compiled = (score(tiny_model(), tokens, TABLES, eval_compile=on, eval_batch_windows=2, ttt_steps=2,
+                             ttt_lr=3e-2) for on in (False, True))
+    assert counter.frame_count == 1
+    assert compiled["targets"] == eager["targets"] == tokens.numel() - 1
+    assert abs(compiled["val_bpb"] - eager["val_bpb"]) < 1e-5
+    assert eager["val_bpb"] < score(tiny_model(), tokens, TABLES, eval_batch_windows=2)["val_bpb"]  # TTT learned
