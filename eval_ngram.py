@@ -63,6 +63,14 @@ def write_atomic(path: str, data: bytes | str) -> None:
         raise
 
 
+def unused_path(base: str) -> str:
+    """base, or base_2, base_3, ... : the first that does not exist yet (a new run never writes into an old one)."""
+    path, n = base, 2
+    while os.path.exists(path):
+        path, n = f"{base}_{n}", n + 1
+    return path
+
+
 def write_all_or_none(folder: str, files: dict[str, bytes | str]) -> None:
     """Write files into folder in order, each atomically; when one fails, those already written are removed."""
     written = []

@@ -116,6 +116,7 @@ class Config:
     quant_fit: bool = opt(True, "if over the byte cap, lower block-matrix bits one at a time (>= 4) until it fits")
     qat_start: float = opt(0.0, "late QAT: from this fraction of the budget, packed Linears train through the packer's rounding (0 = off)")
     gptq_tokens: int = opt(0, "training tokens per rank calibrating Hessian-aware (GPTQ) rounding at packing (0 = round to nearest)")
+    gptq_reserve_s: float = opt(3.0, "with gptq_tokens: training seconds left for the calibration, which runs inside the budget")
     embed_quant_bits: int = opt(8, "bits per weight for the embedding tables")
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
@@ -219,7 +220,7 @@ RANGES = {
     "egt_critic_hidden egt_pool egt_lora_rank egt_prompts egt_prompt_len egt_gen_len egt_min_keep egt_replay_size egt_batch",
     "[0,inf)": "grad_accum_steps gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
     "train_holdout_tokens ngram_order ngram_cache_bytes eval_audit ttt_steps egt_critic_steps egt_gen_steps seed qk_gain_init logit_softcap "
-    "lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
+    "lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds gptq_reserve_s checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
     "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
     "(0,inf)": "mlp_mult rope_base tied_embed_init_std matrix_lr scalar_lr embed_lr egt_critic_lr_mult",
     "[0,1]": "lr_floor recur_start qat_start rope_fraction muon_momentum_warmup warmdown_frac egt_top_p egt_band_low egt_band_high egt_jaccard_min",
@@ -242,6 +243,8 @@ RELATIONS = [  # (keys, holds, what it takes)
     ("egt_critic_every num_layers", lambda c: c.egt_mode == "off" or c.egt_critic_every <= c.num_layers,
      "a block for the first critic to read"),
     ("seed", lambda c: c.seed < 2 ** 63, "a seed below 2^63"),
+    ("gptq_reserve_s max_wallclock_seconds", lambda c: c.gptq_reserve_s < c.max_wallclock_seconds or not (
+        c.gptq_tokens and c.max_wallclock_seconds), "with gptq_tokens, a calibration reserve within the training budget"),
     ("recur_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.recur_layers.replace(" ", "")), "block indices as in 4,5"),
     ("recur_layers num_layers", lambda c: not (b := recur_band(c)) or b == list(range(b[0], min(b[-1] + 1, c.num_layers))),
      "consecutive block indices below num_layers"),
@@ -1203,8 +1206,7 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
         raise type(error)(f"{error}; training halted at step {step}" + (f", checkpoint {path}" if path else "") +
                           ("; lower the learning rates or warm up longer" if diverged else "")) from error
 
-    # The first step with a non-finite loss, kept on the device (a per-step .item() would stall the GPU's queue) and
-    # read at log and checkpoint steps and at the end: no diverged state is ever saved, the run stops within log_every.
+    # The first non-finite loss's step, on the device (no per-step sync), read at log/checkpoint steps and at the end.
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)
 
     def stop_if_diverged(stream_state: dict) -> None:
@@ -1216,9 +1218,10 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter() - train_time
+    budget = cfg.max_wallclock_seconds - (cfg.gptq_reserve_s if cfg.gptq_tokens and cfg.max_wallclock_seconds else 0.0)
     while True:
         elapsed = all_reduce_max(time.perf_counter() - t0, world, device)
-        progress = max(step / cfg.iterations, elapsed / cfg.max_wallclock_seconds if cfg.max_wallclock_seconds > 0 else 0.0) / main_share
+        progress = max(step / cfg.iterations, elapsed / budget if budget > 0 else 0.0) / main_share
         if checkpoint_dir and cfg.checkpoint_every_s > 0 and step != saved_step and (
                 progress >= 1.0 or elapsed - saved_at >= cfg.checkpoint_every_s):
             stop_if_diverged(stream.state())  # never roll a diverged state over a good checkpoint
@@ -1250,7 +1253,7 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
             ms = 1000 * (now - last_log_time) / (step - last_log_step)
             tok_s = cfg.train_batch_tokens / (ms / 1000)
             mfu = f"{100 * tok_s * flops_token / peak_flops:.1f}%" if peak_flops else "n/a"
-            eta = (cfg.max_wallclock_seconds - now) if cfg.max_wallclock_seconds > 0 else (cfg.iterations - step) * ms / 1000
+            eta = (budget - now) if budget > 0 else (cfg.iterations - step) * ms / 1000
             losses.append((step, loss_value))
             log(f"step={step} train_loss={loss_value:.4f} tok_s={tok_s:.0f} ms_step={ms:.1f} mfu={mfu} "
                 f"elapsed_s={now:.1f} eta_s={max(0.0, eta):.1f}")
@@ -1258,18 +1261,22 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
     stop_if_diverged(stream.state())
     if egt is not None and cfg.egt_mode == "final":
         egt.final_phase(stream, ema, step, t0, main_share)
+    if ema is not None:
+        ema.copy_to(model)
+    calibrated = time.perf_counter()  # GPTQ reads training tokens: its calibration is training time (as PR #1204 counts it)
+    hessians = calibration_hessians(model, cfg, stream, rank, world, device) if cfg.gptq_tokens else None
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_time = time.perf_counter() - t0
+    if hessians:
+        log(f"gptq calibration tokens_per_rank={cfg.gptq_tokens} seconds={time.perf_counter() - calibrated:.1f} (in train_time_s)")
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
     tok_s = step * cfg.train_batch_tokens / max(train_time, 1e-9)
     log(f"train_done steps={step} peak_mem_mib={peak_mib:.0f} tok_s={tok_s:.0f} ms_step={1000 * train_time / max(step, 1):.1f} "
         f"train_time_s={train_time:.1f} epochs={stream.epoch}")
-    if ema is not None:
-        ema.copy_to(model)
     if trainer.ngram_counts is not None:
         trainer.ngram_counts.all_reduce()
-    return {"ngram_counts": trainer.ngram_counts, "steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
+    return {"ngram_counts": trainer.ngram_counts, "hessians": hessians, "steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
             "mfu": tok_s * flops_token / peak_flops if peak_flops else None, "losses": losses,
             "egt": egt.finish() if egt is not None else None}
 
@@ -1375,11 +1382,7 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
 
 def record_folder(cfg: Config, preset: str) -> str:
     name = cfg.run_name or f"{preset}_seed{cfg.seed}"
-    base = os.path.join(cfg.records_dir, cfg.track, f"{datetime.date.today().isoformat()}_{name}")
-    folder, n = base, 2
-    while os.path.exists(folder):
-        folder, n = f"{base}_{n}", n + 1
-    return folder
+    return eval_ngram.unused_path(os.path.join(cfg.records_dir, cfg.track, f"{datetime.date.today().isoformat()}_{name}"))
 
 
 def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dict, hardware: str, argv: list[str],
@@ -1460,10 +1463,7 @@ def main(argv: list[str]) -> int:
         raise FloatingPointError("the trained weights are not finite (they diverged after the last loss check); "
                                  "nothing was packed: lower the learning rates")
     bytes_code = eval_ngram.code_size(cfg.self_extracting_code)
-    started = time.perf_counter()
-    hessians = calibration_hessians(model, cfg, stream, rank, world, device) if cfg.gptq_tokens else None
-    if hessians:
-        log(f"gptq calibration tokens_per_rank={cfg.gptq_tokens} matrices={len(hessians)} seconds={time.perf_counter() - started:.1f}")
+    started, hessians = time.perf_counter(), facts["hessians"]
     counts = facts.get("ngram_counts")
     packed_tables = {"ngram": counts.to_bytes(cfg.ngram_cache_bytes)} if counts is not None else {}
     if packed_tables:

@@ -38,7 +38,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from eval_ngram import (ArgumentParser, find_shards, load_sentencepiece, load_val_tokens, read_shard, run_script,  # noqa: E402
-                        write_shard)
+                        unused_path, write_shard)
 
 FLASH_ATTN_FALLBACK = os.path.join(REPO, "records", "flash_attn_fallback")
 
@@ -604,9 +604,7 @@ def open_table(args, settings: dict) -> tuple[dict, str]:
                 raise UsageError(f"--append: {path} has {key}={table.get(key)!r} but this run has {settings[key]!r}; "
                                  "rows are only comparable under one setting, so start a new --name")
         return table, base
-    folder, n = base, 2
-    while os.path.exists(folder):
-        folder, n = f"{base}_{n}", n + 1
+    folder = unused_path(base)
     os.makedirs(folder)
     return {"name": os.path.basename(folder).split("_", 1)[1], **settings, "rows": []}, folder
 

@@ -4,9 +4,11 @@ artifact's size adds up by hand, and a self-extracting record folder runs the sa
 import json
 import lzma
 import os
+import re
 import struct
 import subprocess
 import sys
+import time
 import zlib
 
 import pytest
@@ -122,6 +124,27 @@ def test_gptq_packed_values_unpack_bit_for_bit():
     for name, bits in train_gpt.packed_linears(model, cfg).items():
         q, scale = eval_ngram.gptq_rows(model.state_dict()[name], hessians[name], bits)
         assert torch.equal(state[name], q.float() * scale.float()[:, None])
+
+
+def test_gptq_calibration_is_training_time_inside_the_budget(byte_shards, tmp_path, monkeypatch):
+    """Calibration reads training tokens, so the loop stops gptq_reserve_s early and the calibration (made slow
+    here) is counted in train_time_s, as the public record that reserves time for it counts it."""
+    real = train_gpt.calibration_hessians
+
+    def slow_calibration(*args):
+        time.sleep(1.0)
+        return real(*args)
+    monkeypatch.setattr(train_gpt, "calibration_hessians", slow_calibration)
+    records = tmp_path / "records"
+    assert train_gpt.main(["--preset", "smoke", *TINY, f"data_dir={byte_shards}", f"records_dir={records}", "run_name=g",
+                           "max_wallclock_seconds=4.5", "gptq_tokens=256", "gptq_reserve_s=3", "log_every=1",
+                           "eval_max_tokens=512", "ttt_steps=0"]) == 0
+    folder = next(records.glob("*/*_g"))
+    log = (folder / "train_seed1337.log").read_text()
+    last_step_elapsed = float(re.findall(r"^step=.* elapsed_s=(\S+)", log, re.M)[-1])
+    assert last_step_elapsed < 3.0  # the loop's budget is 4.5 - 3 = 1.5 s (plus one step)
+    assert json.loads((folder / "submission.json").read_text())["train_time_s"] >= last_step_elapsed + 1.0
+    assert re.search(r"^gptq calibration tokens_per_rank=256 seconds=1\.\d+ \(in train_time_s\)$", log, re.M)
 
 
 def test_the_artifact_size_adds_up_by_hand():
