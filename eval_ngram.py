@@ -332,11 +332,17 @@ def files_sha256(paths: list[str]) -> str:
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7)  # clipping outliers often lowers the error of the bulk
 
 
-def round_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row round-to-nearest at `bits`, the clip ratio chosen per row by MSE: (integer levels as float,
-    fp16-representable scale [rows, 1]). Pure tensor ops, so QAT can call it inside a compiled forward."""
+def round_rows(w: torch.Tensor, bits: int, sigmas: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row round-to-nearest at `bits`: (integer levels as float, fp16-representable scale [rows, 1]).
+    The scale: with sigmas > 0, that many row standard deviations over the largest level (SDClip, PR #1394: the grid
+    step, not the bit width, sets how few bits the entropy coder needs per weight); else the row's absolute maximum
+    times the clip ratio that gives the row the least squared error. Pure tensor ops, so QAT can call it inside a
+    compiled forward."""
     w = w.float()
     qmax = 2 ** (bits - 1) - 1
+    if sigmas > 0:
+        scale = (w.std(dim=1, keepdim=True, correction=0) * sigmas / qmax).half().float().clamp_min(2 ** -24)
+        return torch.clamp(torch.round(w / scale), -qmax, qmax), scale
     absmax = w.abs().amax(dim=1, keepdim=True)
     best_q = best_scale = best_err = None
     for ratio in CLIP_RATIOS:
@@ -353,22 +359,22 @@ def round_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     return best_q, best_scale
 
 
-def quantize_rows(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rows(w: torch.Tensor, bits: int, sigmas: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """round_rows as stored: int8 levels and one fp16 scale per row."""
-    q, scale = round_rows(w, bits)
+    q, scale = round_rows(w, bits, sigmas)
     return q.to(torch.int8), scale.squeeze(1).half()
 
 
-def fake_quantize(w: torch.Tensor, bits: int, on: torch.Tensor) -> torch.Tensor:
+def fake_quantize(w: torch.Tensor, bits: int, on: torch.Tensor, sigmas: float = 0.0) -> torch.Tensor:
     """QAT: `w` where on == 0, else the weight the artifact will hold (round_rows dequantized), with a straight-through
     gradient. `on` is a 0/1 tensor, so switching QAT on changes data, not the compiled graph."""
     with torch.no_grad():
-        q, scale = round_rows(w, bits)
+        q, scale = round_rows(w, bits, sigmas)
         shown = torch.where(on > 0, (q * scale).to(w.dtype), w)
     return shown + (w - w.detach())  # exactly `shown` (w + (wq - w) could round), with the gradient of w
 
 
-def gptq_rows(w: torch.Tensor, hessian: torch.Tensor, bits: int, block: int = 128,
+def gptq_rows(w: torch.Tensor, hessian: torch.Tensor, bits: int, sigmas: float = 0.0, block: int = 128,
               damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """Hessian-aware rounding (GPTQ): the scales of round_rows, then columns rounded one at a time in order of
     decreasing activation energy, each one's error pushed onto the columns not yet rounded through the Cholesky
@@ -376,7 +382,7 @@ def gptq_rows(w: torch.Tensor, hessian: torch.Tensor, bits: int, block: int = 12
     ||X W^T - X Q^T|| rather than the weight error is what is kept small. Returns what quantize_rows returns."""
     w = w.float().clone()
     qmax = 2 ** (bits - 1) - 1
-    scale = round_rows(w, bits)[1]
+    scale = round_rows(w, bits, sigmas)[1]
     h = hessian.to(w.device, torch.float64).clone()  # float64: a Cholesky of a near-singular H in fp32 can fail
     dead = torch.diagonal(h) == 0  # inputs that never fire: their weights cannot matter
     h[dead, dead] = 1.0
@@ -432,21 +438,24 @@ def collect_hessians(model: torch.nn.Module, batches, names: list[str], device) 
 
 
 def pack_artifact(state: dict[str, torch.Tensor], meta: dict, quant_bits: dict[str, int],
-                  tables: dict[str, bytes] | None = None, hessians: dict[str, torch.Tensor] | None = None) -> bytes:
+                  tables: dict[str, bytes] | None = None, hessians: dict[str, torch.Tensor] | None = None,
+                  clip_sigmas: dict[str, float] | None = None) -> bytes:
     """Serialize tensors as our own byte format: header JSON + compressed payload + raw tables (already compressed).
 
     Tensors named in quant_bits are stored as per-row int8 (values limited to that many bits, which the entropy
-    coder then squeezes), rounded with gptq_rows where `hessians` has their input Hessian, else to nearest; every
-    other tensor is stored as fp16. No pickle anywhere, so loading executes nothing.
+    coder then squeezes) on the grid round_rows picks (clip_sigmas: per name, 0 or absent = absmax), rounded with
+    gptq_rows where `hessians` has their input Hessian, else to nearest; every other tensor is stored as fp16. No
+    pickle anywhere, so loading executes nothing.
     """
     index, chunks, offset = [], [], 0
-    hessians = hessians or {}
+    hessians, clip_sigmas = hessians or {}, clip_sigmas or {}
     for name, tensor in state.items():
         tensor = tensor.detach()
         if name in quant_bits:
             rows = tensor.reshape(tensor.shape[0], -1)
-            q, scale = (gptq_rows(rows, hessians[name], quant_bits[name]) if name in hessians else
-                        quantize_rows(rows, quant_bits[name]))
+            bits, sigmas = quant_bits[name], clip_sigmas.get(name, 0.0)
+            q, scale = (gptq_rows(rows, hessians[name], bits, sigmas) if name in hessians else
+                        quantize_rows(rows, bits, sigmas))
             parts, kind = [q.cpu().numpy().tobytes(), scale.cpu().numpy().tobytes()], "int8_rows"
         else:
             parts, kind = [tensor.cpu().to(torch.float16).numpy().tobytes()], "fp16"
@@ -462,6 +471,19 @@ def pack_artifact(state: dict[str, torch.Tensor], meta: dict, quant_bits: dict[s
                          "payload_streams": [[codec, len(s)] for codec, s in streams],
                          "tables": {k: len(v) for k, v in tables.items()}}).encode()
     return b"".join([ARTIFACT_MAGIC, struct.pack("<I", len(header)), header, *(s for _, s in streams), *tables.values()])
+
+
+def artifact_parts(state: dict[str, torch.Tensor], quant_bits: dict[str, int], basis_seeds: dict[str, int],
+                   frozen_weights: int) -> str:
+    """Artifact bytes by part before entropy coding, as pack_artifact lays them out (int8 rows + fp16 row scales,
+    else fp16), and what random bases cost: their seeds, never their weights."""
+    parts = dict.fromkeys(("adapters", "row_scales", "other"), 0)
+    for name, t in state.items():
+        part = "adapters" if name.endswith(("lora_a", "lora_b")) else "row_scales" if name.endswith("row_scale") else "other"
+        parts[part] += t.numel() + 2 * t.shape[0] if name in quant_bits else 2 * t.numel()
+    return (f"artifact parts raw_bytes: seeds={8 * len(basis_seeds)} ({len(basis_seeds)} x 8 bytes, "
+            f"{len(json.dumps(basis_seeds))} as header JSON) " + " ".join(f"{k}={v}" for k, v in parts.items()) +
+            f" frozen_bases=0 ({frozen_weights:,} weights regenerated at load, not stored)")
 
 
 def compress_stream(data: bytes) -> tuple[str, bytes]:

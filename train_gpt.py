@@ -118,6 +118,8 @@ class Config:
     gptq_tokens: int = opt(0, "training tokens per rank calibrating Hessian-aware (GPTQ) rounding at packing (0 = round to nearest)")
     gptq_reserve_s: float = opt(3.0, "with gptq_tokens: training seconds left for the calibration, which runs inside the budget")
     embed_quant_bits: int = opt(8, "bits per weight for the embedding tables")
+    quant_clip_sigmas: float = opt(0.0, "block-matrix row scale: this many row std devs / the largest level (SDClip; coarser, fewer bytes); 0 = absmax")
+    embed_clip_sigmas: float = opt(0.0, "the same for the embedding tables (0 = absmax with a clip search)")
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
     eval_compile: bool = opt(False, "evaluation forward as one compiled graph (batches padded to eval_batch_windows; compile time counts as eval time)")
@@ -220,7 +222,7 @@ RANGES = {
     "egt_critic_hidden egt_pool egt_lora_rank egt_prompts egt_prompt_len egt_gen_len egt_min_keep egt_replay_size egt_batch",
     "[0,inf)": "grad_accum_steps gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
     "train_holdout_tokens ngram_order ngram_cache_bytes eval_audit ttt_steps egt_critic_steps egt_gen_steps seed qk_gain_init logit_softcap "
-    "lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds gptq_reserve_s checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
+    "quant_clip_sigmas embed_clip_sigmas lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds gptq_reserve_s checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
     "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
     "(0,inf)": "mlp_mult rope_base tied_embed_init_std matrix_lr scalar_lr embed_lr egt_critic_lr_mult",
     "[0,1]": "lr_floor recur_start qat_start rope_fraction muon_momentum_warmup warmdown_frac egt_top_p egt_band_low egt_band_high egt_jaccard_min",
@@ -354,7 +356,7 @@ class Linear(nn.Linear):
         self.row_scale = nn.Parameter(torch.full((self.out_features,), gain, device=basis.device))
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight if self.qat_bits is None else eval_ngram.fake_quantize(self.weight, self.qat_bits, self.qat_on)
+        w = self.weight if self.qat_bits is None else eval_ngram.fake_quantize(self.weight, self.qat_bits, self.qat_on, self.qat_sigmas)
         y = F.linear(x, w.to(x.dtype))
         if self.row_scale is not None:  # on the activations: a scaled weight would need the full weight gradient
             y = y * self.row_scale.to(x.dtype)
@@ -1307,7 +1309,7 @@ def attach_qat(model: GPT, cfg: Config) -> Tensor:
     on = torch.zeros((), device=next(model.parameters()).device)
     for name, bits in packed_linears(model, cfg).items():
         module = model.get_submodule(name.removesuffix(".weight"))
-        module.qat_bits = bits
+        module.qat_bits, module.qat_sigmas = bits, cfg.quant_clip_sigmas  # packed Linears are block matrices
         module.register_buffer("qat_on", on, persistent=False)
     return on
 
@@ -1330,18 +1332,6 @@ def basis_sha256(model: GPT) -> str:
     return digest.hexdigest()
 
 
-def artifact_parts(model: GPT, cfg: Config) -> str:
-    """Artifact bytes by part before entropy coding, as pack_artifact lays them out (int8 rows + fp16 row scales, else fp16)."""
-    plan, parts = quant_plan(model, cfg), dict.fromkeys(("adapters", "row_scales", "other"), 0)
-    for name, t in model.state_dict().items():
-        part = "adapters" if name.endswith(("lora_a", "lora_b")) else "row_scales" if name.endswith("row_scale") else "other"
-        parts[part] += t.numel() + 2 * t.shape[0] if name in plan else 2 * t.numel()
-    frozen = sum(model.get_submodule(name).weight.numel() for name in model.basis_seeds)
-    return (f"artifact parts raw_bytes: seeds={8 * len(model.basis_seeds)} ({len(model.basis_seeds)} x 8 bytes, "
-            f"{len(json.dumps(model.basis_seeds))} as header JSON) " + " ".join(f"{k}={v}" for k, v in parts.items()) +
-            f" frozen_bases=0 ({frozen:,} weights regenerated at load, not stored)")
-
-
 def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None,
                hessians: dict[str, Tensor] | None = None) -> bytes:
     meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.files_sha256(CODE_FILES),
@@ -1349,7 +1339,9 @@ def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, byt
             "recurrence_active": model.recurrence_active}
     if model.basis_seeds:
         meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
-    return eval_ngram.pack_artifact(model.state_dict(), meta, quant_plan(model, cfg), tables, hessians)
+    plan = quant_plan(model, cfg)
+    sigmas = {n: cfg.embed_clip_sigmas if is_embedding(n) else cfg.quant_clip_sigmas for n in plan}
+    return eval_ngram.pack_artifact(model.state_dict(), meta, plan, tables, hessians, sigmas)
 
 
 def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
@@ -1479,7 +1471,8 @@ def main(argv: list[str]) -> int:
         eval_ngram.save_artifact(os.path.join(folder, "artifact.pgolf"), blob)
     bytes_total = eval_ngram.check_artifact_size(len(blob), bytes_code)
     log(f"artifact bytes={len(blob)} code_bytes={bytes_code} total={bytes_total} limit={eval_ngram.ARTIFACT_LIMIT}")
-    log(artifact_parts(model, cfg))
+    frozen = sum(model.get_submodule(name).weight.numel() for name in model.basis_seeds)
+    log(eval_ngram.artifact_parts(model.state_dict(), quant_plan(model, cfg), model.basis_seeds, frozen))
     state, meta, artifact_tables = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
     scored = model_from_artifact(state, meta).to(device).eval()
     result = eval_ngram.score(scored, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world,

@@ -97,12 +97,13 @@ def test_artifact_holds_seeds_adapters_scales_and_no_basis():
     assert all(0 <= seed < 2**63 for seed in model.basis_seeds.values())  # 8 bytes each
     assert not any(n + ".weight" in names for n in model.basis_seeds)
     assert {n + suffix for n in model.basis_seeds for suffix in (".lora_a", ".lora_b", ".row_scale")} <= names
-    parts = dict(re.findall(r"(\w+)=(\d+)", train_gpt.artifact_parts(model, model.cfg)))
+    frozen_weights = sum(model.get_submodule(n).weight.numel() for n in model.basis_seeds)
+    line = eval_ngram.artifact_parts(model.state_dict(), train_gpt.quant_plan(model, model.cfg), model.basis_seeds, frozen_weights)
+    parts = dict(re.findall(r"(\w+)=(\d+)", line))
     assert int(parts["adapters"]) + int(parts["row_scales"]) + int(parts["other"]) == header["payload_raw"]
     assert parts["frozen_bases"] == "0"
     dense = GPT(resolve_config("random_bases", TINY + ["random_bases="])[0])
     dense_raw = artifact_header(train_gpt.pack_model(dense, dense.cfg, {"train_time_s": 0.0}))["payload_raw"]
-    frozen_weights = sum(model.get_submodule(n).weight.numel() for n in model.basis_seeds)
     assert header["payload_raw"] < dense_raw - frozen_weights  # the bases' bytes are gone, not just compressed
 
 
