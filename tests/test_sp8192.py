@@ -36,13 +36,14 @@ def sp8192_shards(tmp_path_factory, sp8192_model) -> str:
     return export_sample(str(tmp_path_factory.mktemp("sp8192_shards")), sp8192_model)
 
 
-def test_sp8192_preset_is_record_with_the_records_data_and_tokenizer():
+def test_sp8192_preset_is_the_record_on_the_records_data_with_the_sp8192_stacks_grid_and_schedule():
     cfg, _ = train_gpt.resolve_config("sp8192")
     assert (cfg.vocab_size, cfg.data_dir, cfg.tokenizer) == (8192, "data/datasets/fineweb10B_sp8192",
                                                              "data/tokenizers/fineweb_8192_bpe.model")
+    assert (cfg.quant_clip_sigmas, cfg.embed_clip_sigmas, cfg.gptq_tokens, cfg.recur_layers) == (12.85, 20.0, 262_144, "3,4,5")
     record = train_gpt.Config()
-    assert dataclasses.replace(cfg, vocab_size=record.vocab_size, data_dir=record.data_dir,
-                               tokenizer=record.tokenizer) == record
+    differing = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(record, f.name)}
+    assert differing == set(train_gpt.PRESETS["sp8192"])  # everything else is the record's
 
 
 def test_the_same_text_counts_the_same_bytes_under_either_tokenizer(sp8192_shards, sp8192_model, sp1024_shards,
