@@ -334,14 +334,15 @@ CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7)  # clipping outliers often lowers
 
 def round_rows(w: torch.Tensor, bits: int, sigmas: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row round-to-nearest at `bits`: (integer levels as float, fp16-representable scale [rows, 1]).
-    The scale: with sigmas > 0, that many row standard deviations over the largest level (SDClip, PR #1394: the grid
-    step, not the bit width, sets how few bits the entropy coder needs per weight); else the row's absolute maximum
+    The scale: with sigmas > 0, that many row RMS (the standard deviation of a zero-mean row; an offset row keeps its
+    offset) over the largest level (SDClip, PR #1394: the grid step, not the bit width, sets how few bits the entropy
+    coder needs per weight); else the row's absolute maximum
     times the clip ratio that gives the row the least squared error. Pure tensor ops, so QAT can call it inside a
     compiled forward."""
     w = w.float()
     qmax = 2 ** (bits - 1) - 1
     if sigmas > 0:
-        scale = (w.std(dim=1, keepdim=True, correction=0) * sigmas / qmax).half().float().clamp_min(2 ** -24)
+        scale = (w.square().mean(dim=1, keepdim=True).sqrt() * sigmas / qmax).half().float().clamp_min(2 ** -24)
         return torch.clamp(torch.round(w / scale), -qmax, qmax), scale
     absmax = w.abs().amax(dim=1, keepdim=True)
     best_q = best_scale = best_err = None
@@ -1430,6 +1431,23 @@ def error_line(error: BaseException, *errors: type[BaseException]) -> str | None
     if isinstance(error, (DataError, ArtifactError, UsageError, *errors)):
         return f"error: {error}"
     return None
+
+
+def file_logger(path: str):
+    """log(line) for rank 0: prints it and appends it to the run's log file at once (nothing is lost on a crash); a
+    log file that cannot be written (a full disk) must not kill a run whose model is still in memory."""
+    target = [path]
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        try:
+            if target[0]:
+                with open(target[0], "a") as f:
+                    f.write(line + "\n")
+        except OSError as error:
+            print(f"warning: cannot append to {target[0]} ({error.strerror}); logging to stdout only", file=sys.stderr)
+            target[0] = None
+    return log
 
 
 def run_script(main, *errors: type[Exception]) -> None:

@@ -118,7 +118,7 @@ class Config:
     gptq_tokens: int = opt(0, "training tokens per rank calibrating Hessian-aware (GPTQ) rounding at packing (0 = round to nearest)")
     gptq_reserve_s: float = opt(3.0, "with gptq_tokens: training seconds left for the calibration, which runs inside the budget")
     embed_quant_bits: int = opt(8, "bits per weight for the embedding tables")
-    quant_clip_sigmas: float = opt(0.0, "block-matrix row scale: this many row std devs / the largest level (SDClip; coarser, fewer bytes); 0 = absmax")
+    quant_clip_sigmas: float = opt(0.0, "block-matrix row scale: this many row RMS / the largest level (SDClip; coarser, fewer bytes); 0 = absmax")
     embed_clip_sigmas: float = opt(0.0, "the same for the embedding tables (0 = absmax with a clip search)")
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
@@ -650,12 +650,13 @@ def matmul_params(model: GPT) -> int:
 
 
 def flops_per_token(model: GPT, seq_len: int) -> float:
-    """Training FLOPs per token: 6 per matmul parameter (4 per frozen basis weight: no weight gradient) plus causal
-    attention scores and values."""
-    cfg = model.cfg
-    layers = cfg.num_layers + len(model.recur_band)
+    """Training FLOPs per token as the model runs now: 6 per matmul parameter use (a block the recurrence repeats
+    counts twice; 4 per frozen basis weight: no weight gradient) plus causal attention scores and values."""
+    repeated = model.recur_band if model.recurrence_active else []
+    uses = matmul_params(model) + sum(p.numel() for i in repeated for p in model.blocks[i].parameters() if p.ndim == 2)
+    attention = sum(model.blocks[i].attn is not None for i in model.layer_order())
     frozen = sum(model.get_submodule(name).weight.numel() for name in model.basis_seeds)
-    return 6 * matmul_params(model) + 4 * frozen + 6 * layers * seq_len * cfg.model_dim
+    return 6 * uses + 4 * frozen + 6 * attention * seq_len * model.cfg.model_dim
 
 
 # ============================================================================ optimizers
@@ -1033,23 +1034,6 @@ class EGT:
 
 
 # ============================================================================ processes and logging
-def file_logger(path: str):
-    """log(line) for rank 0: prints it and appends it to the run's log file at once (nothing is lost on a crash); a
-    log file that cannot be written (a full disk) must not kill a run whose model is still in memory."""
-    target = [path]
-
-    def log(line: str) -> None:
-        print(line, flush=True)
-        try:
-            if target[0]:
-                with open(target[0], "a") as f:
-                    f.write(line + "\n")
-        except OSError as error:
-            print(f"warning: cannot append to {target[0]} ({error.strerror}); logging to stdout only", file=sys.stderr)
-            target[0] = None
-    return log
-
-
 def accumulation_steps(cfg: Config, world: int) -> int:
     accum = cfg.grad_accum_steps or max(1, 8 // world)
     micro = cfg.train_batch_tokens // (world * accum)
@@ -1187,7 +1171,6 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
     if cfg.ngram_cache_bytes:
         trainer.ngram_counts = eval_ngram.NGramCounts(cfg.ngram_order, cfg.vocab_size, device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema else None
-    flops_token = flops_per_token(model, cfg.seq_len)
     peak_flops = 989e12 * world if device.type == "cuda" else 0.0  # H100/H200 dense bf16
     losses, step, train_time, last_log_time, last_log_step = [], 0, 0.0, 0.0, 0
     # ---- rolling checkpoints (with a checkpoint_dir): resume, save every checkpoint_every_s of training, leave one on a halt
@@ -1198,6 +1181,10 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
     if resumed:
         restore_checkpoint(resumed, model, ema, optimizers, stream)
         losses, step, train_time = resumed["losses"], resumed["step"], resumed["train_time_s"]
+        # switched on by the loop before a step, so a run resumed at its end (the loop stops at once) needs them saved
+        model.recurrence_active, qat_started = resumed.get("recurrence_active", False), resumed.get("qat_started", False)
+        if qat_started and qat_on is not None:
+            qat_on.fill_(1.0)
         last_log_time, last_log_step = train_time, step
         log(f"resumed path={resumed['path']} step={step} train_time_s={train_time:.1f}")
     last_good, saved_step, saved_at = resumed and resumed["path"], step, train_time
@@ -1206,7 +1193,8 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
         return eval_ngram.save_checkpoint(checkpoint_dir, {
             "model": model.state_dict(), "ema": ema.params if ema else None, "ema_updates": ema.updates if ema else 0,
             "optimizers": [o.state_dict() for o in optimizers], "stream": stream_state, "rng": eval_ngram.rng_states(), "step": step,
-            "train_time_s": time.perf_counter() - t0, "losses": losses, "config": dataclasses.asdict(cfg)}, rank, log)
+            "train_time_s": time.perf_counter() - t0, "losses": losses, "config": dataclasses.asdict(cfg),
+            "recurrence_active": model.recurrence_active, "qat_started": qat_started}, rank, log)
 
     def halt(error: Exception, stream_state: dict):
         diverged = isinstance(error, FloatingPointError)  # a diverged state is never saved
@@ -1225,7 +1213,7 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter() - train_time
+    t0, resumed_time, flops_done = time.perf_counter() - train_time, train_time, 0.0  # MFU: this process's steps
     budget = cfg.max_wallclock_seconds - (cfg.gptq_reserve_s if cfg.gptq_tokens and cfg.max_wallclock_seconds else 0.0)
     while True:
         elapsed = all_reduce_max(time.perf_counter() - t0, world, device)
@@ -1259,7 +1247,8 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
             loss_value = loss.item()
             now = time.perf_counter() - t0
             ms = 1000 * (now - last_log_time) / (step - last_log_step)
-            tok_s = cfg.train_batch_tokens / (ms / 1000)
+            tok_s, flops_token = cfg.train_batch_tokens / (ms / 1000), flops_per_token(model, cfg.seq_len)  # recurrence: more
+            flops_done += (step - last_log_step) * cfg.train_batch_tokens * flops_token
             mfu = f"{100 * tok_s * flops_token / peak_flops:.1f}%" if peak_flops else "n/a"
             eta = (budget - now) if budget > 0 else (cfg.iterations - step) * ms / 1000
             losses.append((step, loss_value))
@@ -1280,12 +1269,13 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
         log(f"gptq calibration tokens_per_rank={cfg.gptq_tokens} seconds={time.perf_counter() - calibrated:.1f} (in train_time_s)")
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
     tok_s = step * cfg.train_batch_tokens / max(train_time, 1e-9)
+    flops_done += (step - last_log_step) * cfg.train_batch_tokens * flops_per_token(model, cfg.seq_len)
     log(f"train_done steps={step} peak_mem_mib={peak_mib:.0f} tok_s={tok_s:.0f} ms_step={1000 * train_time / max(step, 1):.1f} "
         f"train_time_s={train_time:.1f} epochs={stream.epoch}")
     if trainer.ngram_counts is not None:
         trainer.ngram_counts.all_reduce()
     return {"ngram_counts": trainer.ngram_counts, "hessians": hessians, "steps": step, "train_time_s": train_time, "tok_s": tok_s, "peak_mem_mib": peak_mib,
-            "mfu": tok_s * flops_token / peak_flops if peak_flops else None, "losses": losses,
+            "mfu": flops_done / max(train_time - resumed_time, 1e-9) / peak_flops if peak_flops else None, "losses": losses,
             "egt": egt.finish() if egt is not None else None}
 
 
@@ -1346,7 +1336,7 @@ def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, byt
     if model.basis_seeds:
         meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
     plan = quant_plan(model, cfg)
-    sigmas = {n: cfg.embed_clip_sigmas if is_embedding(n) else cfg.quant_clip_sigmas for n in plan}
+    sigmas = {n: cfg.quant_clip_sigmas for n in packed_linears(model, cfg)} | {n: cfg.embed_clip_sigmas for n in plan if is_embedding(n)}
     return eval_ngram.pack_artifact(model.state_dict(), meta, plan, tables, hessians, sigmas)
 
 
@@ -1442,7 +1432,7 @@ def main(argv: list[str]) -> int:
     if world > 1:  # every rank writes its own checkpoint files into the same folder
         dist.broadcast_object_list(box := [folder if rank == 0 else None])
         folder = box[0]
-    log = file_logger(os.path.join(folder, f"train_seed{cfg.seed}.log")) if rank == 0 else (lambda line: None)
+    log = eval_ngram.file_logger(os.path.join(folder, f"train_seed{cfg.seed}.log")) if rank == 0 else (lambda line: None)
     hardware = f"{world}x {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{world}x CPU"
     log(f"preset={preset} world={world} device={hardware} accum={accumulation_steps(cfg, world)} folder={folder}")
     log("config " + json.dumps(dataclasses.asdict(cfg)))

@@ -92,6 +92,16 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(data_dir, tmp_path, str
     assert_same_weights(resumed, straight)  # EMA weights, after EMA, optimizer, data position and RNG restored
 
 
+def test_a_run_resumed_from_its_final_checkpoint_ends_with_the_recurrence_it_trained_with(data_dir, tmp_path):
+    """The loop switches depth recurrence on before a step; resumed at its end it stops before any step, so the
+    switch comes from the checkpoint (else packing and scoring would run the model without its repeated blocks)."""
+    finished, _ = run(config(data_dir, "checkpoint_every_s=1e-9"), str(tmp_path / "ckpt"))
+    assert finished.recurrence_active and torch.load(tmp_path / "ckpt" / "checkpoint_current.pt", weights_only=True)["step"] == 20
+    resumed, facts = run(config(data_dir, "resume=auto"), str(tmp_path / "ckpt"), init_seed=1)
+    assert facts["steps"] == 20 and resumed.recurrence_active
+    assert_same_weights(resumed, finished)
+
+
 def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     np.random.standard_normal()  # leaves a cached gaussian in numpy's state

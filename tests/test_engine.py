@@ -81,10 +81,23 @@ def test_parallel_lanes_with_unit_writes_equal_the_sequential_block():
             p.add_(0 if name.endswith("resid_mix") else 0.05 * torch.randn_like(p))
     parallel.load_state_dict(sequential.state_dict(), strict=False)
     x = torch.randint(0, 1024, (2, 16))
-    assert torch.allclose(sequential(x, x), parallel(x, x), atol=1e-5)
+    logits = lambda model: model.forward_logits(x)[0]  # noqa: E731
+    assert torch.allclose(logits(sequential), logits(parallel), atol=1e-5)
     with torch.no_grad():
         parallel.blocks[4].lane_writes.copy_(torch.tensor([1.0, 0.0, 0.5, 1.0]))
-    assert not torch.allclose(sequential(x, x), parallel(x, x), atol=1e-5)
+    assert not torch.allclose(logits(sequential), logits(parallel), atol=1e-3)
+
+
+def test_flops_per_token_count_the_blocks_as_they_run():
+    """MFU's numerator: a block the recurrence repeats counts twice once it is on; an attention-free block has no
+    attention FLOPs."""
+    model = train_gpt.GPT(tiny("recur_layers=2,3", "layer0_attention=false"))
+    seq, dim = model.cfg.seq_len, model.cfg.model_dim
+    band = sum(p.numel() for i in (2, 3) for p in model.blocks[i].parameters() if p.ndim == 2)
+    off = train_gpt.flops_per_token(model, seq)
+    assert off == 6 * train_gpt.matmul_params(model) + 6 * 5 * seq * dim  # 6 blocks, block 0 without attention
+    model.recurrence_active = True
+    assert train_gpt.flops_per_token(model, seq) - off == 6 * band + 6 * 2 * seq * dim
 
 
 def test_ln_scale_and_attention_free_first_block():

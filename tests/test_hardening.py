@@ -215,7 +215,7 @@ def test_a_record_that_cannot_be_finished_leaves_no_half_record(tmp_path, monkey
 
 
 def test_a_log_that_cannot_be_written_does_not_stop_the_run(tmp_path, capsys):
-    log = train_gpt.file_logger(str(tmp_path / "missing" / "train.log"))
+    log = eval_ngram.file_logger(str(tmp_path / "missing" / "train.log"))
     log("step=1")
     log("step=2")
     out, err = capsys.readouterr()

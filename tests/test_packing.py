@@ -92,7 +92,7 @@ def test_hessian_rounding_lowers_the_output_error_of_round_to_nearest_on_the_sam
 
 
 def test_a_grid_of_row_sigmas_trades_rounding_error_for_bytes():
-    """SDClip: the step is sigmas row standard deviations over the largest level, so at the same int6 storage a
+    """SDClip: the step is sigmas row RMS (a zero-mean row's std) over the largest level, so at the same int6 storage a
     Gaussian row (step 0.41 sigma at 12.85) codes in ~3.4 bits per weight against ~5.4 for the absmax grid."""
     w = torch.randn(256, 1024, generator=torch.Generator().manual_seed(0)) * 0.02
     coded = {}
@@ -101,8 +101,11 @@ def test_a_grid_of_row_sigmas_trades_rounding_error_for_bytes():
         coded[sigmas] = len(eval_ngram.compress_stream(q.numpy().tobytes())[1]) / w.numel()
         error = (q.float() * scale.float()[:, None] - w).square().mean() / w.square().mean()
         assert q.abs().max() <= 31 and error < (0.02 if sigmas else 0.002)
-    step = eval_ngram.quantize_rows(w, 6, 12.85)[1].float() / w.std(dim=1, correction=0)
+    step = eval_ngram.quantize_rows(w, 6, 12.85)[1].float() / w.square().mean(dim=1).sqrt()
     assert torch.allclose(step, torch.full_like(step, 12.85 / 31), rtol=1e-3)
+    offset = torch.full((2, 1024), 0.01)  # a constant row is within half a step (a std-based scale would collapse it)
+    q, scale = eval_ngram.quantize_rows(offset, 6, 12.85)
+    assert ((q.float() * scale.float()[:, None] - offset).abs() <= scale.float()[:, None] / 2).all()
     assert coded[12.85] < 0.45 < 0.6 < coded[0.0]
 
 
