@@ -881,8 +881,7 @@ class EGT:
 
     def __init__(self, cfg: Config, model: GPT, rank: int, world: int, device: torch.device, log):
         self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
-        runs = len(model.layer_order())
-        self.watched = list(range(cfg.egt_critic_every - 1, runs, cfg.egt_critic_every))
+        self.watched = list(range(cfg.egt_critic_every - 1, cfg.num_layers, cfg.egt_critic_every))  # block indices
         self.own_lora, self.adapted = bool(model.lora_parameters()), []  # adapted: the Linears given adapters in a sleep
         with torch.random.fork_rng(devices=[]):  # critics are drawn on the CPU: the same on every rank
             torch.manual_seed(cfg.seed)
@@ -916,11 +915,12 @@ class EGT:
                 e.copy_(p)
 
     def states(self, seq: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Watched blocks' hidden states over the continuation (last egt_gen_len tokens), and the final hidden states."""
-        collect = []
+        """Watched blocks' hidden states over the continuation (last egt_gen_len tokens; a block the recurrence repeats:
+        its second run's), and the final hidden states."""
+        collect, last_run = [], {block: run for run, block in enumerate(self.model.layer_order())}
         with self.autocast:
             h, _ = self.model.hidden(seq, collect)
-        return [collect[i][:, -self.cfg.egt_gen_len:] for i in self.watched], h
+        return [collect[last_run[b]][:, -self.cfg.egt_gen_len:] for b in self.watched], h
 
     @torch.no_grad()
     def wake(self, stream: eval_ngram.TrainStream) -> dict:

@@ -169,6 +169,22 @@ def test_with_depth_recurrence_on_the_teacher_runs_the_same_blocks_as_the_model(
         assert tg.kl_to_teacher(model.forward_logits(real)[0], egt.teacher.forward_logits(real)[0]).item() < 1e-6
 
 
+def test_each_critic_reads_the_same_block_before_and_after_the_recurrence_switches_on():
+    model, egt = tiny_egt("egt_critic_every=1")
+    seq = torch.randint(0, VOCAB, (2, PROMPT + GEN))
+    assert egt.watched == [0, 1, 2, 3]  # block indices, one critic each, whatever runs twice
+    for active in (False, True):
+        model.recurrence_active = active
+        outputs = []
+        with torch.no_grad():
+            model.hidden(seq, outputs)
+            states = egt.states(seq)[0]
+        runs = model.layer_order()  # with the recurrence: 0, 1, 2, 1, 2, 3
+        for block, state in zip(egt.watched, states):
+            last = max(r for r, b in enumerate(runs) if b == block)
+            assert torch.equal(state, outputs[last][:, -GEN:])
+
+
 def test_exact_match_verifier_rewards_the_matching_prefix():
     real = torch.tensor([[1, 2, 3, 4]])
     samples = torch.tensor([[1, 2, 3, 4], [1, 2, 9, 4], [9, 2, 3, 4]])
