@@ -336,9 +336,8 @@ def round_rows(w: torch.Tensor, bits: int, sigmas: float = 0.0) -> tuple[torch.T
     """Symmetric per-row round-to-nearest at `bits`: (integer levels as float, fp16-representable scale [rows, 1]).
     The scale: with sigmas > 0, that many row RMS (the standard deviation of a zero-mean row; an offset row keeps its
     offset) over the largest level (SDClip, PR #1394: the grid step, not the bit width, sets how few bits the entropy
-    coder needs per weight); else the row's absolute maximum
-    times the clip ratio that gives the row the least squared error. Pure tensor ops, so QAT can call it inside a
-    compiled forward."""
+    coder needs per weight); else the row's absolute maximum times the clip ratio that gives the row the least
+    squared error. Pure tensor ops, so QAT can call it inside a compiled forward."""
     w = w.float()
     qmax = 2 ** (bits - 1) - 1
     if sigmas > 0:
