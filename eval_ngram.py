@@ -742,11 +742,19 @@ def model_logits(model, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         return model.forward_logits(x)
 
 
+def compile_graph(fn):
+    """torch.compile as training and evaluation use it: one graph, static shapes, and inductor's mix-order reduction
+    off (torch 2.11 asserted in FusedMixOrderReductions compiling the record's backward on an H200)."""
+    if hasattr(torch._inductor.config.triton, "mix_order_reduction"):
+        torch._inductor.config.triton.mix_order_reduction = False
+    return torch.compile(fn, dynamic=False, fullgraph=True)
+
+
 def compiled_logits(model, batch_windows: int):
     """model_logits through one compiled graph: a batch of fewer windows is padded to batch_windows rows (copies of
     its last window, dropped from the output) and every batch is contiguous, so each forward has the shape and
     strides the graph was compiled for."""
-    graph = torch.compile(model.forward_logits, dynamic=False, fullgraph=True)
+    graph = compile_graph(model.forward_logits)
 
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         n = x.shape[0]

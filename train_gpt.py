@@ -1104,9 +1104,7 @@ class Trainer:
         self.accum = accumulation_steps(cfg, world)
         self.micro_tokens = cfg.train_batch_tokens // (world * self.accum)
         use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-        if use_compile and hasattr(torch._inductor.config.triton, "mix_order_reduction"):
-            torch._inductor.config.triton.mix_order_reduction = False  # torch 2.11 asserts fusing the record's backward
-        compiled = torch.compile(model, dynamic=False, fullgraph=True) if use_compile else model
+        compiled = eval_ngram.compile_graph(model) if use_compile else model
         self.ddp = nn.parallel.DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None,
                                                        broadcast_buffers=False) if world > 1 else compiled  # buffers are regenerated
         self.optimizers = build_optimizers(model, cfg, rank, world)
