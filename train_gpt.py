@@ -583,6 +583,10 @@ class GPT(nn.Module):
         self.basis_seconds = time.perf_counter() - started
         return chosen
 
+    def frozen_weights(self) -> int:
+        """Weights of the frozen random bases: regenerated at load, never stored, no weight gradient."""
+        return sum(self.get_submodule(name).weight.numel() for name in self.basis_seeds)
+
     def lora_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if n.endswith(("lora_a", "lora_b"))]
 
@@ -655,8 +659,7 @@ def flops_per_token(model: GPT, seq_len: int) -> float:
     repeated = model.recur_band if model.recurrence_active else []
     uses = matmul_params(model) + sum(p.numel() for i in repeated for p in model.blocks[i].parameters() if p.ndim == 2)
     attention = sum(model.blocks[i].attn is not None for i in model.layer_order())
-    frozen = sum(model.get_submodule(name).weight.numel() for name in model.basis_seeds)
-    return 6 * uses + 4 * frozen + 6 * attention * seq_len * model.cfg.model_dim
+    return 6 * uses + 4 * model.frozen_weights() + 6 * attention * seq_len * model.cfg.model_dim
 
 
 # ============================================================================ optimizers
@@ -1465,8 +1468,7 @@ def main(argv: list[str]) -> int:
         eval_ngram.save_artifact(os.path.join(folder, "artifact.pgolf"), blob)
     bytes_total = eval_ngram.check_artifact_size(len(blob), bytes_code)
     log(f"artifact bytes={len(blob)} code_bytes={bytes_code} total={bytes_total} limit={eval_ngram.ARTIFACT_LIMIT}")
-    frozen = sum(model.get_submodule(name).weight.numel() for name in model.basis_seeds)
-    log(eval_ngram.artifact_parts(model.state_dict(), quant_plan(model, cfg), model.basis_seeds, frozen))
+    log(eval_ngram.artifact_parts(model.state_dict(), quant_plan(model, cfg), model.basis_seeds, model.frozen_weights()))
     state, meta, artifact_tables = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
     scored = model_from_artifact(state, meta).to(device).eval()
     result = eval_ngram.score(scored, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world,

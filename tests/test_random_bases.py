@@ -97,7 +97,7 @@ def test_artifact_holds_seeds_adapters_scales_and_no_basis():
     assert all(0 <= seed < 2**63 for seed in model.basis_seeds.values())  # 8 bytes each
     assert not any(n + ".weight" in names for n in model.basis_seeds)
     assert {n + suffix for n in model.basis_seeds for suffix in (".lora_a", ".lora_b", ".row_scale")} <= names
-    frozen_weights = sum(model.get_submodule(n).weight.numel() for n in model.basis_seeds)
+    frozen_weights = model.frozen_weights()
     line = eval_ngram.artifact_parts(model.state_dict(), train_gpt.quant_plan(model, model.cfg), model.basis_seeds, frozen_weights)
     parts = dict(re.findall(r"(\w+)=(\d+)", line))
     assert int(parts["adapters"]) + int(parts["row_scales"]) + int(parts["other"]) == header["payload_raw"]
