@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 from data import fineweb
 import eval_ngram
@@ -40,6 +41,16 @@ def make_hub(folder, variants=(("sp1024", "sp_bpe_1024", "fineweb_1024_bpe"),)) 
         (root / "tokenizers" / f"{stem}.vocab").write_bytes(f"{variant} vocab bytes".encode())
     (root / "manifest.json").write_text(json.dumps(manifest))
     return str(folder)
+
+
+@pytest.fixture(autouse=True)
+def hub_host_resolves(monkeypatch):
+    """The hub's name resolves unless a test says otherwise: no test depends on this machine's DNS."""
+    monkeypatch.setattr(fineweb.socket, "getaddrinfo", lambda host, port: [("resolved",)])
+
+
+def no_dns(host, port):
+    raise fineweb.socket.gaierror(-3, "Temporary failure in name resolution")
 
 
 @pytest.fixture
@@ -124,18 +135,55 @@ def test_offline_transport_failure_ends_with_one_clear_line(tmp_path, monkeypatc
     assert not os.path.exists(tmp_path / "data" / "datasets" / "manifest.json")
 
 
+def test_a_hub_whose_name_does_not_resolve_is_read_from_the_cache_without_retries(tmp_path, monkeypatch):
+    asked = []
+
+    def cache_miss(**kwargs):  # huggingface_hub with local_files_only and nothing cached
+        asked.append(kwargs["local_files_only"])
+        raise LocalEntryNotFoundError("not in the cache")
+    monkeypatch.setattr(fineweb.socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(fineweb, "hf_hub_download", cache_miss)
+    error = run_cli(["--data-root", tmp_path / "data", "--train-shards", 1])
+    assert asked == [True]  # one request, to the cache: no network retries
+    assert "huggingface.co does not resolve, so offline, and the file is not in the local cache" in error
+
+
+def test_an_offline_machine_with_the_files_cached_still_completes(fake_hub, tmp_path, monkeypatch):
+    asked = []
+
+    def from_cache(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
+        asked.append(local_files_only)
+        return os.path.join(fake_hub, subfolder, filename)
+    monkeypatch.setattr(fineweb.socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(fineweb, "hf_hub_download", from_cache)
+    assert run_cli(["--data-root", tmp_path / "data", "--train-shards", 1]) is None
+    assert asked and set(asked) == {True}
+    assert os.path.isfile(tmp_path / "data" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000000.bin")
+
+
+def test_requests_go_to_the_network_when_the_hub_resolves(fake_hub, tmp_path, monkeypatch):
+    asked = []
+
+    def download(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
+        asked.append(local_files_only)
+        return os.path.join(fake_hub, subfolder, filename)
+    monkeypatch.setattr(fineweb, "hf_hub_download", download)
+    assert run_cli(["--data-root", tmp_path / "data", "--train-shards", 1]) is None
+    assert asked and set(asked) == {False}
+
+
 def test_offline_command_line_exits_non_zero_with_one_line_on_stderr(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
     proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "data", "fineweb.py"), "--data-root",
                            str(tmp_path / "data")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "the hub is unreachable" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "and the file is not in the local cache" in proc.stderr
 
 
 def test_hub_requests_name_the_dataset_repo_and_the_remote_folders(fake_hub, tmp_path, monkeypatch):
     requests = []
 
-    def fake_download(repo_id, repo_type, filename, subfolder, force_download):
+    def fake_download(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
         requests.append((repo_id, repo_type, f"{subfolder}/{filename}"))
         return os.path.join(fake_hub, subfolder, filename)
     monkeypatch.setattr(fineweb, "hf_hub_download", fake_download)
@@ -179,7 +227,7 @@ def test_a_variant_the_repo_does_not_list_names_those_it_does_and_where_else_to_
 def test_sp8192_requests_go_to_the_records_repo_under_the_same_layout(sp8192_hub, tmp_path, monkeypatch):
     requests = []
 
-    def fake_download(repo_id, repo_type, filename, subfolder, force_download):
+    def fake_download(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
         requests.append((repo_id, f"{subfolder}/{filename}"))
         return os.path.join(sp8192_hub, subfolder, filename)
     monkeypatch.setattr(fineweb, "hf_hub_download", fake_download)
