@@ -124,7 +124,7 @@ class Config:
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
     eval_compile: bool = opt(False, "evaluation forward as one compiled graph (batches padded to eval_batch_windows; compile time counts as eval time)")
     eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
-    train_holdout_tokens: int = opt(0, "last N training tokens never trained on: records/tune_mix.py tunes the mixer on them")
+    train_holdout_tokens: int = opt(262_144, "last N training tokens never trained on: the run reports its packing loss on them, records/tune_mix.py tunes the mixer on them")
     ngram_order: int = opt(7, "n-gram mixture order at evaluation (0 = neural only)")
     ngram_cache_bytes: int = opt(0, "bytes of training-time n-gram counts (order ngram_order) packed into the artifact; 0 = off")
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
@@ -193,7 +193,7 @@ PRESETS: dict[str, dict] = {
                   num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1, recur_layers="1,2",
                   parallel_start=3, bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0,
                   iterations=400, warmup_steps=5, compile_warmup_steps=0, log_every=20, eval_stride=64, eval_batch_windows=64,
-                  eval_max_tokens=32768, track="smoke"),
+                  eval_max_tokens=32768, train_holdout_tokens=8192, track="smoke"),
     "baseline": dict(BASELINE_SHAPE, ngram_order=0, ttt_steps=0),  # the challenge baseline, scored like it
     "long": dict(max_wallclock_seconds=4 * 3600.0, iterations=200_000, checkpoint_every_s=900.0, resume="auto",
                  track="long"),  # hours on one (preemptible) GPU: rerunning the same command continues the run
@@ -204,7 +204,7 @@ PRESETS: dict[str, dict] = {
     # record + the wake/sleep loop. Off in record: at matched steps its generator updates cost ~0.007 bpb and its
     # time 12-15% of the steps; the critics stay near chance on the model's own samples (records/bench/*issue7*).
     "egt": dict(egt_mode="interleaved"),
-    "bytes": dict(vocab_size=256, tokenizer="bytes", data_dir="data/local/sample_bytes", track="bytes"),
+    "bytes": dict(vocab_size=256, tokenizer="bytes", data_dir="data/local/sample_bytes", train_holdout_tokens=4096, track="bytes"),
     # The SP8192 data of the public top records (data/fineweb.py --repo-id kevclark/parameter-golf --variant sp8192) with
     # their stack's settings on our engine (PR #1394, #1493): SDClip grid (int6 at 12.85 sigmas, int8 embeddings at 20)
     # with GPTQ, blocks 3-5 twice from 35%, QK gain 5.25, their optimizer settings; MLP 3.5x, not their 4x, which packs
@@ -232,11 +232,9 @@ RANGES = {
     "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
     "(0,inf)": "mlp_mult rope_base tied_embed_init_std matrix_lr scalar_lr embed_lr egt_critic_lr_mult",
     "[0,1]": "lr_floor recur_start qat_start rope_fraction muon_momentum_warmup warmdown_frac egt_top_p egt_band_low egt_band_high egt_jaccard_min",
-    "(0,1]": "egt_hard_frac",
     "[0,1)": "muon_momentum muon_momentum_start beta1 beta2 ema_decay egt_final_frac",
     "[2,8]": "quant_bits mlp_quant_bits embed_quant_bits lora_quant_bits",  # stored as int8
-    "[2,inf)": "egt_samples",
-}
+    "(0,1]": "egt_hard_frac", "[2,inf)": "egt_samples"}
 CHOICES = {"device": "auto cuda cpu", "compile": "auto on off", "egt_mode": "off interleaved final",
            "muon_ns_coefficients": "quintic polar_express"}
 RELATIONS = [  # (keys, holds, what it takes)
@@ -261,8 +259,7 @@ RELATIONS = [  # (keys, holds, what it takes)
     ("seq_len_schedule seq_len", lambda c: all(n > 0 and c.seq_len % n == 0 and 0 < u <= 1 for n, u in seq_len_stages(c)),
      "stage lengths that divide seq_len, each until a point within (0, 1] of the budget"),
     ("run_name track", lambda c: all(re.fullmatch(r"\w[\w.-]*|", v) for v in (c.run_name, c.track)),
-     "plain names (letters, digits, . _ -): they name folders"),
-]
+     "plain names (letters, digits, . _ -): they name folders")]
 
 
 def recur_band(cfg: Config) -> list[int]:
@@ -445,8 +442,7 @@ class Attention(nn.Module):
 ACTIVATIONS = {
     "leaky_relu2": lambda h: F.leaky_relu(h, 0.5).square(),  # LeakyReLU(0.5)^2: record PR #549
     "relu2": lambda h: F.relu(h).square(),  # relu^2: Primer (arXiv:2109.08668), via modded-nanogpt and the baseline
-    "gelu": F.gelu,
-}
+    "gelu": F.gelu}
 
 
 class MLP(nn.Module):
@@ -1321,6 +1317,19 @@ def calibration_hessians(model: GPT, cfg: Config, stream: eval_ngram.TrainStream
     return hessians
 
 
+def packing_loss(trained: GPT, packed: GPT, cfg: Config, tables, rank: int, world: int, device, log) -> dict:
+    """Bits per byte of the trained weights (QAT's rounding off) and of the unpacked artifact's, network alone, over
+    non-overlapping windows of the held-out TRAINING tokens (never validation): what packing costs, in every run."""
+    holdout = eval_ngram.holdout_tokens(cfg.data_dir, cfg.train_holdout_tokens, cfg.vocab_size)
+    for module in (m for m in trained.modules() if getattr(m, "qat_bits", None) is not None):
+        module.qat_on.fill_(0.0)  # one gate shared by all
+    started, quick = time.perf_counter(), dict(eval_stride=cfg.seq_len, ngram_order=0, ttt_steps=0, eval_audit=0, eval_compile=False)
+    before, after = (eval_ngram.score(m.eval(), holdout, tables, rank=rank, world=world, device=device, **quick)["val_bpb"] for m in (trained, packed))
+    log(f"packing_loss holdout_tokens={holdout.numel()} bpb_trained={before:.4f} bpb_packed={after:.4f} "
+        f"loss={after - before:+.4f} seconds={time.perf_counter() - started:.1f}")
+    return {"holdout_tokens": holdout.numel(), "bpb_trained": before, "bpb_packed": after, "loss": after - before}
+
+
 def basis_sha256(model: GPT) -> str:
     """Digest of every regenerated basis, so a loading process proves it rebuilt exactly what was trained."""
     digest = hashlib.sha256()
@@ -1387,6 +1396,7 @@ def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dic
                   "hardware": hardware, "seed": cfg.seed, "train_time_s": facts["train_time_s"],
                   "eval_time_s": result["eval_time_s"], "steps": facts["steps"], "tokens_per_s": facts["tok_s"],
                   "peak_mem_mib": facts["peak_mem_mib"], "mfu": facts["mfu"], "ngram_order": cfg.ngram_order,
+                  "packing_loss": facts["packing_loss"],  # held-out training text, network alone
                   "egt": facts["egt"]}  # wake/sleep history (critic accuracy, fraction in band, time) or None
     overrides = " ".join(a for a in argv if "=" in a)
     launcher = f"torchrun --standalone --nproc_per_node={world}" if world > 1 else "python"
@@ -1471,6 +1481,7 @@ def main(argv: list[str]) -> int:
     log(eval_ngram.artifact_parts(model.state_dict(), quant_plan(model, cfg), model.basis_seeds, model.frozen_weights()))
     state, meta, artifact_tables = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
     scored = model_from_artifact(state, meta).to(device).eval()
+    facts["packing_loss"] = packing_loss(model, scored, cfg, tables, rank, world, device, log) if cfg.train_holdout_tokens else None
     result = eval_ngram.score(scored, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world,
                               device=device, log=log)  # with the unpacked artifact's config, scored.cfg
     eval_ngram.report_audit(result, log, audited=cfg.eval_audit > 0)  # a void score is never recorded

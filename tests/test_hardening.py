@@ -20,7 +20,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "num_heads=2", "num_kv_heads=1",
         "enrich_hidden=32", "bigram_buckets=64", "bigram_dim=8", "seq_len=32", "eval_stride=16", "train_batch_tokens=64",
         "iterations=4", "max_wallclock_seconds=0", "warmup_steps=1", "log_every=2", "device=cpu", "compile=off",
-        "eval_max_tokens=400", "ngram_order=3", "ttt_steps=0", "eval_audit=8", "grad_accum_steps=1"]
+        "eval_max_tokens=400", "ngram_order=3", "ttt_steps=0", "eval_audit=8", "grad_accum_steps=1", "train_holdout_tokens=0"]
 
 
 def tiny_config(*overrides):
@@ -208,7 +208,8 @@ def test_a_record_that_cannot_be_finished_leaves_no_half_record(tmp_path, monkey
     monkeypatch.setattr(eval_ngram, "write_atomic", fail_at_submission)
     (tmp_path / "artifact.pgolf").write_bytes(b"x")
     result = dict(val_loss=1.0, val_bpb=1.5, bytes_total=10, bytes_code=5, eval_time_s=1.0)
-    facts = dict(steps=1, train_time_s=1.0, tok_s=1.0, peak_mem_mib=0.0, mfu=None, egt=None, losses=[(1, 2.0)])
+    facts = dict(steps=1, train_time_s=1.0, tok_s=1.0, peak_mem_mib=0.0, mfu=None, egt=None, losses=[(1, 2.0)],
+                 packing_loss=None)
     with pytest.raises(OSError, match=r"no record was written \(val_bpb=1.500000\), the artifact stays at .*artifact.pgolf"):
         train_gpt.write_record(str(tmp_path), tiny_config(), "smoke", result, facts, "1x CPU", [], 1)
     assert os.listdir(tmp_path) == ["artifact.pgolf"]

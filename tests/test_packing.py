@@ -168,6 +168,25 @@ def test_gptq_calibration_is_training_time_inside_the_budget(byte_shards, tmp_pa
     assert re.search(r"^gptq calibration tokens_per_rank=256 seconds=1\.\d+ \(in train_time_s\)$", log, re.M)
 
 
+# ---------------------------------------------------------------- packing loss
+def test_packing_loss_compares_the_float_weights_with_the_packed_ones_on_held_out_training_text(byte_shards, monkeypatch):
+    model, cfg = tiny_model(f"data_dir={byte_shards}", "train_holdout_tokens=512")
+    read, holdout = [], torch.randint(0, 256, (512,), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(eval_ngram, "holdout_tokens", lambda *args: read.append(args) or holdout)
+    measure = lambda trained, packed: train_gpt.packing_loss(trained, packed, cfg, eval_ngram.byte_tables("bytes", 256),
+                                                            0, 1, torch.device("cpu"), lambda line: None)
+    same = measure(model, model)
+    assert read[-1] == (byte_shards, 512, 256)  # the held-out training tokens, never the validation split
+    assert same["loss"] == 0.0 and same["holdout_tokens"] == 512
+    unpacked = eval_ngram.unpack_artifact(train_gpt.pack_model(model, cfg, {"train_time_s": 0.0}))[0]
+    packed, _ = tiny_model()
+    packed.load_state_dict(unpacked)
+    rounded = measure(model, packed)
+    assert rounded["bpb_trained"] == same["bpb_trained"] and rounded["bpb_packed"] != same["bpb_packed"]
+    train_gpt.attach_qat(model, cfg).fill_(1.0)  # a run that ended in QAT: its float weights are measured, not the grid
+    assert measure(model, packed)["bpb_trained"] == same["bpb_trained"]
+
+
 def test_the_artifact_size_adds_up_by_hand():
     state = {"m": torch.randn(70, 1000), "v": torch.randn(9)}
     blob = eval_ngram.pack_artifact(state, {"k": 1}, {"m": 5})

@@ -83,7 +83,7 @@ def test_gpu_mode_without_fineweb_says_why_and_runs_the_record_architecture_on_l
     # The record architecture shrunk to run on CPU; every other key is the record preset's.
     tiny = ["num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
             "bigram_dim=8", "seq_len=64", "train_batch_tokens=512", "eval_stride=32", "compile=off",
-            "compile_warmup_steps=2", "log_every=5", "github_id=tester"]
+            "compile_warmup_steps=2", "log_every=5", "github_id=tester", "train_holdout_tokens=4096"]
     proc = run_sh(*tiny, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
@@ -99,6 +99,7 @@ def test_gpu_mode_without_fineweb_says_why_and_runs_the_record_architecture_on_l
                      r"records_dir=\S+ num_layers=2 ", command), command
     assert re.search(r"^warmup compile_steps=2 seconds=\S+ \(not counted\)$", out, re.M)  # compiled outside the clock
     assert re.search(r"^step=\d+ train_loss=\S+ .* elapsed_s=\S+ eta_s=\S+$", out, re.M)
+    assert re.search(r"^packing_loss holdout_tokens=4096 bpb_trained=\S+ bpb_packed=\S+ loss=[+-]\S+ seconds=\S+$", out, re.M)
 
     record_line, final_line = out.strip().splitlines()[-2:]
     assert record_line.startswith(f"record: {records}{os.sep}local_gpu{os.sep}")

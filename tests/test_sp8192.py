@@ -22,7 +22,7 @@ TINY = ["num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "n
         "bigram_dim=8", "seq_len=64", "train_batch_tokens=1024", "grad_accum_steps=1", "device=cpu", "compile=off",
         "compile_warmup_steps=0", "iterations=25", "max_wallclock_seconds=0", "warmup_steps=3", "log_every=5",
         "eval_stride=32", "eval_max_tokens=3000", "eval_chunk_tokens=1000", "eval_audit=8", "ngram_order=5",
-        "ttt_steps=1"]
+        "ttt_steps=1", "train_holdout_tokens=2048"]
 
 
 @pytest.fixture(scope="module")
