@@ -280,7 +280,8 @@ def plan_ours(spec: RowSpec, bench: Bench, workdir: str) -> tuple[list[str], dic
 
 
 def log_file_name(index: int, label: str) -> str:
-    return f"{index}_{re.sub(r'[^A-Za-z0-9_.+-]', '_', label)}.log"
+    """Letters, digits and . _ - only: names that survive any copy (the GPU lease returns no file with a '+')."""
+    return f"{index}_{re.sub(r'[^A-Za-z0-9_.-]', '_', label)}.log"
 
 
 def run_row(spec: RowSpec, index: int, bench: Bench) -> dict:

@@ -116,6 +116,11 @@ def test_peer_and_ours_rows_make_one_table(setup, capsys):
     assert capsys.readouterr().out.endswith(md)
 
 
+def test_row_logs_are_named_with_plain_characters_only():
+    assert bench.log_file_name(1, "sp8192+records_dir=/tmp/rec") == "1_sp8192_records_dir__tmp_rec.log"
+    assert bench.log_file_name(12, "record_v1.b-2") == "12_record_v1.b-2.log"
+
+
 def test_val_tokens_gives_every_row_the_same_shorter_validation_split(setup):
     tmp_path, common = setup
     table = bench.main(["--peer", str(tmp_path / "peer.py"), "--ours", "smoke", "--val-tokens", "1000", *common()])
