@@ -45,8 +45,10 @@ def make_hub(folder, variants=(("sp1024", "sp_bpe_1024", "fineweb_1024_bpe"),)) 
 
 @pytest.fixture(autouse=True)
 def hub_host_resolves(monkeypatch):
-    """The hub's name resolves unless a test says otherwise: no test depends on this machine's DNS."""
+    """The hub's name resolves unless a test says otherwise: no test depends on this machine's DNS or proxies."""
     monkeypatch.setattr(fineweb.socket, "getaddrinfo", lambda host, port: [("resolved",)])
+    for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
 
 
 def no_dns(host, port):
@@ -159,6 +161,19 @@ def test_an_offline_machine_with_the_files_cached_still_completes(fake_hub, tmp_
     assert run_cli(["--data-root", tmp_path / "data", "--train-shards", 1]) is None
     assert asked and set(asked) == {True}
     assert os.path.isfile(tmp_path / "data" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000000.bin")
+
+
+def test_behind_an_https_proxy_the_hub_is_asked_even_if_its_name_does_not_resolve_here(fake_hub, tmp_path, monkeypatch):
+    asked = []
+
+    def download(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
+        asked.append(local_files_only)
+        return os.path.join(fake_hub, subfolder, filename)
+    monkeypatch.setattr(fineweb.socket, "getaddrinfo", no_dns)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setattr(fineweb, "hf_hub_download", download)
+    assert run_cli(["--data-root", tmp_path / "data", "--train-shards", 1]) is None
+    assert asked and set(asked) == {False}
 
 
 def test_requests_go_to_the_network_when_the_hub_resolves(fake_hub, tmp_path, monkeypatch):
