@@ -150,39 +150,35 @@ def test_a_hub_whose_name_does_not_resolve_is_read_from_the_cache_without_retrie
     assert "huggingface.co does not resolve, so offline, and the file is not in the local cache" in error
 
 
-def test_an_offline_machine_with_the_files_cached_still_completes(fake_hub, tmp_path, monkeypatch):
+def download_from(hub: str, monkeypatch) -> list[bool]:
+    """Serve every request from a hub folder, recording whether each asked for the local cache only."""
     asked = []
 
-    def from_cache(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
+    def download(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
         asked.append(local_files_only)
-        return os.path.join(fake_hub, subfolder, filename)
+        return os.path.join(hub, subfolder, filename)
+    monkeypatch.setattr(fineweb, "hf_hub_download", download)
+    return asked
+
+
+def test_an_offline_machine_with_the_files_cached_still_completes(fake_hub, tmp_path, monkeypatch):
     monkeypatch.setattr(fineweb.socket, "getaddrinfo", no_dns)
-    monkeypatch.setattr(fineweb, "hf_hub_download", from_cache)
+    asked = download_from(fake_hub, monkeypatch)
     assert run_cli(["--data-root", tmp_path / "data", "--train-shards", 1]) is None
     assert asked and set(asked) == {True}
     assert os.path.isfile(tmp_path / "data" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000000.bin")
 
 
 def test_behind_an_https_proxy_the_hub_is_asked_even_if_its_name_does_not_resolve_here(fake_hub, tmp_path, monkeypatch):
-    asked = []
-
-    def download(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
-        asked.append(local_files_only)
-        return os.path.join(fake_hub, subfolder, filename)
     monkeypatch.setattr(fineweb.socket, "getaddrinfo", no_dns)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    monkeypatch.setattr(fineweb, "hf_hub_download", download)
+    asked = download_from(fake_hub, monkeypatch)
     assert run_cli(["--data-root", tmp_path / "data", "--train-shards", 1]) is None
     assert asked and set(asked) == {False}
 
 
 def test_requests_go_to_the_network_when_the_hub_resolves(fake_hub, tmp_path, monkeypatch):
-    asked = []
-
-    def download(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
-        asked.append(local_files_only)
-        return os.path.join(fake_hub, subfolder, filename)
-    monkeypatch.setattr(fineweb, "hf_hub_download", download)
+    asked = download_from(fake_hub, monkeypatch)
     assert run_cli(["--data-root", tmp_path / "data", "--train-shards", 1]) is None
     assert asked and set(asked) == {False}
 
