@@ -187,6 +187,28 @@ def test_packing_loss_compares_the_float_weights_with_the_packed_ones_on_held_ou
     assert measure(model, packed)["bpb_trained"] == same["bpb_trained"]
 
 
+def measure_packing_loss(rank, world, data_dir, out):
+    """packing_loss of a tiny model against its own artifact on one of `world` ranks; rank 0 writes the result."""
+    model, cfg = tiny_model(f"data_dir={data_dir}", "train_holdout_tokens=1024")
+    packed, _ = tiny_model()
+    packed.load_state_dict(eval_ngram.unpack_artifact(train_gpt.pack_model(model, cfg, {"train_time_s": 0.0}))[0])
+    result = train_gpt.packing_loss(model, packed, cfg, eval_ngram.byte_tables("bytes", 256), rank, world,
+                                    torch.device("cpu"), lambda line: None)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(result, f)
+
+
+def test_two_ranks_measure_the_same_packing_loss_as_one(byte_shards, tmp_path):
+    from distributed import spawn_gloo
+    measure_packing_loss(0, 1, byte_shards, str(tmp_path / "one.json"))
+    spawn_gloo(measure_packing_loss, 2, tmp_path, byte_shards, str(tmp_path / "two.json"))
+    one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
+    assert one["holdout_tokens"] == two["holdout_tokens"] == 1024 and one["loss"] != 0
+    for key in ("bpb_trained", "bpb_packed"):  # windows split over ranks, sums all-reduced: only batch shapes differ
+        assert abs(one[key] - two[key]) < 1e-5, key
+
+
 def test_the_artifact_size_adds_up_by_hand():
     state = {"m": torch.randn(70, 1000), "v": torch.randn(9)}
     blob = eval_ngram.pack_artifact(state, {"k": 1}, {"m": 5})
