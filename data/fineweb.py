@@ -45,14 +45,16 @@ class DownloadError(Exception):
 # ---------------------------------------------------------------- where files come from
 
 
-def host_resolves(url: str) -> bool:
-    """Whether the host of url has an address (or an HTTPS proxy will look it up). Without one, huggingface_hub retries
-    each request for ~23 s before it gives up (measured on an offline H200 machine); knowing it up front, requests go
-    straight to the local cache."""
-    if urllib.request.getproxies().get("https"):
+def may_reach_host(url: str) -> bool:
+    """Whether requests to url can leave this machine: a proxy (HTTPS_PROXY / HTTP_PROXY for the url's scheme, or
+    ALL_PROXY, unless NO_PROXY names the host) will look the host up, or its name has an address here. When neither,
+    huggingface_hub retries each request for ~23 s before it gives up (measured on an offline H200 machine); knowing
+    it up front, requests go straight to the local cache."""
+    parts, proxies = urllib.parse.urlsplit(url), urllib.request.getproxies()
+    if (proxies.get(parts.scheme or "https") or proxies.get("all")) and not urllib.request.proxy_bypass(parts.hostname or ""):
         return True
     try:
-        socket.getaddrinfo(urllib.parse.urlsplit(url).hostname or "", None)
+        socket.getaddrinfo(parts.hostname or "", None)
         return True
     except OSError:
         return False
@@ -70,13 +72,17 @@ class HubSource:
         remote = f"{self.remote_root}/{relative_path}" if self.remote_root else relative_path
         folder, name = os.path.split(remote)
         if self.cache_only is None:
-            self.cache_only = not host_resolves(constants.ENDPOINT)
+            self.cache_only = not may_reach_host(constants.ENDPOINT)
+        if force and self.cache_only:
+            raise DownloadError(f"{remote}: the cached copy is damaged and {constants.ENDPOINT} does not resolve (offline); "
+                                "rerun where the hub is reachable, or pass --local-hub DIR with a good copy")
         try:
             return hf_hub_download(repo_id=self.repo_id, repo_type="dataset", filename=name,
                                    subfolder=folder or None, force_download=force, local_files_only=self.cache_only)
         except Exception as e:  # any transport failure becomes one clear line in main()
             if isinstance(e, LocalEntryNotFoundError) and self.cache_only:
-                reason = f"{constants.ENDPOINT} does not resolve, so offline, and the file is not in the local cache"
+                reason = (f"{constants.ENDPOINT} does not resolve and no proxy is set, so offline, and the file is not in "
+                          "the local cache")
             elif isinstance(e, LocalEntryNotFoundError):  # what huggingface_hub raises when offline
                 reason = "the hub is unreachable and the file is not in the local cache"
             else:

@@ -147,7 +147,7 @@ def test_a_hub_whose_name_does_not_resolve_is_read_from_the_cache_without_retrie
     monkeypatch.setattr(fineweb, "hf_hub_download", cache_miss)
     error = run_cli(["--data-root", tmp_path / "data", "--train-shards", 1])
     assert asked == [True]  # one request, to the cache: no network retries
-    assert "huggingface.co does not resolve, so offline, and the file is not in the local cache" in error
+    assert "huggingface.co does not resolve and no proxy is set, so offline, and the file is not in the local cache" in error
 
 
 def download_from(hub: str, monkeypatch) -> list[bool]:
@@ -169,12 +169,36 @@ def test_an_offline_machine_with_the_files_cached_still_completes(fake_hub, tmp_
     assert os.path.isfile(tmp_path / "data" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000000.bin")
 
 
-def test_behind_an_https_proxy_the_hub_is_asked_even_if_its_name_does_not_resolve_here(fake_hub, tmp_path, monkeypatch):
+@pytest.mark.parametrize("proxy, asks_the_hub", [
+    ({"HTTPS_PROXY": "http://proxy.example:3128"}, True),
+    ({"https_proxy": "http://proxy.example:3128"}, True),
+    ({"ALL_PROXY": "socks5://proxy.example:1080"}, True),
+    ({"HTTP_PROXY": "http://proxy.example:3128"}, False),  # the hub is https: an http proxy does not carry it
+    ({"HTTPS_PROXY": "http://proxy.example:3128", "NO_PROXY": "huggingface.co"}, False),  # bypassed for the hub
+])
+def test_a_proxy_that_carries_hub_requests_is_used_even_if_the_name_does_not_resolve_here(fake_hub, tmp_path, monkeypatch,
+                                                                                          proxy, asks_the_hub):
     monkeypatch.setattr(fineweb.socket, "getaddrinfo", no_dns)
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    for name, value in proxy.items():
+        monkeypatch.setenv(name, value)
     asked = download_from(fake_hub, monkeypatch)
     assert run_cli(["--data-root", tmp_path / "data", "--train-shards", 1]) is None
-    assert asked and set(asked) == {False}
+    assert asked and set(asked) == {not asks_the_hub}
+
+
+def test_a_damaged_cached_file_offline_is_one_clear_error_not_a_forced_download(fake_hub, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.bin"
+    write_shard(str(bad), np.arange(7))  # 7 tokens where the manifest implies a shard of 100
+    asked = []
+
+    def cached(repo_id, repo_type, filename, subfolder, force_download, local_files_only):
+        asked.append((force_download, local_files_only))
+        return str(bad) if filename == "fineweb_train_000000.bin" else os.path.join(fake_hub, subfolder, filename)
+    monkeypatch.setattr(fineweb.socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(fineweb, "hf_hub_download", cached)
+    error = run_cli(["--data-root", tmp_path / "data", "--train-shards", 1])
+    assert "fineweb_train_000000.bin: the cached copy is damaged and https://huggingface.co does not resolve" in error
+    assert (True, True) not in asked  # huggingface_hub refuses force_download with local_files_only
 
 
 def test_requests_go_to_the_network_when_the_hub_resolves(fake_hub, tmp_path, monkeypatch):
