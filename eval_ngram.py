@@ -139,7 +139,8 @@ def train_split(data_dir: str, holdout_tokens: int) -> list[tuple[str, int, int]
     lengths = [shard_length(p) for p in paths]
     if not 0 <= holdout_tokens < sum(lengths):
         raise DataError(f"{data_dir}: train_holdout_tokens={holdout_tokens} must be in 0..{sum(lengths) - 1}: the "
-                        f"training split holds {sum(lengths)} tokens and training needs at least one")
+                        f"training split holds {sum(lengths)} tokens and training needs at least one; hold out fewer (0: none, and no "
+                        "packing-loss report)")
     keep, spans = sum(lengths) - holdout_tokens, []
     for path, length in zip(paths, lengths):
         spans.append((path, min(max(keep, 0), length), length))
@@ -197,9 +198,14 @@ class TrainStream:
         return mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
 
     def state(self) -> dict:
-        return {"shard_index": self.shard_index, "position": self.position, "epoch": self.epoch}
+        spans = [[os.path.basename(path), trained] for path, trained in self.spans]
+        return {"shard_index": self.shard_index, "position": self.position, "epoch": self.epoch, "spans": spans}
 
     def restore(self, state: dict) -> None:
+        """Continue where a checkpoint's stream stopped, on the same training split (checkpoints since 2026-12-01)."""
+        if state.get("spans", self.state()["spans"]) != self.state()["spans"]:
+            raise DataError("the checkpoint trained on another split of the training shards (data_dir or "
+                            "train_holdout_tokens changed since): resume with the config it was made with")
         self.shard_index, self.position, self.epoch = state["shard_index"], state["position"], state["epoch"]
         self.tokens = self._load(self.shard_index)
 

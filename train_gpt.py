@@ -243,7 +243,7 @@ RELATIONS = [  # (keys, holds, what it takes)
     ("num_heads num_kv_heads", lambda c: c.num_heads % c.num_kv_heads == 0, "num_heads a multiple of num_kv_heads"),
     ("eval_stride seq_len", lambda c: c.eval_stride <= c.seq_len, "eval_stride within 1..seq_len"),
     ("train_batch_tokens seq_len", lambda c: c.train_batch_tokens % c.seq_len == 0, "whole sequences per batch"),
-    ("ngram_order eval_max_tokens", lambda c: 1 not in (c.ngram_order, c.eval_max_tokens), "each 0 (off, all) or >= 2"),
+    ("ngram_order eval_max_tokens train_holdout_tokens", lambda c: 1 not in (c.ngram_order, c.eval_max_tokens, c.train_holdout_tokens), "each 0 or >= 2"),
     ("ngram_cache_bytes ngram_order", lambda c: not c.ngram_cache_bytes or c.ngram_order >= 2, "an n-gram order >= 2"),
     ("egt_band_low egt_band_high", lambda c: c.egt_band_low < c.egt_band_high, "egt_band_low < egt_band_high"),
     ("egt_critic_every num_layers", lambda c: c.egt_mode == "off" or c.egt_critic_every <= c.num_layers,
@@ -1317,10 +1317,9 @@ def calibration_hessians(model: GPT, cfg: Config, stream: eval_ngram.TrainStream
     return hessians
 
 
-def packing_loss(trained: GPT, packed: GPT, cfg: Config, tables, rank: int, world: int, device, log) -> dict:
+def packing_loss(trained: GPT, packed: GPT, holdout: Tensor, cfg: Config, tables, rank: int, world: int, device, log) -> dict:
     """Bits per byte of the trained weights (QAT's rounding off) and of the unpacked artifact's, network alone, over
     non-overlapping windows of the held-out TRAINING tokens (never validation): what packing costs, in every run."""
-    holdout = eval_ngram.holdout_tokens(cfg.data_dir, cfg.train_holdout_tokens, cfg.vocab_size)
     for module in (m for m in trained.modules() if getattr(m, "qat_bits", None) is not None):
         module.qat_on.fill_(0.0)  # one gate shared by all
     started, quick = time.perf_counter(), dict(eval_stride=cfg.seq_len, ngram_order=0, ttt_steps=0, eval_audit=0, eval_compile=False)
@@ -1451,6 +1450,7 @@ def main(argv: list[str]) -> int:
     eval_ngram.check_data(cfg.data_dir, cfg.tokenizer)
     stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size, cfg.train_holdout_tokens)
     val_tokens = eval_ngram.load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
+    holdout = eval_ngram.holdout_tokens(cfg.data_dir, cfg.train_holdout_tokens, cfg.vocab_size) if cfg.train_holdout_tokens else None
     model = GPT(cfg).to(device)
     log(f"model params={sum(p.numel() for p in model.parameters()):,} flops_per_token={flops_per_token(model, cfg.seq_len):.3e}")
     if model.basis_seeds:
@@ -1481,7 +1481,7 @@ def main(argv: list[str]) -> int:
     log(eval_ngram.artifact_parts(model.state_dict(), quant_plan(model, cfg), model.basis_seeds, model.frozen_weights()))
     state, meta, artifact_tables = eval_ngram.unpack_artifact(blob)  # the score always comes from the unpacked artifact
     scored = model_from_artifact(state, meta).to(device).eval()
-    facts["packing_loss"] = packing_loss(model, scored, cfg, tables, rank, world, device, log) if cfg.train_holdout_tokens else None
+    facts["packing_loss"] = packing_loss(model, scored, holdout, cfg, tables, rank, world, device, log) if holdout is not None else None
     result = eval_ngram.score(scored, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world,
                               device=device, log=log)  # with the unpacked artifact's config, scored.cfg
     eval_ngram.report_audit(result, log, audited=cfg.eval_audit > 0)  # a void score is never recorded

@@ -104,14 +104,15 @@ def main(argv: list[str]) -> int:
                                                   ngram_order=args.ngram_order, ttt_steps=args.ttt_steps).items()
                 if value is not None}
     cfg = dataclasses.replace(cfg, eval_audit=0, **settings)
-    holdout = cfg.train_holdout_tokens if args.holdout_tokens is None else args.holdout_tokens
+    held_out = meta["config"].get("train_holdout_tokens", 0)  # artifacts packed before the key existed held out none
+    holdout = held_out if args.holdout_tokens is None else args.holdout_tokens
     for name, value, low in (("holdout-tokens", holdout, 1), ("ngram-order", cfg.ngram_order, 2),
                              ("ttt-steps", cfg.ttt_steps, 0), ("stride", cfg.eval_stride, 1)):
         if value < low:
             raise UsageError(f"--{name} {value}: must be >= {low}" + (" (the artifact trained on its whole training "
                              "split: pass the number of tokens to hold out)" if name == "holdout-tokens" else ""))
-    if holdout > cfg.train_holdout_tokens:
-        print(f"warning: the artifact's run held out only the last {cfg.train_holdout_tokens} training tokens; it may have "
+    if holdout > held_out:
+        print(f"warning: the artifact's run held out only the last {held_out} training tokens; it may have "
               f"trained on some of these {holdout}: settings tuned on them may favour the model over the cache", file=sys.stderr)
     if holdout <= cfg.eval_chunk_tokens:
         print(f"warning: {holdout} tokens are one scoring chunk (eval_chunk_tokens={cfg.eval_chunk_tokens}): the cache only "

@@ -169,14 +169,12 @@ def test_gptq_calibration_is_training_time_inside_the_budget(byte_shards, tmp_pa
 
 
 # ---------------------------------------------------------------- packing loss
-def test_packing_loss_compares_the_float_weights_with_the_packed_ones_on_held_out_training_text(byte_shards, monkeypatch):
+def test_packing_loss_compares_the_float_weights_with_the_packed_ones_on_held_out_training_text(byte_shards):
     model, cfg = tiny_model(f"data_dir={byte_shards}", "train_holdout_tokens=512")
-    read, holdout = [], torch.randint(0, 256, (512,), generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(eval_ngram, "holdout_tokens", lambda *args: read.append(args) or holdout)
-    measure = lambda trained, packed: train_gpt.packing_loss(trained, packed, cfg, eval_ngram.byte_tables("bytes", 256),
+    holdout = torch.randint(0, 256, (512,), generator=torch.Generator().manual_seed(0))
+    measure = lambda trained, packed: train_gpt.packing_loss(trained, packed, holdout, cfg, eval_ngram.byte_tables("bytes", 256),
                                                             0, 1, torch.device("cpu"), lambda line: None)
     same = measure(model, model)
-    assert read[-1] == (byte_shards, 512, 256)  # the held-out training tokens, never the validation split
     assert same["loss"] == 0.0 and same["holdout_tokens"] == 512
     unpacked = eval_ngram.unpack_artifact(train_gpt.pack_model(model, cfg, {"train_time_s": 0.0}))[0]
     packed, _ = tiny_model()
@@ -187,16 +185,31 @@ def test_packing_loss_compares_the_float_weights_with_the_packed_ones_on_held_ou
     assert measure(model, packed)["bpb_trained"] == same["bpb_trained"]
 
 
+def test_a_run_measures_its_packing_loss_on_the_tokens_it_held_out(byte_shards, tmp_path, monkeypatch):
+    seen = []
+    measure = train_gpt.packing_loss
+    monkeypatch.setattr(train_gpt, "packing_loss", lambda trained, packed, holdout, *rest: seen.append(holdout) or measure(
+        trained, packed, holdout, *rest))
+    assert train_gpt.main(["--preset", "smoke", *TINY, f"data_dir={byte_shards}", f"records_dir={tmp_path}", "iterations=2",
+                           "max_wallclock_seconds=0", "eval_max_tokens=256", "ttt_steps=0", "train_holdout_tokens=300"]) == 0
+    assert len(seen) == 1 and seen[0].equal(eval_ngram.holdout_tokens(byte_shards, 300, 256))  # never validation tokens
+    submission = json.loads(next(tmp_path.glob("*/*/submission.json")).read_text())
+    assert submission["packing_loss"]["holdout_tokens"] == 300
+
+
 def measure_packing_loss(rank, world, data_dir, out):
     """packing_loss of a tiny model against its own artifact on one of `world` ranks; rank 0 writes the result."""
     model, cfg = tiny_model(f"data_dir={data_dir}", "train_holdout_tokens=1024")
     packed, _ = tiny_model()
     packed.load_state_dict(eval_ngram.unpack_artifact(train_gpt.pack_model(model, cfg, {"train_time_s": 0.0}))[0])
-    result = train_gpt.packing_loss(model, packed, cfg, eval_ngram.byte_tables("bytes", 256), rank, world,
+    evaluate, worlds = eval_ngram.evaluate, []
+    eval_ngram.evaluate = lambda *args, **kwargs: worlds.append(kwargs["world"]) or evaluate(*args, **kwargs)
+    holdout = eval_ngram.holdout_tokens(data_dir, 1024, 256)
+    result = train_gpt.packing_loss(model, packed, holdout, cfg, eval_ngram.byte_tables("bytes", 256), rank, world,
                                     torch.device("cpu"), lambda line: None)
     if rank == 0:
         with open(out, "w") as f:
-            json.dump(result, f)
+            json.dump({**result, "worlds": worlds}, f)
 
 
 def test_two_ranks_measure_the_same_packing_loss_as_one(byte_shards, tmp_path):
@@ -205,6 +218,7 @@ def test_two_ranks_measure_the_same_packing_loss_as_one(byte_shards, tmp_path):
     spawn_gloo(measure_packing_loss, 2, tmp_path, byte_shards, str(tmp_path / "two.json"))
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert one["holdout_tokens"] == two["holdout_tokens"] == 1024 and one["loss"] != 0
+    assert one["worlds"] == [1, 1] and two["worlds"] == [2, 2]  # each rank scored its share of the windows
     for key in ("bpb_trained", "bpb_packed"):  # windows split over ranks, sums all-reduced: only batch shapes differ
         assert abs(one[key] - two[key]) < 1e-5, key
 

@@ -57,6 +57,17 @@ def test_the_default_grid_is_small_and_holds_the_defaults():
     assert len({json.dumps(s) for s in settings}) == len(settings)
 
 
+def test_an_artifact_packed_before_holdouts_existed_is_not_taken_to_have_one(artifact, monkeypatch):
+    load = eval_ngram.load_artifact
+
+    def without_the_key(path):
+        model, meta, tables, size = load(path)
+        return model, {**meta, "config": {k: v for k, v in meta["config"].items() if k != "train_holdout_tokens"}}, tables, size
+    monkeypatch.setattr(eval_ngram, "load_artifact", without_the_key)
+    with pytest.raises(eval_ngram.UsageError, match="--holdout-tokens 0: must be >= 1 .the artifact trained on its whole"):
+        tune_mix.main([artifact])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--grid", "gate_speed=1,2"], "KEY one of beta"),
     (["--grid", "beta=1,x"], "KEY=NUMBER,NUMBER"),
