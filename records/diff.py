@@ -16,7 +16,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eval_ngram import ArgumentParser, run_script, script_source  # noqa: E402
 
-SCORES = ["val_bpb", "val_loss", "bytes_total", "bytes_code", "train_time_s", "eval_time_s"]
+SCORES = ["val_bpb", "val_loss", "bytes_total", "bytes_code", "train_time_s", "eval_time_s",
+          "packing_loss.loss"]  # bpb the artifact lost to packing, on held-out training text (folders since 2026-12-01)
 HUNK_LINES = 30  # lines shown per hunk at most
 
 
@@ -73,14 +74,15 @@ def score_table(a: dict, b: dict) -> list[str]:
             return f"{value:.8g}" if abs(value) < 1e7 else f"{value:.0f}"
         return "-" if value is None else str(value)
 
-    lines = [f"{'score':<14}{'A':>16}{'B':>16}{'B - A':>16}"]
+    a, b = flatten(a), flatten(b)
+    lines = [f"{'score':<18}{'A':>16}{'B':>16}{'B - A':>16}"]
     for key in SCORES:
         va, vb = a.get(key), b.get(key)
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
         delta = show(vb - va) if numeric else "-"
         if numeric and vb - va > 0 and delta != "0":
             delta = "+" + delta
-        lines.append(f"{key:<14}{show(va):>16}{show(vb):>16}{delta:>16}")
+        lines.append(f"{key:<18}{show(va):>16}{show(vb):>16}{delta:>16}")
     return lines
 
 

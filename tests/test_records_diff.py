@@ -38,6 +38,17 @@ def test_lists_changed_config_keys_flattened_and_the_score_delta(tmp_path, capsy
     assert "  seed: 1 -> (absent)" in out and "  ema: (absent) -> true" in out
     assert "model.dim" not in out
     assert any(line.split() == ["val_bpb", "1.2244", "1.2", "-0.0244"] for line in out.splitlines())
+    assert any(line.split() == ["packing_loss.loss", "-", "-", "-"] for line in out.splitlines())  # older folders
+
+
+def test_the_packing_loss_is_compared_when_both_runs_measured_it(tmp_path, capsys):
+    folders = [make_record(tmp_path / name, 1.2, {}) for name in ("a", "b")]
+    for folder, loss in zip(folders, (0.004, 0.0015)):
+        path = f"{folder}/submission.json"
+        submission = json.load(open(path))
+        json.dump({**submission, "packing_loss": {"holdout_tokens": 262144, "loss": loss}}, open(path, "w"))
+    _, out = run_cli(folders, capsys)
+    assert any(line.split() == ["packing_loss.loss", "0.004", "0.0015", "-0.0025"] for line in out.splitlines())
 
 
 def test_code_summary_counts_changed_lines_and_shows_the_hunk(tmp_path, capsys):
