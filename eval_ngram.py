@@ -203,7 +203,8 @@ class TrainStream:
 
     def restore(self, state: dict) -> None:
         """Continue where a checkpoint's stream stopped, on the same training split (checkpoints since 2026-12-01)."""
-        if state.get("spans", self.state()["spans"]) != self.state()["spans"]:
+        spans = self.state()["spans"]
+        if state.get("spans", spans) != spans:
             raise DataError("the checkpoint trained on another split of the training shards (data_dir or "
                             "train_holdout_tokens changed since): resume with the config it was made with")
         self.shard_index, self.position, self.epoch = state["shard_index"], state["position"], state["epoch"]
