@@ -158,24 +158,37 @@ def holdout_tokens(data_dir: str, n: int, vocab_size: int | None = None) -> torc
 
 
 class TrainStream:
-    """Reads training shards in order, forever (wrapping at the end); validation shards are never opened here, nor
-    the split's last holdout_tokens tokens (see holdout_tokens): the stream wraps to the first shard before them.
+    """The training split as batches, forever; validation shards are never opened here, nor the split's last
+    holdout_tokens tokens (see holdout_tokens).
 
-    Every rank walks the same stream and takes its own slice of each step's tokens, so ranks see disjoint data.
+    order="sequential" reads the shards in order, wrapping to the first after the last; each step's tokens are one
+    span, and every rank takes its own slice of it. order="shuffled" cuts the split into windows of `window` tokens
+    (plus the next one, the last target) at an offset drawn anew every epoch and visits them in a random order drawn
+    from (seed, epoch), each once per epoch; a batch's rows are windows, or consecutive pieces of one when sequences
+    are shorter, and every rank takes its own rows. Text converted in order (one corpus after another, as
+    data/export.py writes it) then trains on its whole mixture at every step rather than on one part at a time.
+    Either way every rank draws the same tokens, so ranks see disjoint data, and N ranks x 1 micro-step = 1 rank x N.
     """
 
-    def __init__(self, data_dir: str, vocab_size: int, holdout_tokens: int = 0):
+    def __init__(self, data_dir: str, vocab_size: int, holdout_tokens: int = 0, order: str = "sequential",
+                 window: int = 0, seed: int = 0):
+        if order not in ("sequential", "shuffled") or (order == "shuffled" and window < 1):
+            raise UsageError(f"TrainStream order={order!r} window={window}: sequential, or shuffled with a window >= 1")
         # (shard, tokens trained on) of every shard with any: wholly held-out shards are left out
         self.spans = [(path, trained) for path, trained, _ in train_split(data_dir, holdout_tokens) if trained]
-        self.vocab_size = vocab_size
-        self.shard_index, self.position, self.epoch = 0, 0, 0
-        self.tokens = self._load(0)
+        self.vocab_size, self.order, self.window, self.seed = vocab_size, order, window, seed
+        self.shard_index, self.position, self.epoch, self.cursor = 0, 0, 0, 0
+        if order == "sequential":
+            self.tokens = self._load(0)
+        else:
+            self._draw_epoch()
 
     def _load(self, index: int) -> np.ndarray:
         path, trained = self.spans[index]
         return read_shard(path, self.vocab_size)[:trained]  # a bad id in a later shard halts the run
 
     def take(self, n: int) -> np.ndarray:
+        """The next n tokens in shard order (order="sequential")."""
         parts = []
         while n > 0:
             if self.position >= self.tokens.size:
@@ -188,18 +201,62 @@ class TrainStream:
             n -= part.size
         return np.concatenate(parts)
 
+    def _draw_epoch(self) -> None:
+        """This epoch's window offset and visiting order (order="shuffled"); each window has a next token to predict."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for phase in (int(rng.integers(self.window)), 0):  # a phase that leaves no whole window: start at 0
+            counts = [max(0, (trained - 1 - phase) // self.window) for _, trained in self.spans]
+            if sum(counts):
+                break
+        else:
+            raise DataError(f"the training split holds {sum(t for _, t in self.spans)} tokens in "
+                            f"{len(self.spans)} shard(s), no shard {self.window + 1}: too few for one sequence of seq_len "
+                            f"{self.window} and its targets; hold out fewer tokens, or use more text")
+        self.phase, self.first_window = phase, np.cumsum([0] + counts)
+        self.visit, self.cursor = rng.permutation(self.first_window[-1]), 0
+
+    def _next_window(self) -> np.ndarray:
+        if self.cursor == self.visit.size:
+            self.epoch += 1
+            self._draw_epoch()
+        window = int(self.visit[self.cursor])
+        self.cursor += 1
+        shard = int(np.searchsorted(self.first_window, window, side="right")) - 1
+        path, start = self.spans[shard][0], self.phase + (window - int(self.first_window[shard])) * self.window
+        tokens = np.fromfile(path, dtype="<u2", count=self.window + 1, offset=HEADER_INTS * 4 + 2 * start)
+        if tokens.size < self.window + 1:
+            shard_length(path)  # the shard was cut short since: its error names the file and the size
+        if tokens.size and int(tokens.max()) >= self.vocab_size:
+            raise DataError(f"{path}: token id {int(tokens.max())} >= vocab_size {self.vocab_size}; the shards were made "
+                            "with another tokenizer: pass its vocab_size, or re-export the text")
+        return tokens
+
     def next_batch(self, micro_tokens: int, seq_len: int, rank: int, world: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        span = self.take(world * micro_tokens + 1)  # one extra token so the last target exists ...
-        self.position -= 1  # ... and is the next span's first input, so N ranks x 1 micro-step = 1 rank x N
-        mine = torch.from_numpy(span[rank * micro_tokens: (rank + 1) * micro_tokens + 1].astype(np.int32))
+        """One micro-step's (inputs, targets) of this rank: micro_tokens // seq_len rows of seq_len tokens."""
+        if self.order == "sequential":
+            span = self.take(world * micro_tokens + 1)  # one extra token so the last target exists ...
+            self.position -= 1  # ... and is the next span's first input, so N ranks x 1 micro-step = 1 rank x N
+            mine = span[rank * micro_tokens: (rank + 1) * micro_tokens + 1]
+            rows = np.lib.stride_tricks.sliding_window_view(mine, seq_len + 1)[::seq_len]
+        else:
+            if seq_len > self.window:
+                raise UsageError(f"sequences of {seq_len} tokens from a stream of {self.window}-token windows")
+            per_window, n = self.window // seq_len, micro_tokens // seq_len
+            rows = []
+            while len(rows) < world * n:
+                window = self._next_window()
+                rows += [window[i * seq_len:(i + 1) * seq_len + 1] for i in range(per_window)]
+            rows = rows[rank * n:(rank + 1) * n]
+        mine = torch.from_numpy(np.stack(rows).astype(np.int32))
         if torch.device(device).type == "cuda":  # a copy from pageable memory would wait for the GPU to drain: pin it, copy async
             mine = mine.pin_memory().to(device, non_blocking=True)
         mine = mine.long()
-        return mine[:-1].view(-1, seq_len), mine[1:].view(-1, seq_len)
+        return mine[:, :-1].contiguous(), mine[:, 1:].contiguous()
 
     def state(self) -> dict:
         spans = [[os.path.basename(path), trained] for path, trained in self.spans]
-        return {"shard_index": self.shard_index, "position": self.position, "epoch": self.epoch, "spans": spans}
+        return {"order": self.order, "shard_index": self.shard_index, "position": self.position, "epoch": self.epoch,
+                "cursor": self.cursor, "spans": spans}
 
     def restore(self, state: dict) -> None:
         """Continue where a checkpoint's stream stopped, on the same training split (checkpoints since 2026-12-01)."""
@@ -207,8 +264,15 @@ class TrainStream:
         if state.get("spans", spans) != spans:
             raise DataError("the checkpoint trained on another split of the training shards (data_dir or "
                             "train_holdout_tokens changed since): resume with the config it was made with")
+        if state.get("order", "sequential") != self.order:
+            raise DataError(f"the checkpoint read the training shards in {state.get('order', 'sequential')} order, not "
+                            f"{self.order}: resume with the train_order it was made with")
         self.shard_index, self.position, self.epoch = state["shard_index"], state["position"], state["epoch"]
-        self.tokens = self._load(self.shard_index)
+        if self.order == "sequential":
+            self.tokens = self._load(self.shard_index)
+        else:
+            self._draw_epoch()
+            self.cursor = state["cursor"]
 
 
 def load_val_tokens(data_dir: str, max_tokens: int = 0, vocab_size: int | None = None) -> torch.Tensor:

@@ -52,6 +52,7 @@ class Config:
     seq_len_schedule: str = opt("", "shorter sequences early, LEN:UNTIL,... (e.g. 512:0.2,1024:0.4: 512 until 20% of the budget)")
     train_batch_tokens: int = opt(786_432, "global batch in tokens per optimizer step")
     grad_accum_steps: int = opt(0, "micro-steps per step; 0 = 8 // world_size, so the global batch fits any GPU count")
+    train_order: str = opt("shuffled", "training text order: sequential (shard order) | shuffled (seq_len windows, a seeded random order per epoch)")
     # model
     num_layers: int = opt(11, "transformer blocks")
     model_dim: int = opt(512, "residual width")
@@ -179,16 +180,16 @@ BASELINE_SHAPE = dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction
                       pre_enrich=False, recur_layers="", parallel_start=0, ln_scale=False, layer0_attention=True,
                       overtone_init=False, ema=False, quant_bits=8, mlp_quant_bits=8, matrix_lr=0.04, scalar_lr=0.04,
                       embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_ns_coefficients="quintic",
-                      muon_wd=0.0, adam_wd=0.0, grad_clip=0.0, warmdown_frac=0.2)
+                      muon_wd=0.0, adam_wd=0.0, grad_clip=0.0, warmdown_frac=0.2, train_order="sequential")
 PRESETS: dict[str, dict] = {
     # The defaults: 11 blocks at MLP 2.75x, XSA everywhere, LN scale, no attention in block 0, parallel lanes from
-    # block 7, blocks 4,5 run twice after half the budget, Polar Express (the 1.1063 record's ideas, PR #1204 and
-    # before, on our engine). One H200, eighth protocol, 300 s, first 524,288 proxy val tokens: 1.1981 bpb against
-    # 1.2131 for record_v1 and 1.2059 for the public 1.1194 script (records/bench/2026-12-01_eighth300s_h200).
+    # block 7, blocks 4,5 run twice after half the budget, Polar Express, windows in a shuffled order (the 1.1063
+    # record's ideas on our engine). One H200, eighth protocol, 300 s, first 524,288 proxy val tokens: 1.1246 bpb
+    # (1.1981 in shard order) against 1.2059 for the 1.1194 script (records/bench/2026-12-01_eighth300s_h200).
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,
-                      ln_scale=False, layer0_attention=True, muon_ns_coefficients="quintic"),
+                      ln_scale=False, layer0_attention=True, muon_ns_coefficients="quintic", train_order="sequential"),
     "smoke": dict(data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
                   num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1, recur_layers="1,2",
                   parallel_start=3, bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0,
@@ -236,7 +237,7 @@ RANGES = {
     "[2,8]": "quant_bits mlp_quant_bits embed_quant_bits lora_quant_bits",  # stored as int8
     "(0,1]": "egt_hard_frac", "[2,inf)": "egt_samples"}
 CHOICES = {"device": "auto cuda cpu", "compile": "auto on off", "egt_mode": "off interleaved final",
-           "muon_ns_coefficients": "quintic polar_express"}
+           "muon_ns_coefficients": "quintic polar_express", "train_order": "sequential shuffled"}
 RELATIONS = [  # (keys, holds, what it takes)
     ("vocab_size", lambda c: c.vocab_size <= 65536, "at most 65536 (shards hold uint16 token ids)"),
     ("model_dim num_heads", lambda c: c.model_dim % (2 * c.num_heads) == 0, "model_dim = num_heads x an even head size"),
@@ -1448,7 +1449,7 @@ def main(argv: list[str]) -> int:
     log("config " + json.dumps(dataclasses.asdict(cfg)))
     tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
     eval_ngram.check_data(cfg.data_dir, cfg.tokenizer)
-    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size, cfg.train_holdout_tokens)
+    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size, cfg.train_holdout_tokens, cfg.train_order, cfg.seq_len, cfg.seed)
     val_tokens = eval_ngram.load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
     holdout = eval_ngram.holdout_tokens(cfg.data_dir, cfg.train_holdout_tokens, cfg.vocab_size) if cfg.train_holdout_tokens else None
     model = GPT(cfg).to(device)
@@ -1462,8 +1463,7 @@ def main(argv: list[str]) -> int:
         raise FloatingPointError("the trained weights are not finite (they diverged after the last loss check); "
                                  "nothing was packed: lower the learning rates")
     bytes_code = eval_ngram.code_size(cfg.self_extracting_code)
-    started, hessians = time.perf_counter(), facts["hessians"]
-    counts = facts.get("ngram_counts")
+    started, hessians, counts = time.perf_counter(), facts["hessians"], facts.get("ngram_counts")
     packed_tables = {"ngram": counts.to_bytes(cfg.ngram_cache_bytes)} if counts is not None else {}
     if packed_tables:
         log(f"ngram_cache bytes={len(packed_tables['ngram'])} entries={counts.num_entries()} order={cfg.ngram_order}")

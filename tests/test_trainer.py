@@ -85,6 +85,87 @@ def test_a_holdout_of_the_whole_training_split_is_a_clear_error(tmp_path, holdou
         eval_ngram.TrainStream(str(tmp_path), 1000, holdout)
 
 
+def shuffled_rows(stream, steps, seq_len=8, rows=2, rank=0, world=1):
+    """The (inputs, targets) rows a stream yields to one rank over some steps, as numpy arrays."""
+    batches = [stream.next_batch(rows * seq_len, seq_len, rank, world, "cpu") for _ in range(steps)]
+    return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
+
+
+def test_shuffled_order_visits_every_window_of_the_kept_split_once_per_epoch(tmp_path):
+    numbered_train_shards(tmp_path)  # tokens are their positions: a row's first token says where it was cut
+    stream = eval_ngram.TrainStream(str(tmp_path), 1000, 30, "shuffled", window=8, seed=5)
+    windows = [(100 - 1 - stream.phase) // 8, (60 - 1 - stream.phase) // 8, (10 - 1 - stream.phase) // 8]
+    x, y = shuffled_rows(stream, sum(windows), rows=1)  # one epoch: a window per step
+    assert stream.epoch == 0 and (y == x + 1).all()  # targets follow inputs, and no row crosses a shard boundary
+    expected = [base + stream.phase + 8 * k for base, n in zip([0, 100, 160], windows) for k in range(n)]
+    assert sorted(x[:, 0].tolist()) == expected and x.max() < 170  # each window once; the held-out tail 170..199 never
+    assert x[:, 0].tolist() != expected  # in a random order, not in shard order
+    shuffled_rows(stream, 1, rows=1)
+    assert stream.epoch == 1  # the next epoch draws its own order
+
+
+def test_shuffled_order_is_fixed_by_the_seed_and_differs_between_seeds(tmp_path):
+    numbered_train_shards(tmp_path)
+    first = [shuffled_rows(eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, seed), 4)[0] for seed in (1, 1, 2)]
+    assert np.array_equal(first[0], first[1]) and not np.array_equal(first[0], first[2])
+
+
+def test_shuffled_ranks_take_disjoint_rows_and_together_match_one_rank_with_accumulation(tmp_path):
+    numbered_train_shards(tmp_path)
+    one_rank = shuffled_rows(eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, 3), 8, rows=1)[0]
+    ranks = [eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, 3) for _ in range(2)]
+    per_step = [[s.next_batch(8, 8, r, 2, "cpu")[0].numpy() for r, s in enumerate(ranks)] for _ in range(4)]
+    assert np.array_equal(np.concatenate([row for step in per_step for row in step]), one_rank)
+
+
+def test_shorter_sequences_are_consecutive_pieces_of_a_window(tmp_path):
+    numbered_train_shards(tmp_path)
+    stream = eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", window=8, seed=0)
+    x, y = stream.next_batch(8, 4, 0, 1, "cpu")
+    assert x[1, 0] == x[0, 0] + 4 and (y == x + 1).all()
+    with pytest.raises(eval_ngram.UsageError, match="sequences of 16 tokens from a stream of 8-token windows"):
+        stream.next_batch(16, 16, 0, 1, "cpu")
+
+
+def test_a_shuffled_stream_restored_mid_epoch_or_across_one_continues_exactly(tmp_path):
+    numbered_train_shards(tmp_path)
+    stream = eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, 4)
+    for steps in (3, 12):  # mid-epoch, then past the end of the first epoch (at most 23 windows, two per step)
+        shuffled_rows(stream, steps)
+        saved, expected = stream.state(), shuffled_rows(stream, 5)[0]
+        resumed = eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, 4)
+        resumed.restore(saved)
+        assert np.array_equal(shuffled_rows(resumed, 5)[0], expected)
+    assert saved["epoch"] >= 1  # the second restore drew a later epoch's order
+    with pytest.raises(eval_ngram.DataError, match="in shuffled order, not sequential: resume with the train_order"):
+        eval_ngram.TrainStream(str(tmp_path), 1000).restore(saved)
+
+
+def test_a_shuffled_stream_too_short_for_one_sequence_is_a_clear_error(tmp_path):
+    numbered_train_shards(tmp_path, lengths=(20, 20))
+    with pytest.raises(eval_ngram.DataError, match="no shard 33: too few for one sequence of seq_len 32"):
+        eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", window=32)
+
+
+def test_a_shard_cut_short_under_a_shuffled_stream_is_an_error_naming_it(tmp_path):
+    numbered_train_shards(tmp_path)
+    stream = eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, 0)
+    path = str(tmp_path / "x_train_000000.bin")
+    os.truncate(path, os.path.getsize(path) - 150)
+    with pytest.raises(eval_ngram.DataError, match="x_train_000000.bin"):
+        shuffled_rows(stream, 12)
+
+
+def test_a_run_with_train_order_shuffled_trains_on_seq_len_windows_drawn_from_its_seed(byte_shards, tmp_path, monkeypatch):
+    made, stream_class = [], eval_ngram.TrainStream
+    monkeypatch.setattr(eval_ngram, "TrainStream", lambda *args: made.append(stream_class(*args)) or made[-1])
+    assert train_gpt.main(["--preset", "smoke", *TINY, "vocab_size=256", "tokenizer=bytes", f"data_dir={byte_shards}",
+                           f"records_dir={tmp_path}", "iterations=3", "max_wallclock_seconds=0", "eval_max_tokens=256",
+                           "ttt_steps=0", "train_order=shuffled", "seed=7"]) == 0
+    stream, = made
+    assert (stream.order, stream.window, stream.seed, stream.epoch, stream.cursor) == ("shuffled", 32, 7, 0, 3 * 256 // 32)
+
+
 # ---------------------------------------------------------------- bytes per token
 def test_bytes_are_counted_as_the_challenge_counts_them(sp1024_model):
     import sentencepiece as spm
