@@ -25,7 +25,7 @@ import eval_ngram  # noqa: E402
 from eval_ngram import MIX_DEFAULTS, UsageError  # noqa: E402
 
 # Around the defaults, the three gate weights that move the mixture most: 3 x 2 x 2 = 12 scorings.
-DEFAULT_GRID = {"gate_bias": [-7.0, -6.0, -5.0], "gate_order": [0.75, 1.0], "gate_entropy": [0.5, 1.0]}
+DEFAULT_GRID = {"gate_bias": [-8.0, -7.0, -6.0], "gate_order": [0.75, 1.0], "gate_entropy": [0.5, 1.0]}
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:

@@ -38,13 +38,14 @@ def test_a_grid_is_ranked_on_held_out_training_text_without_reading_validation(a
     score = eval_ngram.score
     monkeypatch.setattr(eval_ngram, "score", lambda model, tokens, *a, **k: scored.append(tokens) or score(model, tokens, *a, **k))
 
-    assert tune_mix.main([artifact, "--grid", "gate_bias=-6,-2", "--out", str(tmp_path)]) == 0
+    default = eval_ngram.MIX_DEFAULTS["gate_bias"]
+    assert tune_mix.main([artifact, "--grid", f"gate_bias={default:g},-2", "--out", str(tmp_path)]) == 0
     data_dir = train_gpt.model_from_artifact(*eval_ngram.unpack_artifact(open(artifact, "rb").read())[:2]).cfg.data_dir
     assert len(scored) == 2 and all(t.equal(eval_ngram.holdout_tokens(data_dir, HOLDOUT)) for t in scored)
     rows = json.loads((tmp_path / "tune_mix.json").read_text())["rows"]
-    assert [row["mix"]["gate_bias"] for row in rows] in ([-6.0, -2.0], [-2.0, -6.0])
+    assert [row["mix"]["gate_bias"] for row in rows] in ([default, -2.0], [-2.0, default])
     assert rows[0]["val_bpb"] <= rows[1]["val_bpb"] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
-    assert [row["defaults"] for row in rows] == [row["mix"]["gate_bias"] == -6.0 for row in rows]
+    assert [row["defaults"] for row in rows] == [row["mix"]["gate_bias"] == default for row in rows]
     out = capsys.readouterr().out
     assert out.endswith((tmp_path / "tune_mix.md").read_text()) and "2/2 " in out
     assert f"best as MIX_DEFAULTS: {rows[0]['mix']}" in out and "(defaults)" in out
