@@ -1,12 +1,14 @@
 """data/export.py: turn real text into token shards in the challenge format.
 
-    python data/export.py TEXT... --tokenizer MODEL --out DIR [--val-fraction F | --val-files VAL...]
+    python data/export.py TEXT... --tokenizer MODEL --out DIR [--val-fraction F | --val-files VAL...] [--shuffle-train SEED]
 
 Input files are UTF-8 text, plain or .xz, with documents separated by one blank line ("\\n\\n"), the format of
 ../shared/data/ and data/sample/. Each document is tokenized on its own and starts with BOS: sentencepiece's
 bos_id (1 for sp1024), or 0 with `--tokenizer bytes` (token = UTF-8 byte value 1..255, NUL bytes dropped,
 vocab 256). Output: DIR/<prefix>_train_NNNNNN.bin and DIR/<prefix>_val_NNNNNN.bin (see eval_ngram.write_shard),
 plus DIR/export.json describing what went in; export.json is written last, so its presence means a complete export.
+Training documents keep the order of the inputs unless --shuffle-train SEED shuffles them across all the files (as
+FineWeb's shards hold shuffled documents); the val split keeps its order either way.
 """
 from __future__ import annotations
 
@@ -156,13 +158,23 @@ def encode_in_batches(docs: list[str], tokenizer, label: str, log):
                 f"{rate:.1f} M chars/s")
 
 
+def encode_split(docs: list[str], writer: ShardWriter, tokenizer, source: str, split: str, log) -> None:
+    if docs:
+        tokens_before = writer.tokens
+        for batch, tokens in encode_in_batches(docs, tokenizer, f"{os.path.basename(source)} ({split})", log):
+            writer.add(batch, tokens)
+        log(f"{source}: {len(docs)} {split} docs -> {writer.tokens - tokens_before:,} tokens")
+
+
 def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[str] | None = None,
            val_fraction: float = 0.05, max_bytes: int | None = None, prefix: str = "fineweb",
-           shard_tokens: int = DEFAULT_SHARD_TOKENS, log=print) -> dict:
+           shard_tokens: int = DEFAULT_SHARD_TOKENS, shuffle_seed: int | None = None, log=print) -> dict:
     """Tokenize the inputs into train/val shards in out_dir; returns what export.json records.
 
     Val split: with val_files, exactly those files; otherwise every k-th document of the inputs
     (k = round(1 / val_fraction)), counted across all files in order, so the split never changes between runs.
+    With shuffle_seed, the training documents of all the inputs are held in memory, put in the random order that
+    seed draws, and written after the val split: text given corpus after corpus is then mixed in every shard.
     """
     if val_files is None and not 0 < val_fraction <= 0.5:
         raise DataError(f"--val-fraction {val_fraction} is outside (0, 0.5]; pick e.g. 0.05")
@@ -179,7 +191,7 @@ def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[s
 
     writers = {split: ShardWriter(out_dir, prefix, split, shard_tokens) for split in ("train", "val")}
     inputs = [(path, "train") for path in train_files] + [(path, "val") for path in val_files or []]
-    doc_count = 0
+    doc_count, held_train = 0, []
     for path, file_split in inputs:
         docs = split_documents(read_text(path, max_bytes))
         if not docs:
@@ -191,13 +203,14 @@ def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[s
             for i, doc in enumerate(docs, start=doc_count):
                 docs_by_split["val" if i % every == every - 1 else "train"].append(doc)
         doc_count += len(docs)
+        if shuffle_seed is not None:
+            held_train += docs_by_split.pop("train", [])
         for split, split_docs in docs_by_split.items():
-            if not split_docs:
-                continue
-            tokens_before = writers[split].tokens
-            for batch, tokens in encode_in_batches(split_docs, tokenizer, f"{os.path.basename(path)} ({split})", log):
-                writers[split].add(batch, tokens)
-            log(f"{path}: {len(split_docs)} {split} docs -> {writers[split].tokens - tokens_before:,} tokens")
+            encode_split(split_docs, writers[split], tokenizer, path, split, log)
+    if held_train:
+        order = np.random.default_rng(shuffle_seed).permutation(len(held_train))
+        encode_split([held_train[i] for i in order], writers["train"], tokenizer, f"{len(train_files)} file(s) shuffled "
+                     f"with seed {shuffle_seed}", "train", log)
 
     for split, writer in writers.items():
         writer.close()
@@ -210,6 +223,7 @@ def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[s
         "vocab_size": tokenizer.vocab_size,
         "bos_id": tokenizer.bos_id,
         "val_split": "val files" if every is None else f"every {every}th document",
+        "train_order": "input order" if shuffle_seed is None else f"documents shuffled with seed {shuffle_seed}",
         "max_bytes_per_file": max_bytes,
         "inputs": {"train": list(train_files), "val": list(val_files or [])},
         "train": writers["train"].summary(),
@@ -245,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="shard name prefix: PREFIX_train_000000.bin (default fineweb, as the challenge)")
     parser.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, metavar="N",
                         help=f"tokens per shard (default {DEFAULT_SHARD_TOKENS:,}, as the challenge)")
+    parser.add_argument("--shuffle-train", type=int, metavar="SEED",
+                        help="write the training documents of all the files in a random order drawn from SEED "
+                             "(default: the order given); needs memory for all the training text")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="sentencepiece encoding threads (default: all cores)")
     args = parser.parse_args(argv)
@@ -252,11 +269,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--max-bytes must be positive")
     if args.shard_tokens <= 0:
         parser.error("--shard-tokens must be positive")
+    if args.shuffle_train is not None and args.shuffle_train < 0:
+        parser.error("--shuffle-train takes a seed >= 0")
 
     start = time.time()
     tokenizer = load_tokenizer(args.tokenizer, args.threads)
     info = export(args.text, args.out, tokenizer, val_files=args.val_files, val_fraction=args.val_fraction,
-                  max_bytes=args.max_bytes, prefix=args.prefix, shard_tokens=args.shard_tokens)
+                  max_bytes=args.max_bytes, prefix=args.prefix, shard_tokens=args.shard_tokens,
+                  shuffle_seed=args.shuffle_train)
     train, val = info["train"], info["val"]
     print(f"wrote {len(train['shards'])} train shards ({train['tokens']:,} tokens, {train['docs']} docs) and "
           f"{len(val['shards'])} val shards ({val['tokens']:,} tokens, {val['docs']} docs) to {args.out} "

@@ -118,6 +118,28 @@ def test_val_fraction_takes_every_kth_document_the_same_way_every_time(tmp_path)
         assert filecmp.cmp(tmp_path / "a" / name, tmp_path / "b" / name, shallow=False)
 
 
+def train_docs(out):
+    tokens = np.concatenate([read_shard(p) for p in find_shards(str(out), "train")])
+    return [bytes(d.astype(np.uint8)).decode() for d in split_at_bos(tokens, 0)]
+
+
+def test_shuffle_train_mixes_the_files_documents_by_its_seed_and_leaves_the_val_split_alone(tmp_path):
+    first = write_corpus(tmp_path / "a.txt", [f"a{i}" for i in range(20)])
+    second = write_corpus(tmp_path / "b.txt", [f"b{i}" for i in range(20)])
+    runs = {"plain": [], "s1": ["--shuffle-train", "1"], "s1_again": ["--shuffle-train", "1"], "s2": ["--shuffle-train", "2"]}
+    for out, extra in runs.items():
+        assert run_cli([first, second, "--val-fraction", "0.1", "--tokenizer", "bytes", "--out", tmp_path / out, *extra]) is None
+    plain, shuffled = train_docs(tmp_path / "plain"), train_docs(tmp_path / "s1")
+    assert plain == [f"a{i}" for i in range(20) if i % 10 != 9] + [f"b{i}" for i in range(20) if i % 10 != 9]
+    assert sorted(shuffled) == sorted(plain) and shuffled != plain
+    assert any(doc.startswith("b") for doc in shuffled[:len(shuffled) // 2])  # the second file reaches the first half
+    assert shuffled == train_docs(tmp_path / "s1_again") != train_docs(tmp_path / "s2")
+    assert filecmp.cmp(tmp_path / "plain" / "fineweb_val_000000.bin", tmp_path / "s1" / "fineweb_val_000000.bin", shallow=False)
+    orders = [json.loads((tmp_path / out / "export.json").read_text())["train_order"] for out in ("plain", "s1")]
+    assert orders == ["input order", "documents shuffled with seed 1"]
+    assert run_cli([first, "--tokenizer", "bytes", "--out", tmp_path / "x", "--shuffle-train", "-1"]).startswith("error:")
+
+
 def test_max_bytes_reads_whole_documents_only_and_too_little_text_for_val_is_an_error(tmp_path):
     docs = ["first doc", "second doc", "third doc that the limit cuts"]
     text = write_corpus(tmp_path / "t.txt", docs)
