@@ -215,14 +215,17 @@ class TrainStream:
         self.phase, self.first_window = phase, np.cumsum([0] + counts)
         self.visit, self.cursor = rng.permutation(self.first_window[-1]), 0
 
-    def _next_window(self) -> np.ndarray:
+    def _next_place(self) -> tuple[str, int]:
+        """(shard, first token) of the next window in the visiting order, drawing the next epoch's order at its end."""
         if self.cursor == self.visit.size:
             self.epoch += 1
             self._draw_epoch()
         window = int(self.visit[self.cursor])
         self.cursor += 1
         shard = int(np.searchsorted(self.first_window, window, side="right")) - 1
-        path, start = self.spans[shard][0], self.phase + (window - int(self.first_window[shard])) * self.window
+        return self.spans[shard][0], self.phase + (window - int(self.first_window[shard])) * self.window
+
+    def _read_window(self, path: str, start: int) -> np.ndarray:
         tokens = np.fromfile(path, dtype="<u2", count=self.window + 1, offset=HEADER_INTS * 4 + 2 * start)
         if tokens.size < self.window + 1:
             shard_length(path)  # the shard was cut short since: its error names the file and the size
@@ -242,11 +245,12 @@ class TrainStream:
             if seq_len > self.window:
                 raise UsageError(f"sequences of {seq_len} tokens from a stream of {self.window}-token windows")
             per_window, n = self.window // seq_len, micro_tokens // seq_len
+            places = [self._next_place() for _ in range(-(-world * n // per_window))]  # every rank's windows ...
             rows = []
-            while len(rows) < world * n:
-                window = self._next_window()
-                rows += [window[i * seq_len:(i + 1) * seq_len + 1] for i in range(per_window)]
-            rows = rows[rank * n:(rank + 1) * n]
+            for w in range(rank * n // per_window, ((rank + 1) * n - 1) // per_window + 1):  # ... but it reads its own
+                tokens = self._read_window(*places[w])
+                rows += [tokens[i * seq_len:(i + 1) * seq_len + 1] for i in range(per_window)
+                         if rank * n <= w * per_window + i < (rank + 1) * n]
         mine = torch.from_numpy(np.stack(rows).astype(np.int32))
         if torch.device(device).type == "cuda":  # a copy from pageable memory would wait for the GPU to drain: pin it, copy async
             mine = mine.pin_memory().to(device, non_blocking=True)

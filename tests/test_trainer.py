@@ -118,6 +118,14 @@ def test_shuffled_ranks_take_disjoint_rows_and_together_match_one_rank_with_accu
     assert np.array_equal(np.concatenate([row for step in per_step for row in step]), one_rank)
 
 
+def test_ranks_cut_shorter_sequences_from_one_shared_list_of_windows(tmp_path):
+    numbered_train_shards(tmp_path)  # 3 rows of 4 tokens per rank, 2 per window: rank 1 starts inside a window
+    one_rank = eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, 6).next_batch(24, 4, 0, 1, "cpu")[0].numpy()
+    ranks = [eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, 6).next_batch(12, 4, r, 2, "cpu")[0].numpy()
+             for r in range(2)]
+    assert np.array_equal(np.concatenate(ranks), one_rank) and ranks[1][0, 0] == ranks[0][2, 0] + 4
+
+
 def test_shorter_sequences_are_consecutive_pieces_of_a_window(tmp_path):
     numbered_train_shards(tmp_path)
     stream = eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", window=8, seed=0)
