@@ -1592,7 +1592,7 @@ def load_artifact(path: str):
 def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | None = None, rank: int = 0, world: int = 1,
           device="cpu", log=None, mix: dict | None = None, **settings) -> dict:
     """Evaluate a model (neural alone, or mixed with the score-first n-gram cache, with or without score-first
-    test-time training of its adapters) on validation tokens, as its config says: model.cfg's seq_len, eval_stride,
+    test-time training of its adapters) on validation tokens, as its config says: model.cfg's eval_seq_len (or seq_len), eval_stride,
     eval_batch_windows, eval_compile, eval_chunk_tokens, eval_audit, ngram_order, ttt_steps, ttt_lr and ttt_rank, any of which a
     keyword of the same name replaces."""
     cfg = dataclasses.replace(model.cfg, **settings)
@@ -1601,10 +1601,11 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
         blob = (artifact_tables or {}).get("ngram")
         prior = NGramCounts.from_bytes(blob, device) if blob else None
         mixer = NGramMixer(val_tokens.to(device), cfg.ngram_order, cfg.vocab_size, device, prior=prior, **(mix or {}))
-    ttt = [ScoreFirstTTT(model, val_tokens, seq_len=cfg.seq_len, steps=cfg.ttt_steps, lr=cfg.ttt_lr,
+    length = cfg.eval_seq_len or cfg.seq_len
+    ttt = [ScoreFirstTTT(model, val_tokens, seq_len=length, steps=cfg.ttt_steps, lr=cfg.ttt_lr,
                          lora_rank=cfg.ttt_rank, rank=rank, world=world, device=device)] if cfg.ttt_steps > 0 else []
     forward = compiled_logits(model, cfg.eval_batch_windows) if cfg.eval_compile else lambda x: model_logits(model, x)
-    result = evaluate(forward, val_tokens, tables, cfg.seq_len, cfg.eval_stride,
+    result = evaluate(forward, val_tokens, tables, length, cfg.eval_stride,
                       batch_windows=cfg.eval_batch_windows, chunk_tokens=cfg.eval_chunk_tokens, mixer=mixer,
                       learners=ttt, audit=cfg.eval_audit, rank=rank, world=world, device=device, log=log)
     if ttt:
@@ -1638,6 +1639,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--mix", action="append", default=[], metavar="KEY=VALUE",
                         help=f"n-gram weighting option, repeatable; keys and defaults: {MIX_DEFAULTS}")
     parser.add_argument("--stride", type=int, help="sliding-window stride (default: the artifact's eval_stride)")
+    parser.add_argument("--seq-len", type=int, help="window length (default: the artifact's eval_seq_len, else its "
+                        "training seq_len); longer windows give each token more context than training had")
     parser.add_argument("--audit", type=int, default=0, metavar="K",
                         help="check at K positions that p sums to 1 over the whole vocabulary (fail if off by > 1e-6), "
                         "has no negative or non-finite entry, and gave the target the probability it was scored with")
@@ -1662,7 +1665,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     ranges = {"top_p": "(0,1]", "temperature": "[0,inf)", "audit": "[0,inf)", "max_tokens": "[0,inf)", "seed": "[0,inf)",
               "batch_windows": "[1,inf)", "max_new_tokens": "[0,inf)", "no_repeat_ngram": "[0,inf)", "ngram_order": "[0,inf)",
-              "ttt_steps": "[0,inf)", "ttt_rank": "[1,inf)", "ttt_lr": "[0,inf)", "stride": "[1,inf)"}
+              "ttt_steps": "[0,inf)", "ttt_rank": "[1,inf)", "ttt_lr": "[0,inf)", "stride": "[1,inf)", "seq_len": "[1,inf)"}
     for name, spec in ranges.items():
         value = getattr(args, name)
         if value is not None and not in_interval(value, spec):
@@ -1672,11 +1675,12 @@ def main(argv: list[str]) -> int:
     rank, world, device = setup_distributed(args.device)
     model, meta, artifact_tables, artifact_bytes = load_artifact(args.artifact)
     model = model.to(device).eval()
-    if args.stride is not None and not 1 <= args.stride <= model.cfg.seq_len:
-        raise UsageError(f"--stride {args.stride}: must be in 1..{model.cfg.seq_len} (the artifact's seq_len)")
+    window = args.seq_len or model.cfg.eval_seq_len or model.cfg.seq_len
+    if not 1 <= (args.stride or model.cfg.eval_stride) <= window:
+        raise UsageError(f"--stride {args.stride or model.cfg.eval_stride}: must be in 1..{window} (the window length)")
     # The artifact's config (the model's typed cfg), amended by the options given here under their config names.
     settings = {key: value for key, value in dict(
-        data_dir=args.data_dir, tokenizer=args.tokenizer, eval_max_tokens=args.max_tokens, eval_stride=args.stride,
+        data_dir=args.data_dir, tokenizer=args.tokenizer, eval_max_tokens=args.max_tokens, eval_stride=args.stride, eval_seq_len=args.seq_len,
         eval_batch_windows=args.batch_windows, eval_compile=args.compile, ngram_order=0 if args.no_ngram else args.ngram_order,
         ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank).items() if value is not None}
     cfg = dataclasses.replace(model.cfg, eval_audit=args.audit, **settings)

@@ -122,6 +122,7 @@ class Config:
     quant_clip_sigmas: float = opt(0.0, "block-matrix row scale: this many row RMS / the largest level (SDClip; coarser, fewer bytes); 0 = absmax")
     embed_clip_sigmas: float = opt(0.0, "the same for the embedding tables (0 = absmax with a clip search)")
     eval_stride: int = opt(64, "sliding-window stride for the final evaluation")
+    eval_seq_len: int = opt(0, "evaluation window (and TTT sequence) length; 0 = seq_len, longer reads more context than training had")
     eval_batch_windows: int = opt(32, "windows per evaluation forward")
     eval_compile: bool = opt(False, "evaluation forward as one compiled graph (batches padded to eval_batch_windows; compile time counts as eval time)")
     eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
@@ -227,7 +228,7 @@ RANGES = {
     "[1,inf)": "vocab_size seq_len train_batch_tokens num_layers model_dim num_heads num_kv_heads bigram_dim enrich_hidden "
     "muon_ns_steps iterations log_every eval_stride eval_batch_windows eval_chunk_tokens ttt_rank egt_every egt_critic_every "
     "egt_critic_hidden egt_pool egt_lora_rank egt_prompts egt_prompt_len egt_gen_len egt_min_keep egt_replay_size egt_batch",
-    "[0,inf)": "grad_accum_steps gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
+    "[0,inf)": "grad_accum_steps eval_seq_len gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
     "train_holdout_tokens ngram_order ngram_cache_bytes eval_audit ttt_steps egt_critic_steps egt_gen_steps seed qk_gain_init logit_softcap "
     "quant_clip_sigmas embed_clip_sigmas lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds gptq_reserve_s checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
     "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
@@ -242,7 +243,7 @@ RELATIONS = [  # (keys, holds, what it takes)
     ("vocab_size", lambda c: c.vocab_size <= 65536, "at most 65536 (shards hold uint16 token ids)"),
     ("model_dim num_heads", lambda c: c.model_dim % (2 * c.num_heads) == 0, "model_dim = num_heads x an even head size"),
     ("num_heads num_kv_heads", lambda c: c.num_heads % c.num_kv_heads == 0, "num_heads a multiple of num_kv_heads"),
-    ("eval_stride seq_len", lambda c: c.eval_stride <= c.seq_len, "eval_stride within 1..seq_len"),
+    ("eval_stride eval_seq_len seq_len", lambda c: c.eval_stride <= (c.eval_seq_len or c.seq_len), "eval_stride within 1..the window"),
     ("train_batch_tokens seq_len", lambda c: c.train_batch_tokens % c.seq_len == 0, "whole sequences per batch"),
     ("ngram_order eval_max_tokens train_holdout_tokens", lambda c: 1 not in (c.ngram_order, c.eval_max_tokens, c.train_holdout_tokens), "each 0 or >= 2"),
     ("ngram_cache_bytes ngram_order", lambda c: not c.ngram_cache_bytes or c.ngram_order >= 2, "an n-gram order >= 2"),
@@ -385,8 +386,7 @@ class Rotary(nn.Module):
         return torch.stack([angles.cos(), angles.sin()])[:, :, None, :]  # [2, T, 1, dims / 2]
 
     def forward(self, x: Tensor) -> Tensor:
-        T = x.size(1)
-        cos, sin = (self.cos_sin[:, :T] if T <= self.cos_sin.size(1) else self.tables(T)).to(x.dtype)
+        cos, sin = (self.cos_sin if x.size(1) <= self.cos_sin.size(1) else self.tables(x.size(1)))[:, :x.size(1)].to(x.dtype)
         rot, rest = x[..., :self.dims], x[..., self.dims:]
         a, b = rot[..., : self.dims // 2], rot[..., self.dims // 2:]
         return torch.cat([a * cos - b * sin, a * sin + b * cos, rest], dim=-1)
@@ -1323,7 +1323,7 @@ def packing_loss(trained: GPT, packed: GPT, holdout: Tensor, cfg: Config, tables
     non-overlapping windows of the held-out TRAINING tokens (never validation): what packing costs, in every run."""
     for module in (m for m in trained.modules() if getattr(m, "qat_bits", None) is not None):
         module.qat_on.fill_(0.0)  # one gate shared by all
-    started, quick = time.perf_counter(), dict(eval_stride=cfg.seq_len, ngram_order=0, ttt_steps=0, eval_audit=0, eval_compile=False)
+    started, quick = time.perf_counter(), dict(eval_seq_len=0, eval_stride=cfg.seq_len, ngram_order=0, ttt_steps=0, eval_audit=0, eval_compile=False)
     before, after = (eval_ngram.score(m.eval(), holdout, tables, rank=rank, world=world, device=device, **quick)["val_bpb"] for m in (trained, packed))
     log(f"packing_loss holdout_tokens={holdout.numel()} bpb_trained={before:.4f} bpb_packed={after:.4f} "
         f"loss={after - before:+.4f} seconds={time.perf_counter() - started:.1f}")

@@ -326,6 +326,30 @@ def test_pack_then_unpack_scores_exactly_like_the_packed_weights(sp1024_shards, 
     assert quantized and all(torch.allclose(model.state_dict()[n], state[n], atol=0.02) for n in state)
 
 
+def test_eval_seq_len_scores_with_longer_windows_than_training_in_process_and_from_the_command_line(
+        sp1024_shards, sp1024_model, tmp_path, monkeypatch):
+    cfg = tiny_config(f"data_dir={sp1024_shards}", f"tokenizer={sp1024_model}")  # seq_len 32
+    torch.manual_seed(0)
+    gpt = train_gpt.GPT(cfg)
+    with torch.no_grad():  # weights far from the near-uniform init, so that what a token sees changes its score
+        for p in gpt.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    blob = train_gpt.pack_model(gpt, cfg, {"train_time_s": 1.0})
+    model = train_gpt.model_from_artifact(*eval_ngram.unpack_artifact(blob)[:2]).eval()
+    val, tables = eval_ngram.load_val_tokens(sp1024_shards)[:1000], eval_ngram.byte_tables(sp1024_model, 1024)
+    lengths, logits = [], eval_ngram.model_logits
+    monkeypatch.setattr(eval_ngram, "model_logits", lambda m, x: lengths.append(x.size(1)) or logits(m, x))
+    trained_length = eval_ngram.score(model, val, tables, eval_stride=16, ngram_order=0)
+    longer = eval_ngram.score(model, val, tables, eval_stride=16, eval_seq_len=96, ngram_order=0)
+    assert set(lengths) == {32, 96} and longer["val_loss"] != trained_length["val_loss"]
+    (tmp_path / "a.pgolf").write_bytes(blob)
+    proc = subprocess.run([sys.executable, "eval_ngram.py", str(tmp_path / "a.pgolf"), "--no-ngram", "--stride", "16",
+                           "--seq-len", "96", "--max-tokens", "1000"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert f"val_loss={longer['val_loss']:.6f}" in proc.stdout.splitlines()[-1]
+    with pytest.raises(eval_ngram.UsageError, match="--stride 16: must be in 1..8 "):
+        eval_ngram.main([str(tmp_path / "a.pgolf"), "--seq-len", "8", "--no-ngram"])
+
+
 def test_an_audit_over_the_tolerance_voids_the_score():
     lines = []
     audit = {"audit_count": 64, "audit_max_mismatch": 0.0, "val_bpb": 1.0, "val_loss": 1.0}
