@@ -8,7 +8,7 @@ bos_id (1 for sp1024), or 0 with `--tokenizer bytes` (token = UTF-8 byte value 1
 vocab 256). Output: DIR/<prefix>_train_NNNNNN.bin and DIR/<prefix>_val_NNNNNN.bin (see eval_ngram.write_shard),
 plus DIR/export.json describing what went in; export.json is written last, so its presence means a complete export.
 Training documents keep the order of the inputs unless --shuffle-train SEED shuffles them across all the files (as
-FineWeb's shards hold shuffled documents); the val split keeps its order either way.
+FineWeb's shards hold one kind of web text throughout); the val split keeps its order either way.
 """
 from __future__ import annotations
 
