@@ -5,7 +5,7 @@ in as an object (its .cfg the typed Config, .lora_parameters() and .attach_adapt
 artifact loaded alone is rebuilt by the function its metadata names (model_builder), found in this checkout.
 
 Sections: shards, the training stream and byte accounting; artifact packing (with the random bases a loader
-regenerates from seeds); training state (rolling checkpoints, the loss curve); sliding-window evaluation; score-first
+regenerates from seeds); training state (rolling checkpoints, the record folder, the loss curve); sliding-window evaluation; score-first
 n-gram mixture; sampling; score-first test-time training; command line.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import datetime
 import glob
 import hashlib
 import importlib
@@ -785,6 +786,49 @@ def load_checkpoint(cfg, folder: str, rank: int, log) -> dict | None:
     if cfg.resume != "auto":
         raise DataError(f"resume={cfg.resume}: no readable checkpoint there; pass a checkpoint_*.pt or resume=auto")
     return None
+
+
+def record_folder(cfg, preset: str) -> str:
+    """records_dir/track/<date>_<run name>, suffixed if taken."""
+    name = cfg.run_name or f"{preset}_seed{cfg.seed}"
+    return unused_path(os.path.join(cfg.records_dir, cfg.track, f"{datetime.date.today().isoformat()}_{name}"))
+
+
+def write_record(folder: str, cfg, preset: str, result: dict, facts: dict, hardware: str, argv: list[str],
+                 world: int) -> None:
+    """A training run's record files (cfg: train_gpt's Config), all or none (the artifact and log stay either way),
+    submission.json last: a folder is a record once it has one."""
+    submission = {"author": cfg.author, "github_id": cfg.github_id, "name": os.path.basename(folder),
+                  "blurb": f"preset {preset}: {cfg.num_layers}x{cfg.model_dim} GQA {cfg.num_heads}/{cfg.num_kv_heads}, "
+                           f"{facts['steps']} steps in {facts['train_time_s']:.0f} s, int{cfg.quant_bits} artifact",
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "bytes_total": result["bytes_total"],
+                  "bytes_code": result["bytes_code"], "config": dataclasses.asdict(cfg), "preset": preset,
+                  "hardware": hardware, "seed": cfg.seed, "train_time_s": facts["train_time_s"],
+                  "eval_time_s": result["eval_time_s"], "steps": facts["steps"], "tokens_per_s": facts["tok_s"],
+                  "peak_mem_mib": facts["peak_mem_mib"], "mfu": facts["mfu"], "ngram_order": cfg.ngram_order,
+                  "packing_loss": facts["packing_loss"],  # held-out training text, network alone
+                  "egt": facts["egt"]}  # wake/sleep history (critic accuracy, fraction in band, time) or None
+    overrides = " ".join(a for a in argv if "=" in a)
+    launcher = f"torchrun --standalone --nproc_per_node={world}" if world > 1 else "python"
+    command = f"{launcher} {os.path.join(folder, 'train_gpt.py')} --preset {preset} {overrides}".strip()
+    sources = {os.path.basename(p): script_source(p) for p in CODE_FILES}
+    files = {name: self_extracting(source) if cfg.self_extracting_code else source
+             for name, source in sources.items()} | {
+        "config.json": json.dumps(dataclasses.asdict(cfg), indent=2),
+        "loss_curve.svg": loss_curve_svg(facts["losses"], f"train loss, {os.path.basename(folder)}"),
+        "README.md": f"# {os.path.basename(folder)}\n\nval_bpb **{result['val_bpb']:.4f}** (val_loss {result['val_loss']:.4f}), "
+                     f"{result['bytes_total']:,} bytes in total ({result['bytes_code']:,} of code), {facts['steps']} steps in "
+                     f"{facts['train_time_s']:.1f} s on {hardware}; evaluation {result['eval_time_s']:.1f} s.\n\n"
+                     f"Reproduce with the scripts copied here, from the repository root (no environment variables):"
+                     f"\n\n```\n{command}\n```\n\n"
+                     f"`config.json` is the full resolved config; `train_seed{cfg.seed}.log` the log; `loss_curve.svg` the curve.\n",
+        "submission.json": json.dumps(submission, indent=2)}
+    try:
+        write_all_or_none(folder, files)
+    except OSError as error:
+        raise OSError(error.errno, f"{error.strerror}; no record was written (val_bpb={result['val_bpb']:.6f}), the "
+                                   f"artifact stays at {os.path.join(folder, 'artifact.pgolf')}", error.filename) from None
 
 
 def loss_curve_svg(losses: list[tuple[int, float]], title: str) -> str:

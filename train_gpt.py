@@ -7,14 +7,13 @@
 Read top to bottom: config, model (with random bases), optimizers, embedded critics and wake/sleep (EGT), processes
 and logging, resuming from a checkpoint, training loop, pack/evaluate/record, main. What needs no model lives in
 eval_ngram.py, which this file imports (never the reverse): shards and the training stream, byte accounting, the
-artifact (with the regenerated random bases), checkpoint files, evaluation.
+artifact (with the regenerated random bases), checkpoint files, the record folder's files, evaluation.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-import datetime
 import difflib
 import glob
 import hashlib
@@ -1378,48 +1377,6 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
     return model
 
 
-def record_folder(cfg: Config, preset: str) -> str:
-    name = cfg.run_name or f"{preset}_seed{cfg.seed}"
-    return eval_ngram.unused_path(os.path.join(cfg.records_dir, cfg.track, f"{datetime.date.today().isoformat()}_{name}"))
-
-
-def write_record(folder: str, cfg: Config, preset: str, result: dict, facts: dict, hardware: str, argv: list[str],
-                 world: int) -> None:
-    """The record's files, all or none (the artifact and log stay either way), submission.json last: a folder is a
-    record once it has one."""
-    submission = {"author": cfg.author, "github_id": cfg.github_id, "name": os.path.basename(folder),
-                  "blurb": f"preset {preset}: {cfg.num_layers}x{cfg.model_dim} GQA {cfg.num_heads}/{cfg.num_kv_heads}, "
-                           f"{facts['steps']} steps in {facts['train_time_s']:.0f} s, int{cfg.quant_bits} artifact",
-                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "bytes_total": result["bytes_total"],
-                  "bytes_code": result["bytes_code"], "config": dataclasses.asdict(cfg), "preset": preset,
-                  "hardware": hardware, "seed": cfg.seed, "train_time_s": facts["train_time_s"],
-                  "eval_time_s": result["eval_time_s"], "steps": facts["steps"], "tokens_per_s": facts["tok_s"],
-                  "peak_mem_mib": facts["peak_mem_mib"], "mfu": facts["mfu"], "ngram_order": cfg.ngram_order,
-                  "packing_loss": facts["packing_loss"],  # held-out training text, network alone
-                  "egt": facts["egt"]}  # wake/sleep history (critic accuracy, fraction in band, time) or None
-    overrides = " ".join(a for a in argv if "=" in a)
-    launcher = f"torchrun --standalone --nproc_per_node={world}" if world > 1 else "python"
-    command = f"{launcher} {os.path.join(folder, 'train_gpt.py')} --preset {preset} {overrides}".strip()
-    sources = {os.path.basename(p): eval_ngram.script_source(p) for p in CODE_FILES}
-    files = {name: eval_ngram.self_extracting(source) if cfg.self_extracting_code else source
-             for name, source in sources.items()} | {
-        "config.json": json.dumps(dataclasses.asdict(cfg), indent=2),
-        "loss_curve.svg": eval_ngram.loss_curve_svg(facts["losses"], f"train loss, {os.path.basename(folder)}"),
-        "README.md": f"# {os.path.basename(folder)}\n\nval_bpb **{result['val_bpb']:.4f}** (val_loss {result['val_loss']:.4f}), "
-                     f"{result['bytes_total']:,} bytes in total ({result['bytes_code']:,} of code), {facts['steps']} steps in "
-                     f"{facts['train_time_s']:.1f} s on {hardware}; evaluation {result['eval_time_s']:.1f} s.\n\n"
-                     f"Reproduce with the scripts copied here, from the repository root (no environment variables):"
-                     f"\n\n```\n{command}\n```\n\n"
-                     f"`config.json` is the full resolved config; `train_seed{cfg.seed}.log` the log; `loss_curve.svg` the curve.\n",
-        "submission.json": json.dumps(submission, indent=2)}
-    try:
-        eval_ngram.write_all_or_none(folder, files)
-    except OSError as error:
-        raise OSError(error.errno, f"{error.strerror}; no record was written (val_bpb={result['val_bpb']:.6f}), the "
-                                   f"artifact stays at {os.path.join(folder, 'artifact.pgolf')}", error.filename) from None
-
-
 # ============================================================================ main
 def main(argv: list[str]) -> int:
     if "--help" in argv or "-h" in argv:
@@ -1438,7 +1395,7 @@ def main(argv: list[str]) -> int:
     rank, world, device = eval_ngram.setup_distributed(cfg.device)
     torch.manual_seed(cfg.seed + rank)
     if rank == 0:  # resume=auto continues the unfinished record folder of this run name, if there is one
-        folder = (cfg.resume == "auto" and not cfg.checkpoint_dir and resumable_folder(cfg, preset)) or record_folder(cfg, preset)
+        folder = (cfg.resume == "auto" and not cfg.checkpoint_dir and resumable_folder(cfg, preset)) or eval_ngram.record_folder(cfg, preset)
         os.makedirs(folder, exist_ok=True)
     if world > 1:  # every rank writes its own checkpoint files into the same folder
         dist.broadcast_object_list(box := [folder if rank == 0 else None])
@@ -1487,7 +1444,7 @@ def main(argv: list[str]) -> int:
     eval_ngram.report_audit(result, log, audited=cfg.eval_audit > 0)  # a void score is never recorded
     result.update(bytes_total=bytes_total, bytes_code=bytes_code)
     if rank == 0:
-        write_record(folder, cfg, preset, result, facts, hardware, argv, world)
+        eval_ngram.write_record(folder, cfg, preset, result, facts, hardware, argv, world)
     log(f"record: {folder}")
     log(eval_ngram.final_line(result, bytes_total, bytes_code, facts["train_time_s"]))
     if world > 1:

@@ -213,7 +213,7 @@ def test_a_record_that_cannot_be_finished_leaves_no_half_record(tmp_path, monkey
     facts = dict(steps=1, train_time_s=1.0, tok_s=1.0, peak_mem_mib=0.0, mfu=None, egt=None, losses=[(1, 2.0)],
                  packing_loss=None)
     with pytest.raises(OSError, match=r"no record was written \(val_bpb=1.500000\), the artifact stays at .*artifact.pgolf"):
-        train_gpt.write_record(str(tmp_path), tiny_config(), "smoke", result, facts, "1x CPU", [], 1)
+        eval_ngram.write_record(str(tmp_path), tiny_config(), "smoke", result, facts, "1x CPU", [], 1)
     assert os.listdir(tmp_path) == ["artifact.pgolf"]
 
 
