@@ -67,6 +67,8 @@ class Config:
     smear_gate: bool = opt(True, "gate that mixes each token's embedding with the previous token's")
     bigram_buckets: int = opt(2048, "hashed bigram embedding buckets (0 = off)")
     bigram_dim: int = opt(128, "bigram embedding width before projection")
+    value_embed_layers: str = opt("", "blocks whose attention values add a shared token embedding (value embeddings, e.g. 9,10; '' = off)")
+    value_embed_dim: int = opt(128, "value embedding width before its projection to the key/value width")
     pre_enrich: bool = opt(False, "embedding -> Linear -> GELU -> Linear -> RMSNorm before the blocks")
     enrich_hidden: int = opt(768, "hidden width of the pre-enrichment MLP")
     recur_layers: str = opt("4,5", "depth recurrence: these consecutive blocks run twice (e.g. 4,5; '' = off)")
@@ -224,7 +226,7 @@ class ConfigError(eval_ngram.UsageError):
 # The allowed values of every key, checked before anything runs (and for an artifact's config before its model is
 # built), so a bad value fails at once, naming the key, not after a training run. Intervals: [ ] closed, ( ) open.
 RANGES = {
-    "[1,inf)": "vocab_size seq_len train_batch_tokens num_layers model_dim num_heads num_kv_heads bigram_dim enrich_hidden "
+    "[1,inf)": "vocab_size seq_len train_batch_tokens num_layers model_dim num_heads num_kv_heads bigram_dim value_embed_dim enrich_hidden "
     "muon_ns_steps iterations log_every eval_stride eval_batch_windows eval_chunk_tokens ttt_rank egt_every egt_critic_every "
     "egt_critic_hidden egt_pool egt_lora_rank egt_prompts egt_prompt_len egt_gen_len egt_min_keep egt_replay_size egt_batch",
     "[0,inf)": "grad_accum_steps eval_seq_len gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
@@ -253,6 +255,9 @@ RELATIONS = [  # (keys, holds, what it takes)
     ("gptq_reserve_s max_wallclock_seconds", lambda c: c.gptq_reserve_s < c.max_wallclock_seconds or not (
         c.gptq_tokens and c.max_wallclock_seconds), "with gptq_tokens, a calibration reserve within the training budget"),
     ("recur_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.recur_layers.replace(" ", "")), "block indices as in 4,5"),
+    ("value_embed_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.value_embed_layers.replace(" ", "")), "block indices as in 9,10"),
+    ("value_embed_layers num_layers layer0_attention", lambda c: all((0 if c.layer0_attention else 1) <= i < c.num_layers for i in
+                                                                     block_list(c.value_embed_layers)), "blocks that have attention"),
     ("recur_layers num_layers", lambda c: not (b := recur_band(c)) or b == list(range(b[0], min(b[-1] + 1, c.num_layers))),
      "consecutive block indices below num_layers"),
     ("parallel_start recur_layers", lambda c: not recur_band(c) or not 0 < c.parallel_start <= recur_band(c)[-1],
@@ -263,9 +268,14 @@ RELATIONS = [  # (keys, holds, what it takes)
      "plain names (letters, digits, . _ -): they name folders")]
 
 
+def block_list(text: str) -> list[int]:
+    """Block indices written as in 4,5 ('' = none)."""
+    return [int(i) for i in text.split(",") if i.strip()]
+
+
 def recur_band(cfg: Config) -> list[int]:
     """The blocks depth recurrence runs twice (recur_layers)."""
-    return [int(i) for i in cfg.recur_layers.split(",") if i.strip()]
+    return block_list(cfg.recur_layers)
 
 
 def check_config(cfg: Config) -> Config:
@@ -427,11 +437,12 @@ class Attention(nn.Module):
         self.rotary = Rotary(self.head_dim, cfg.rope_fraction, cfg.rope_base, cfg.seq_len)
         self.xsa = xsa
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, value_embed: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.heads, self.head_dim)
         k = self.k(x).view(B, T, self.kv_heads, self.head_dim)
-        v = self.v(x).view(B, T, self.kv_heads, self.head_dim)
+        v = self.v(x) if value_embed is None else self.v(x) + value_embed  # the token's own vector in every value
+        v = v.view(B, T, self.kv_heads, self.head_dim)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
         y = causal_attention(q * self.q_gain.to(q.dtype)[:, None], k, v)
         if self.xsa:
@@ -474,20 +485,20 @@ class Block(nn.Module):
         mix = self.resid_mix.to(x.dtype)
         return mix[0] * x + mix[1] * x0
 
-    def sublayer(self, module: nn.Module, scale: Tensor, x: Tensor) -> Tensor:
-        return scale.to(x.dtype) * module(rms_norm(x) * self.norm_scale)
+    def sublayer(self, module: nn.Module, scale: Tensor, x: Tensor, *extra) -> Tensor:
+        return scale.to(x.dtype) * module(rms_norm(x) * self.norm_scale, *extra)
 
-    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None = None) -> Tensor:
         x = self.mix(x, x0)
         if self.attn is not None:
-            x = x + self.sublayer(self.attn, self.attn_scale, x)
+            x = x + self.sublayer(self.attn, self.attn_scale, x, value_embed)
         return x + self.sublayer(self.mlp, self.mlp_scale, x)
 
-    def parallel(self, lanes: tuple[Tensor, Tensor], x0: Tensor) -> tuple[Tensor, Tensor]:
+    def parallel(self, lanes: tuple[Tensor, Tensor], x0: Tensor, value_embed: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Attention reads the first lane, the MLP the second; each output is written to both, with learned weights."""
         (attn_lane, mlp_lane), w = lanes, self.lane_writes.to(x0.dtype).view(2, 2)
         if self.attn is not None:
-            y = self.sublayer(self.attn, self.attn_scale, self.mix(attn_lane, x0))
+            y = self.sublayer(self.attn, self.attn_scale, self.mix(attn_lane, x0), value_embed)
             attn_lane, mlp_lane = attn_lane + w[0, 0] * y, mlp_lane + w[0, 1] * y
         y = self.sublayer(self.mlp, self.mlp_scale, self.mix(mlp_lane, x0))
         return attn_lane + w[1, 0] * y, mlp_lane + w[1, 1] * y
@@ -505,19 +516,20 @@ class SmearGate(nn.Module):
         return (1 - g) * x + g * F.pad(x[:, :-1], (0, 0, 1, 0))
 
 
-class BigramHash(nn.Module):
-    """Embedding of (previous token, token) hashed into buckets, projected to the model width (BigramHash, PR #135)."""
+class TokenTable(nn.Module):
+    """A `rows` x `dim` lookup table projected to `out` (projection zero at init: no effect until trained), indexed by
+    the token (value embeddings, modded-nanogpt, PR #549) or by (previous token, token) hashed into `rows` buckets
+    (BigramHash, PR #135)."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, rows: int, dim: int, out: int, bigram: bool):
         super().__init__()
-        self.buckets = cfg.bigram_buckets
-        self.table = nn.Embedding(cfg.bigram_buckets, cfg.bigram_dim)
+        self.rows, self.bigram = rows, bigram
+        self.table = nn.Embedding(rows, dim)
         nn.init.normal_(self.table.weight, std=0.01)
-        self.proj = Linear(cfg.bigram_dim, cfg.model_dim, zero_init=True)
+        self.proj = Linear(dim, out, zero_init=True)
 
     def forward(self, idx: Tensor) -> Tensor:
-        prev = F.pad(idx[:, :-1], (1, 0))
-        return self.proj(self.table((prev * 1_000_003 + idx) % self.buckets))
+        return self.proj(self.table((F.pad(idx[:, :-1], (1, 0)) * 1_000_003 + idx) % self.rows if self.bigram else idx))
 
 
 class PreEnrich(nn.Module):
@@ -551,7 +563,11 @@ class GPT(nn.Module):
                 self.tok_emb.weight.copy_(overtone_embedding(cfg.vocab_size, cfg.model_dim, cfg.tied_embed_init_std, generator))
             else:
                 self.tok_emb.weight.normal_(std=cfg.tied_embed_init_std, generator=generator)
-        self.bigram = BigramHash(cfg) if cfg.bigram_buckets else None
+        self.bigram = TokenTable(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, bigram=True) if cfg.bigram_buckets else None
+        self.value_embed_slots = {layer: k for k, layer in enumerate(block_list(cfg.value_embed_layers))}  # block -> scale
+        kv_dim = cfg.num_kv_heads * (cfg.model_dim // cfg.num_heads)
+        self.value_embed = TokenTable(cfg.vocab_size, cfg.value_embed_dim, kv_dim, bigram=False) if self.value_embed_slots else None
+        self.value_embed_scales = nn.Parameter(torch.ones(len(self.value_embed_slots))) if self.value_embed_slots else None
         self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
         self.enrich = PreEnrich(cfg) if cfg.pre_enrich else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
@@ -609,15 +625,17 @@ class GPT(nn.Module):
             x = rms_norm(x)
         x0, skips, order, lanes = x, [], self.layer_order(), None
         encoder = len(order) // 2  # U-Net (PR #289): the first half's outputs feed the second half, last first
+        values = self.value_embed(idx) if self.value_embed is not None else None
         for i, index in enumerate(order):
-            block = self.blocks[index]
+            block, slot = self.blocks[index], self.value_embed_slots.get(index)
+            value_embed = None if slot is None else values * self.value_embed_scales[slot].to(values.dtype)
             if i >= encoder and self.skip_weights is not None and skips:
                 skip = self.skip_weights[i - encoder].to(x.dtype) * skips.pop()
                 x, lanes = x + skip, lanes and (lanes[0] + skip, lanes[1] + skip)
             if block.lane_writes is None:
-                x = block(x, x0)
+                x = block(x, x0, value_embed)
             else:  # parallel lanes from here on; the hidden state is their mean (compiled away where unused)
-                lanes = block.parallel(lanes or (x, x), x0)
+                lanes = block.parallel(lanes or (x, x), x0, value_embed)
                 x = (lanes[0] + lanes[1]) * 0.5
             if i < encoder:
                 skips.append(x)

@@ -1,5 +1,6 @@
 """The training engine and the record recipe's switches: batched Muon, grouped-query attention, rotary cache, depth
-recurrence, parallel residual lanes, LN scale, an attention-free first block."""
+recurrence, parallel residual lanes, LN scale, an attention-free first block, value embeddings."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -115,6 +116,47 @@ def test_an_artifact_is_rebuilt_with_the_recurrence_as_training_left_it():
         blob = train_gpt.pack_model(model, model.cfg, {"train_time_s": 1.0})
         state, meta, _ = eval_ngram.unpack_artifact(blob)
         assert train_gpt.model_from_artifact(state, meta).recurrence_active is active
+
+
+def test_value_embeddings_start_as_a_no_op_and_then_add_the_tokens_own_vector_to_the_chosen_blocks_values():
+    torch.manual_seed(0)
+    plain = train_gpt.GPT(tiny())
+    with torch.no_grad():  # past the zero-initialized output projections, so that values matter
+        for p in plain.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model = train_gpt.GPT(tiny("value_embed_layers=2,4", "value_embed_dim=16"))
+    assert model.load_state_dict(plain.state_dict(), strict=False).missing_keys == [
+        "value_embed_scales", "value_embed.table.weight", "value_embed.proj.weight"]
+    x = torch.randint(0, 1024, (2, 16))
+    assert torch.equal(model.forward_logits(x)[0], plain.forward_logits(x)[0])  # zero projection: nothing changes
+    seen = {}  # block -> the value embedding its attention was given
+    for i, block in enumerate(model.blocks[1:], start=1):  # block 0 has no attention in this preset
+        block.attn.register_forward_pre_hook(lambda module, args, i=i: seen.__setitem__(i, args[1]))
+    with torch.no_grad():
+        model.value_embed.proj.weight.normal_()
+        model.value_embed_scales.copy_(torch.tensor([1.0, 2.0]))
+    assert not torch.equal(model.forward_logits(x)[0], plain.forward_logits(x)[0])
+    assert [i for i, ve in seen.items() if ve is not None] == [2, 4] and torch.equal(seen[4], 2 * seen[2])
+    assert torch.equal(seen[2], model.value_embed.proj(model.value_embed.table(x)))
+    adam, muon = train_gpt.build_optimizers(model, model.cfg, 0, 1)
+    in_adam = {id(p) for g in adam.param_groups for p in g["params"]}
+    assert {id(model.value_embed.table.weight), id(model.value_embed_scales)} <= in_adam
+    assert id(model.value_embed.proj.weight) in {id(p) for g in muon.param_groups for p in g["params"]}
+
+
+def test_an_artifact_carries_the_value_embeddings_with_the_table_at_embedding_bits():
+    model = train_gpt.GPT(tiny("value_embed_layers=3", "embed_quant_bits=7"))
+    assert train_gpt.quant_plan(model, model.cfg)["value_embed.table.weight"] == 7  # 1024 x 128: a lookup table
+    state, meta, _ = eval_ngram.unpack_artifact(train_gpt.pack_model(model, model.cfg, {"train_time_s": 1.0}))
+    rebuilt = train_gpt.model_from_artifact(state, meta)
+    assert rebuilt.value_embed_slots == {3: 0} and set(rebuilt.state_dict()) == set(model.state_dict())
+
+
+def test_value_embeddings_go_only_where_there_is_attention():
+    for layers in ("0", "6", "1,x"):
+        with pytest.raises(train_gpt.ConfigError, match="value_embed_layers"):
+            tiny(f"value_embed_layers={layers}", "layer0_attention=false")
+    assert tiny("value_embed_layers=0", "layer0_attention=true").value_embed_layers == "0"
 
 
 def test_lane_weights_train_with_adamw_not_muon():
