@@ -37,14 +37,15 @@ def data_dir(tmp_path):
 
 
 def config(data_dir, *overrides):
-    return train_gpt.resolve_config("smoke", [f"data_dir={data_dir}", *TINY, *overrides])[0]
+    """The tiny run, reading its shards in order (the tests below name data positions) unless overridden."""
+    return train_gpt.resolve_config("smoke", [f"data_dir={data_dir}", *TINY, "train_order=sequential", *overrides])[0]
 
 
 def run(cfg, checkpoint_dir="", init_seed=0, before_batch=None, lines=None):
     """Train a freshly initialized model; before_batch(n, model) runs before the n-th batch is read (n = 1, 2, ...)."""
     torch.manual_seed(init_seed)
     model = train_gpt.GPT(cfg)
-    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size)
+    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size, 0, cfg.train_order, cfg.seq_len, cfg.seed)
     if before_batch:
         read, calls = stream.next_batch, [0]
 
@@ -90,6 +91,18 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(data_dir, tmp_path, str
     assert resumed_facts["losses"] == facts["losses"]  # the loss curve continues, step for step
     assert resumed_facts["train_time_s"] > first_part_s  # the clock continues too (time-keyed schedules need it)
     assert_same_weights(resumed, straight)  # EMA weights, after EMA, optimizer, data position and RNG restored
+
+
+def test_a_run_reading_shuffled_windows_resumes_bit_identically_too(data_dir, tmp_path):
+    shuffled = ("train_order=shuffled", "seed=3", "iterations=30")  # 2 windows a step, at most 45 an epoch
+    straight, facts = run(config(data_dir, *shuffled))
+    with pytest.raises(KeyboardInterrupt):
+        run(config(data_dir, *shuffled, "checkpoint_every_s=1e-9"), str(tmp_path), before_batch=kill_after(25))
+    saved = torch.load(tmp_path / "checkpoint_current.pt", weights_only=True)["stream"]
+    assert saved["order"] == "shuffled" and saved["epoch"] == 1  # stopped in the second epoch's order
+    resumed, resumed_facts = run(config(data_dir, *shuffled, "resume=auto"), str(tmp_path), init_seed=1)
+    assert resumed_facts["losses"] == facts["losses"]
+    assert_same_weights(resumed, straight)
 
 
 def test_a_run_resumed_from_its_final_checkpoint_ends_with_the_recurrence_it_trained_with(data_dir, tmp_path):

@@ -290,7 +290,7 @@ def train_a_few_steps(rank, world, data_dir, out):
                       "warmup_steps=1")
     torch.manual_seed(0)
     model = train_gpt.GPT(cfg)
-    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size)
+    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size, 0, cfg.train_order, cfg.seq_len, cfg.seed)  # shuffled
     train_gpt.train(cfg, model, stream, lambda line: None, rank, world, torch.device("cpu"))
     if rank == 0:
         torch.save(model.state_dict(), out)
