@@ -5,9 +5,10 @@ r"""records/tune_mix.py: choose the n-gram mixer's settings on held-out TRAINING
 
 Scores the artifact's model, mixed with the score-first n-gram cache exactly as eval_ngram.py scores it, on the last
 N tokens of the training split (eval_ngram.holdout_tokens: what a run with train_holdout_tokens=N never trained on),
-once for every combination of the grid and once with the defaults (eval_ngram.MIX_DEFAULTS). Prints the rows sorted
-by bpb, the defaults' row marked, and the best setting as `--mix` arguments for eval_ngram.py and as a MIX_DEFAULTS
-dict; --out writes the table as tune_mix.md and tune_mix.json. Validation shards are never opened: a setting chosen
+once for every combination of the grid and once with the defaults (eval_ngram.MIX_DEFAULTS and the artifact's
+ngram_order and ttt_lr, which the grid may vary too). Prints the rows sorted by bpb, the defaults' row marked, and the
+best setting as eval_ngram.py arguments, as a MIX_DEFAULTS dict and as config keys; --out writes the table as
+tune_mix.md and tune_mix.json. Validation shards are never opened: a setting chosen
 by trying it on the validation tokens is fitted to them, and its score no longer measures anything.
 """
 from __future__ import annotations
@@ -26,6 +27,8 @@ from eval_ngram import MIX_DEFAULTS, UsageError  # noqa: E402
 
 # Around the defaults, the three gate weights that move the mixture most: 3 x 2 x 2 = 12 scorings.
 DEFAULT_GRID = {"gate_bias": [-8.0, -7.0, -6.0], "gate_order": [0.75, 1.0], "gate_entropy": [0.5, 1.0]}
+# Evaluation config keys the grid may vary beside the mixer weights: (type, smallest value, eval_ngram.py option).
+SETTINGS = {"ngram_order": (int, 2, "--ngram-order"), "ttt_lr": (float, 0.0, "--ttt-lr")}
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
@@ -33,49 +36,57 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
     grid = {}
     for item in items:
         key, _, values = item.partition("=")
+        kind, low, _ = SETTINGS.get(key, (float, -float("inf"), None))
         try:
-            if key not in MIX_DEFAULTS or key in grid:
+            if key not in {**MIX_DEFAULTS, **SETTINGS} or key in grid:
                 raise ValueError
-            grid[key] = sorted({float(v) for v in values.split(",")})
+            grid[key] = sorted({kind(v) for v in values.split(",")})
+            if grid[key][0] < low:
+                raise ValueError
         except ValueError:
-            raise UsageError(f"--grid {item!r}: expected KEY=NUMBER,NUMBER,... with KEY one of {', '.join(MIX_DEFAULTS)}, "
-                             "each key once") from None
+            raise UsageError(f"--grid {item!r}: expected KEY=NUMBER,NUMBER,... with KEY one of "
+                             f"{', '.join([*MIX_DEFAULTS, *SETTINGS])}, each key once (ngram_order: integers >= 2, "
+                             "ttt_lr: >= 0)") from None
     return grid or DEFAULT_GRID
 
 
-def combinations(grid: dict[str, list[float]]) -> list[dict[str, float]]:
-    """Every full setting of the grid (keys it leaves out at their defaults), the defaults first and only once."""
-    rows = [{**MIX_DEFAULTS, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
-    return [dict(MIX_DEFAULTS)] + [row for row in rows if row != MIX_DEFAULTS]
+def combinations(grid: dict[str, list[float]], base: dict[str, float]) -> list[dict[str, float]]:
+    """Every full setting of the grid (keys it leaves out as in `base`, the defaults), the defaults first and once."""
+    rows = [{**base, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
+    return [dict(base)] + [row for row in rows if row != base]
 
 
-def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[float]], *, device="cpu", log=print,
-         **settings) -> list[dict]:
-    """One row per combination ({"mix", "val_bpb", "val_loss", "defaults"}), sorted by val_bpb; settings are
-    eval_ngram.score's config keywords. Each scoring starts from the artifact's model: TTT changes its adapters."""
-    rows, settings_to_try = [], combinations(grid)
-    for mix in settings_to_try:
+def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[float]], base: dict[str, float], *,
+         device="cpu", log=print, **settings) -> list[dict]:
+    """One row per combination ({"mix", "settings", "val_bpb", "val_loss", "defaults"}), sorted by val_bpb; base holds
+    MIX_DEFAULTS and the SETTINGS as the artifact has them; settings are eval_ngram.score's config keywords. Each
+    scoring starts from the artifact's model: TTT changes its adapters."""
+    rows, settings_to_try = [], combinations(grid, base)
+    for setting in settings_to_try:
+        mix, chosen = {k: setting[k] for k in MIX_DEFAULTS}, {k: setting[k] for k in SETTINGS}
         result = eval_ngram.score(copy.deepcopy(model), tokens, tables, artifact_tables=artifact_tables, device=device,
-                                  mix=mix, **settings)
-        rows.append({"mix": mix, "val_bpb": result["val_bpb"], "val_loss": result["val_loss"], "defaults": mix == MIX_DEFAULTS})
-        log(f"{len(rows)}/{len(settings_to_try)} {mix_arguments(mix)} val_bpb={result['val_bpb']:.6f} "
+                                  mix=mix, **{**settings, **chosen})
+        rows.append({"mix": mix, "settings": chosen, "val_bpb": result["val_bpb"], "val_loss": result["val_loss"],
+                     "defaults": setting == base})
+        log(f"{len(rows)}/{len(settings_to_try)} {arguments(rows[-1], base)} val_bpb={result['val_bpb']:.6f} "
             f"seconds={result['eval_time_s']:.1f}")
     return sorted(rows, key=lambda row: row["val_bpb"])
 
 
-def mix_arguments(mix: dict[str, float]) -> str:
-    """The eval_ngram.py arguments that select this setting (only the keys that differ from the defaults)."""
-    return " ".join(f"--mix {k}={v:g}" for k, v in mix.items() if v != MIX_DEFAULTS[k]) or "(defaults)"
+def arguments(row: dict, base: dict[str, float]) -> str:
+    """The eval_ngram.py arguments that select a row's setting (only what differs from the defaults)."""
+    return " ".join([f"{SETTINGS[k][2]} {v:g}" for k, v in row["settings"].items() if v != base[k]] +
+                    [f"--mix {k}={v:g}" for k, v in row["mix"].items() if v != base[k]]) or "(defaults)"
 
 
 def table(rows: list[dict], header: str) -> str:
-    keys = list(MIX_DEFAULTS)
-    lines = [header, "", "| rank | val_bpb | vs defaults | " + " | ".join(keys) + " |", "|---" * (len(keys) + 3) + "|"]
+    lines = [header, "", "| rank | val_bpb | vs defaults | " + " | ".join([*MIX_DEFAULTS, *SETTINGS]) + " |",
+             "|---" * (len(MIX_DEFAULTS) + len(SETTINGS) + 3) + "|"]
     defaults_bpb = next(row["val_bpb"] for row in rows if row["defaults"])
     for i, row in enumerate(rows, 1):
         mark = " (defaults)" if row["defaults"] else ""
         lines.append(f"| {i}{mark} | {row['val_bpb']:.6f} | {row['val_bpb'] - defaults_bpb:+.6f} | "
-                     + " | ".join(f"{row['mix'][k]:g}" for k in keys) + " |")
+                     + " | ".join(f"{v:g}" for v in [*row["mix"].values(), *row["settings"].values()]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -87,7 +98,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--holdout-tokens", type=int, help="score the last N training tokens (default: the artifact's "
                         "train_holdout_tokens, the tokens its run never trained on)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                        help=f"values to try for one MIX_DEFAULTS key, repeatable (default grid: {DEFAULT_GRID})")
+                        help=f"values to try for one MIX_DEFAULTS key or one of {', '.join(SETTINGS)}, repeatable "
+                             f"(default grid: {DEFAULT_GRID})")
     parser.add_argument("--ngram-order", type=int, help="n-gram mixture order (default: the artifact's ngram_order)")
     parser.add_argument("--ttt-steps", type=int, default=0, help="score-first TTT steps per chunk (default 0: off, fast)")
     parser.add_argument("--stride", type=int, help="sliding-window stride (default: the artifact's eval_stride)")
@@ -121,17 +133,19 @@ def main(argv: list[str]) -> int:
     tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
     tokens = eval_ngram.holdout_tokens(cfg.data_dir, holdout, cfg.vocab_size)
     model = model.to(device).eval()
-    rows = tune(model, tokens, tables, artifact_tables, grid, device=device, eval_audit=0, **settings)
+    base = {**MIX_DEFAULTS, **{key: getattr(cfg, key) for key in SETTINGS}}
+    rows = tune(model, tokens, tables, artifact_tables, grid, base, device=device, eval_audit=0, **settings)
     header = (f"Mixer settings for {args.artifact} on the last {holdout} training tokens of {cfg.data_dir} "
               f"(ngram_order={cfg.ngram_order}, ttt_steps={cfg.ttt_steps}, stride={cfg.eval_stride}), best first:")
     text = table(rows, header)
-    best = rows[0]["mix"]
-    text += f"\nbest as eval_ngram.py arguments: {mix_arguments(best)}\nbest as MIX_DEFAULTS: {best}\n"
+    best = rows[0]
+    text += (f"\nbest as eval_ngram.py arguments: {arguments(best, base)}\nbest as MIX_DEFAULTS: {best['mix']}\n"
+             f"best as config keys: {' '.join(f'{k}={v:g}' for k, v in best['settings'].items())}\n")
     print(text, end="")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         facts = {"artifact": args.artifact, "data_dir": cfg.data_dir, "holdout_tokens": holdout, "ngram_order": cfg.ngram_order,
-                 "ttt_steps": cfg.ttt_steps, "eval_stride": cfg.eval_stride, "grid": grid, "rows": rows}
+                 "ttt_steps": cfg.ttt_steps, "eval_stride": cfg.eval_stride, "grid": grid, "defaults": base, "rows": rows}
         eval_ngram.write_all_or_none(args.out, {"tune_mix.md": text, "tune_mix.json": json.dumps(facts, indent=2) + "\n"})
     return 0
 

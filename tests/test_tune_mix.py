@@ -42,20 +42,40 @@ def test_a_grid_is_ranked_on_held_out_training_text_without_reading_validation(a
     assert tune_mix.main([artifact, "--grid", f"gate_bias={default:g},-2", "--out", str(tmp_path)]) == 0
     data_dir = train_gpt.model_from_artifact(*eval_ngram.unpack_artifact(open(artifact, "rb").read())[:2]).cfg.data_dir
     assert len(scored) == 2 and all(t.equal(eval_ngram.holdout_tokens(data_dir, HOLDOUT)) for t in scored)
-    rows = json.loads((tmp_path / "tune_mix.json").read_text())["rows"]
+    facts = json.loads((tmp_path / "tune_mix.json").read_text())
+    rows = facts["rows"]
     assert [row["mix"]["gate_bias"] for row in rows] in ([default, -2.0], [-2.0, default])
     assert rows[0]["val_bpb"] <= rows[1]["val_bpb"] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
     assert [row["defaults"] for row in rows] == [row["mix"]["gate_bias"] == default for row in rows]
     out = capsys.readouterr().out
     assert out.endswith((tmp_path / "tune_mix.md").read_text()) and "2/2 " in out
     assert f"best as MIX_DEFAULTS: {rows[0]['mix']}" in out and "(defaults)" in out
-    assert f"best as eval_ngram.py arguments: {tune_mix.mix_arguments(rows[0]['mix'])}" in out
+    assert f"best as eval_ngram.py arguments: {tune_mix.arguments(rows[0], facts['defaults'])}" in out
 
 
 def test_the_default_grid_is_small_and_holds_the_defaults():
-    settings = tune_mix.combinations(tune_mix.parse_grid([]))
-    assert len(settings) <= 12 and settings[0] == eval_ngram.MIX_DEFAULTS
+    base = {**eval_ngram.MIX_DEFAULTS, "ngram_order": 7, "ttt_lr": 1e-3}
+    settings = tune_mix.combinations(tune_mix.parse_grid([]), base)
+    assert len(settings) <= 12 and settings[0] == base
     assert len({json.dumps(s) for s in settings}) == len(settings)
+
+
+def test_the_grid_can_vary_the_ngram_order_and_says_which_order_won(artifact, capsys, tmp_path):
+    assert tune_mix.main([artifact, "--grid", "ngram_order=2,3", "--out", str(tmp_path)]) == 0  # the artifact's: 3
+    facts = json.loads((tmp_path / "tune_mix.json").read_text())
+    rows = facts["rows"]
+    assert sorted(row["settings"]["ngram_order"] for row in rows) == [2, 3] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
+    assert [row["defaults"] for row in rows] == [row["settings"]["ngram_order"] == 3 for row in rows]
+    best = rows[0]["settings"]["ngram_order"]
+    out = capsys.readouterr().out
+    assert f"best as config keys: ngram_order={best} ttt_lr=0.001" in out
+    assert ("--ngram-order 2" in out.split("best as eval_ngram.py arguments: ")[1]) == (best == 2)
+
+
+@pytest.mark.parametrize("item", ["ngram_order=1,3", "ngram_order=2.5", "ttt_lr=-1", "bogus=1", "gate_bias=x"])
+def test_a_bad_grid_is_a_clear_error(item):
+    with pytest.raises(eval_ngram.UsageError, match="--grid"):
+        tune_mix.parse_grid([item])
 
 
 def test_an_artifact_packed_before_holdouts_existed_is_not_taken_to_have_one(artifact, monkeypatch):
