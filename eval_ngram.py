@@ -184,6 +184,12 @@ class TrainStream:
         else:
             self._draw_epoch()
 
+    @classmethod
+    def for_config(cls, cfg, holdout_tokens: int | None = None) -> TrainStream:
+        """The stream a run of this config (train_gpt's Config) trains on; holdout_tokens replaces its held-out tail."""
+        holdout = cfg.train_holdout_tokens if holdout_tokens is None else holdout_tokens
+        return cls(cfg.data_dir, cfg.vocab_size, holdout, cfg.train_order, cfg.seq_len, cfg.seed)
+
     def _load(self, index: int) -> np.ndarray:
         path, trained = self.spans[index]
         return read_shard(path, self.vocab_size)[:trained]  # a bad id in a later shard halts the run
@@ -229,7 +235,9 @@ class TrainStream:
     def _read_window(self, path: str, start: int) -> np.ndarray:
         tokens = np.fromfile(path, dtype="<u2", count=self.window + 1, offset=HEADER_INTS * 4 + 2 * start)
         if tokens.size < self.window + 1:
-            shard_length(path)  # the shard was cut short since: its error names the file and the size
+            shard_length(path)  # a damaged shard: its error names the file and the size
+            raise DataError(f"{path}: holds fewer tokens than when the run started (a shorter shard replaced it); "
+                            "restore the data the run started with")
         if tokens.size and int(tokens.max()) >= self.vocab_size:
             raise DataError(f"{path}: token id {int(tokens.max())} >= vocab_size {self.vocab_size}; the shards were made "
                             "with another tokenizer: pass its vocab_size, or re-export the text")
@@ -261,7 +269,7 @@ class TrainStream:
     def state(self) -> dict:
         spans = [[os.path.basename(path), trained] for path, trained in self.spans]
         return {"order": self.order, "shard_index": self.shard_index, "position": self.position, "epoch": self.epoch,
-                "cursor": self.cursor, "spans": spans}
+                "cursor": self.cursor, "spans": spans, "window": self.window, "seed": self.seed}
 
     def restore(self, state: dict) -> None:
         """Continue where a checkpoint's stream stopped, on the same training split (checkpoints since 2026-12-01)."""
@@ -272,11 +280,17 @@ class TrainStream:
         if state.get("order", "sequential") != self.order:
             raise DataError(f"the checkpoint read the training shards in {state.get('order', 'sequential')} order, not "
                             f"{self.order}: resume with the train_order it was made with")
+        if self.order == "shuffled" and (state["window"], state["seed"]) != (self.window, self.seed):
+            raise DataError(f"the checkpoint drew {state['window']}-token windows from seed {state['seed']}, not "
+                            f"{self.window} from seed {self.seed}: resume with the seq_len and seed it was made with")
         self.shard_index, self.position, self.epoch = state["shard_index"], state["position"], state["epoch"]
         if self.order == "sequential":
             self.tokens = self._load(self.shard_index)
         else:
             self._draw_epoch()
+            if not 0 <= state["cursor"] <= self.visit.size:
+                raise DataError(f"the checkpoint's position {state['cursor']} is past the epoch's {self.visit.size} "
+                                "windows: it was made on other data")
             self.cursor = state["cursor"]
 
 

@@ -256,8 +256,10 @@ RELATIONS = [  # (keys, holds, what it takes)
         c.gptq_tokens and c.max_wallclock_seconds), "with gptq_tokens, a calibration reserve within the training budget"),
     ("recur_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.recur_layers.replace(" ", "")), "block indices as in 4,5"),
     ("value_embed_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.value_embed_layers.replace(" ", "")), "block indices as in 9,10"),
-    ("value_embed_layers num_layers layer0_attention", lambda c: all((0 if c.layer0_attention else 1) <= i < c.num_layers for i in
-                                                                     block_list(c.value_embed_layers)), "blocks that have attention"),
+    ("value_embed_layers num_layers layer0_attention", lambda c: len(b := block_list(c.value_embed_layers)) == len(set(b)) and all(
+        (0 if c.layer0_attention else 1) <= i < c.num_layers for i in b), "distinct blocks that have attention"),
+    ("train_order egt_mode egt_prompt_len egt_gen_len seq_len", lambda c: c.train_order == "sequential" or c.egt_mode == "off" or
+     c.egt_prompt_len + c.egt_gen_len <= c.seq_len, "EGT prompts with their continuations within seq_len (shuffled windows)"),
     ("recur_layers num_layers", lambda c: not (b := recur_band(c)) or b == list(range(b[0], min(b[-1] + 1, c.num_layers))),
      "consecutive block indices below num_layers"),
     ("parallel_start recur_layers", lambda c: not recur_band(c) or not 0 < c.parallel_start <= recur_band(c)[-1],
@@ -1424,7 +1426,7 @@ def main(argv: list[str]) -> int:
     log("config " + json.dumps(dataclasses.asdict(cfg)))
     tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
     eval_ngram.check_data(cfg.data_dir, cfg.tokenizer)
-    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size, cfg.train_holdout_tokens, cfg.train_order, cfg.seq_len, cfg.seed)
+    stream = eval_ngram.TrainStream.for_config(cfg)
     val_tokens = eval_ngram.load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
     holdout = eval_ngram.holdout_tokens(cfg.data_dir, cfg.train_holdout_tokens, cfg.vocab_size) if cfg.train_holdout_tokens else None
     model = GPT(cfg).to(device)

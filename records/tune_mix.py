@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
         raise UsageError("records/tune_mix.py scores on one device: run it with python, not torchrun")
     device = eval_ngram.setup_distributed(args.device)[2]
     model, meta, artifact_tables, _ = eval_ngram.load_artifact(args.artifact)
-    cfg = model.cfg
+    cfg = artifact_cfg = model.cfg
     settings = {key: value for key, value in dict(data_dir=args.data_dir, tokenizer=args.tokenizer, eval_stride=args.stride,
                                                   ngram_order=args.ngram_order, ttt_steps=args.ttt_steps).items()
                 if value is not None}
@@ -123,6 +123,9 @@ def main(argv: list[str]) -> int:
         if value < low:
             raise UsageError(f"--{name} {value}: must be >= {low}" + (" (the artifact trained on its whole training "
                              "split: pass the number of tokens to hold out)" if name == "holdout-tokens" else ""))
+    if "ttt_lr" in grid and cfg.ttt_steps == 0:
+        raise UsageError("--grid ttt_lr=...: test-time training is off (--ttt-steps 0), so every rate would score alike; "
+                         "pass --ttt-steps K")
     if holdout > held_out:
         print(f"warning: the artifact's run held out only the last {held_out} training tokens; it may have "
               f"trained on some of these {holdout}: settings tuned on them may favour the model over the cache", file=sys.stderr)
@@ -138,8 +141,8 @@ def main(argv: list[str]) -> int:
     header = (f"Mixer settings for {args.artifact} on the last {holdout} training tokens of {cfg.data_dir} "
               f"(ngram_order={cfg.ngram_order}, ttt_steps={cfg.ttt_steps}, stride={cfg.eval_stride}), best first:")
     text = table(rows, header)
-    best = rows[0]
-    text += (f"\nbest as eval_ngram.py arguments: {arguments(best, base)}\nbest as MIX_DEFAULTS: {best['mix']}\n"
+    best, artifact_base = rows[0], {**MIX_DEFAULTS, **{key: getattr(artifact_cfg, key) for key in SETTINGS}}
+    text += (f"\nbest as eval_ngram.py arguments: {arguments(best, artifact_base)}\nbest as MIX_DEFAULTS: {best['mix']}\n"
              f"best as config keys: {' '.join(f'{k}={v:g}' for k, v in best['settings'].items())}\n")
     print(text, end="")
     if args.out:

@@ -45,7 +45,7 @@ def run(cfg, checkpoint_dir="", init_seed=0, before_batch=None, lines=None):
     """Train a freshly initialized model; before_batch(n, model) runs before the n-th batch is read (n = 1, 2, ...)."""
     torch.manual_seed(init_seed)
     model = train_gpt.GPT(cfg)
-    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size, 0, cfg.train_order, cfg.seq_len, cfg.seed)
+    stream = eval_ngram.TrainStream.for_config(cfg, holdout_tokens=0)
     if before_batch:
         read, calls = stream.next_batch, [0]
 

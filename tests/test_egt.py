@@ -191,6 +191,14 @@ def test_exact_match_verifier_rewards_the_matching_prefix():
     assert tg.exact_match_reward(samples, real).tolist() == [1.0, 0.5, 0.0]
 
 
+def test_egt_prompts_must_fit_a_shuffled_window_before_anything_runs():
+    with pytest.raises(tg.ConfigError, match="EGT prompts with their continuations within seq_len"):
+        tg.resolve_config("smoke", ["egt_mode=interleaved", "seq_len=64", "egt_prompt_len=60", "egt_gen_len=8"])
+    assert tg.resolve_config("smoke", ["egt_mode=interleaved", "seq_len=64", "egt_prompt_len=56", "egt_gen_len=8"])
+    assert tg.resolve_config("smoke", ["egt_mode=interleaved", "seq_len=64", "egt_prompt_len=60", "egt_gen_len=8",
+                                       "train_order=sequential"])
+
+
 @pytest.mark.parametrize("mode", ["interleaved", "final"])
 def test_egt_preset_trains_end_to_end_and_leaves_a_plain_gpt(tmp_path, mode):
     g = torch.Generator().manual_seed(3)
@@ -201,7 +209,7 @@ def test_egt_preset_trains_end_to_end_and_leaves_a_plain_gpt(tmp_path, mode):
                                               "egt_final_frac=0.5", "egt_band_low=0", "egt_band_high=1"])
     torch.manual_seed(0)
     model, lines = tg.GPT(cfg), []
-    facts = tg.train(cfg, model, eval_ngram.TrainStream(cfg.data_dir, VOCAB), lines.append, 0, 1, torch.device("cpu"))
+    facts = tg.train(cfg, model, eval_ngram.TrainStream.for_config(cfg, holdout_tokens=0), lines.append, 0, 1, torch.device("cpu"))
     egt_lines = [line for line in lines if line.startswith("egt ")]
     assert facts["steps"] == (6 if mode == "interleaved" else 3)
     assert facts["egt"]["phases"] == len(egt_lines) and (len(egt_lines) == 2 if mode == "interleaved" else len(egt_lines) >= 1)

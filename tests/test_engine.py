@@ -153,7 +153,7 @@ def test_an_artifact_carries_the_value_embeddings_with_the_table_at_embedding_bi
 
 
 def test_value_embeddings_go_only_where_there_is_attention():
-    for layers in ("0", "6", "1,x"):
+    for layers in ("0", "6", "1,x", "2,2"):
         with pytest.raises(train_gpt.ConfigError, match="value_embed_layers"):
             tiny(f"value_embed_layers={layers}", "layer0_attention=false")
     assert tiny("value_embed_layers=0", "layer0_attention=true").value_embed_layers == "0"

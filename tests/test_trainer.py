@@ -98,7 +98,7 @@ def test_shuffled_order_visits_every_window_of_the_kept_split_once_per_epoch(tmp
     x, y = shuffled_rows(stream, sum(windows), rows=1)  # one epoch: a window per step
     assert stream.epoch == 0 and (y == x + 1).all()  # targets follow inputs, and no row crosses a shard boundary
     expected = [base + stream.phase + 8 * k for base, n in zip([0, 100, 160], windows) for k in range(n)]
-    assert sorted(x[:, 0].tolist()) == expected and x.max() < 170  # each window once; the held-out tail 170..199 never
+    assert sorted(x[:, 0].tolist()) == expected and y.max() < 170  # each window once; the held-out tail 170..199 never
     assert x[:, 0].tolist() != expected  # in a random order, not in shard order
     shuffled_rows(stream, 1, rows=1)
     assert stream.epoch == 1  # the next epoch draws its own order
@@ -147,6 +147,11 @@ def test_a_shuffled_stream_restored_mid_epoch_or_across_one_continues_exactly(tm
     assert saved["epoch"] >= 1  # the second restore drew a later epoch's order
     with pytest.raises(eval_ngram.DataError, match="in shuffled order, not sequential: resume with the train_order"):
         eval_ngram.TrainStream(str(tmp_path), 1000).restore(saved)
+    for window, seed in ((8, 5), (4, 4)):  # another seed or seq_len would draw other windows
+        with pytest.raises(eval_ngram.DataError, match="8-token windows from seed 4, not .*: resume with the seq_len and seed"):
+            eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", window, seed).restore(saved)
+    with pytest.raises(eval_ngram.DataError, match="past the epoch's"):
+        eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, 4).restore({**saved, "cursor": 10_000})
 
 
 def test_a_shuffled_stream_too_short_for_one_sequence_is_a_clear_error(tmp_path):
@@ -155,18 +160,22 @@ def test_a_shuffled_stream_too_short_for_one_sequence_is_a_clear_error(tmp_path)
         eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", window=32)
 
 
-def test_a_shard_cut_short_under_a_shuffled_stream_is_an_error_naming_it(tmp_path):
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: os.truncate(path, os.path.getsize(path) - 150), "x_train_000000.bin: .*bytes"),  # cut mid-file
+    (lambda path: eval_ngram.write_shard(path, np.arange(30)), "x_train_000000.bin: holds fewer tokens than when"),
+])
+def test_a_shard_cut_short_under_a_shuffled_stream_is_an_error_naming_it(tmp_path, damage, message):
     numbered_train_shards(tmp_path)
     stream = eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", 8, 0)
-    path = str(tmp_path / "x_train_000000.bin")
-    os.truncate(path, os.path.getsize(path) - 150)
-    with pytest.raises(eval_ngram.DataError, match="x_train_000000.bin"):
+    damage(str(tmp_path / "x_train_000000.bin"))
+    with pytest.raises(eval_ngram.DataError, match=message):
         shuffled_rows(stream, 12)
 
 
 def test_a_run_with_train_order_shuffled_trains_on_seq_len_windows_drawn_from_its_seed(byte_shards, tmp_path, monkeypatch):
-    made, stream_class = [], eval_ngram.TrainStream
-    monkeypatch.setattr(eval_ngram, "TrainStream", lambda *args: made.append(stream_class(*args)) or made[-1])
+    made, for_config = [], eval_ngram.TrainStream.for_config
+    monkeypatch.setattr(eval_ngram.TrainStream, "for_config", classmethod(
+        lambda cls, cfg, holdout_tokens=None: made.append(for_config(cfg, holdout_tokens)) or made[-1]))
     assert train_gpt.main(["--preset", "smoke", *TINY, "vocab_size=256", "tokenizer=bytes", f"data_dir={byte_shards}",
                            f"records_dir={tmp_path}", "iterations=3", "max_wallclock_seconds=0", "eval_max_tokens=256",
                            "ttt_steps=0", "train_order=shuffled", "seed=7"]) == 0
@@ -290,7 +299,7 @@ def train_a_few_steps(rank, world, data_dir, out):
                       "warmup_steps=1")
     torch.manual_seed(0)
     model = train_gpt.GPT(cfg)
-    stream = eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size, 0, cfg.train_order, cfg.seq_len, cfg.seed)  # shuffled
+    stream = eval_ngram.TrainStream.for_config(cfg, holdout_tokens=0)  # shuffled windows, the default
     train_gpt.train(cfg, model, stream, lambda line: None, rank, world, torch.device("cpu"))
     if rank == 0:
         torch.save(model.state_dict(), out)

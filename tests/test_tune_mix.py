@@ -72,6 +72,16 @@ def test_the_grid_can_vary_the_ngram_order_and_says_which_order_won(artifact, ca
     assert ("--ngram-order 2" in out.split("best as eval_ngram.py arguments: ")[1]) == (best == 2)
 
 
+def test_an_order_passed_on_the_command_line_is_in_the_printed_arguments(artifact, capsys):
+    assert tune_mix.main([artifact, "--ngram-order", "2", "--grid", "gate_bias=-7"]) == 0  # the artifact's order: 3
+    assert "best as eval_ngram.py arguments: --ngram-order 2" in capsys.readouterr().out
+
+
+def test_a_ttt_rate_grid_without_test_time_training_is_refused(artifact):
+    with pytest.raises(eval_ngram.UsageError, match="test-time training is off"):
+        tune_mix.main([artifact, "--grid", "ttt_lr=0.001,0.01"])
+
+
 @pytest.mark.parametrize("item", ["ngram_order=1,3", "ngram_order=2.5", "ttt_lr=-1", "bogus=1", "gate_bias=x"])
 def test_a_bad_grid_is_a_clear_error(item):
     with pytest.raises(eval_ngram.UsageError, match="--grid"):
