@@ -217,7 +217,7 @@ class TrainStream:
                 break
         else:
             raise DataError(f"the training split holds {sum(t for _, t in self.spans)} tokens in "
-                            f"{len(self.spans)} shard(s), no shard {self.window + 1}: too few for one sequence of seq_len "
+                            f"{len(self.spans)} shard(s), none with {self.window + 1}: too few for one sequence of seq_len "
                             f"{self.window} and its targets; hold out fewer tokens, or use more text")
         self.phase, self.first_window = phase, np.cumsum([0] + counts)
         self.visit, self.cursor = rng.permutation(self.first_window[-1]), 0

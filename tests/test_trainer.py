@@ -156,7 +156,7 @@ def test_a_shuffled_stream_restored_mid_epoch_or_across_one_continues_exactly(tm
 
 def test_a_shuffled_stream_too_short_for_one_sequence_is_a_clear_error(tmp_path):
     numbered_train_shards(tmp_path, lengths=(20, 20))
-    with pytest.raises(eval_ngram.DataError, match="no shard 33: too few for one sequence of seq_len 32"):
+    with pytest.raises(eval_ngram.DataError, match="none with 33: too few for one sequence of seq_len 32"):
         eval_ngram.TrainStream(str(tmp_path), 1000, 0, "shuffled", window=32)
 
 
