@@ -1647,6 +1647,11 @@ def load_artifact(path: str):
     return model_builder(meta["model_builder"])(state, meta), meta, tables, len(blob)
 
 
+def eval_window(cfg) -> int:
+    """Tokens per evaluation window (and TTT sequence): eval_seq_len, or the training seq_len when that is 0."""
+    return cfg.eval_seq_len or cfg.seq_len
+
+
 def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | None = None, rank: int = 0, world: int = 1,
           device="cpu", log=None, mix: dict | None = None, **settings) -> dict:
     """Evaluate a model (neural alone, or mixed with the score-first n-gram cache, with or without score-first
@@ -1659,7 +1664,7 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
         blob = (artifact_tables or {}).get("ngram")
         prior = NGramCounts.from_bytes(blob, device) if blob else None
         mixer = NGramMixer(val_tokens.to(device), cfg.ngram_order, cfg.vocab_size, device, prior=prior, **(mix or {}))
-    length = cfg.eval_seq_len or cfg.seq_len
+    length = eval_window(cfg)
     ttt = [ScoreFirstTTT(model, val_tokens, seq_len=length, steps=cfg.ttt_steps, lr=cfg.ttt_lr,
                          lora_rank=cfg.ttt_rank, rank=rank, world=world, device=device)] if cfg.ttt_steps > 0 else []
     forward = compiled_logits(model, cfg.eval_batch_windows) if cfg.eval_compile else lambda x: model_logits(model, x)
@@ -1733,15 +1738,14 @@ def main(argv: list[str]) -> int:
     rank, world, device = setup_distributed(args.device)
     model, meta, artifact_tables, artifact_bytes = load_artifact(args.artifact)
     model = model.to(device).eval()
-    window = args.seq_len or model.cfg.eval_seq_len or model.cfg.seq_len
-    if not 1 <= (args.stride or model.cfg.eval_stride) <= window:
-        raise UsageError(f"--stride {args.stride or model.cfg.eval_stride}: must be in 1..{window} (the window length)")
     # The artifact's config (the model's typed cfg), amended by the options given here under their config names.
     settings = {key: value for key, value in dict(
         data_dir=args.data_dir, tokenizer=args.tokenizer, eval_max_tokens=args.max_tokens, eval_stride=args.stride, eval_seq_len=args.seq_len,
         eval_batch_windows=args.batch_windows, eval_compile=args.compile, ngram_order=0 if args.no_ngram else args.ngram_order,
         ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank).items() if value is not None}
     cfg = dataclasses.replace(model.cfg, eval_audit=args.audit, **settings)
+    if not 1 <= cfg.eval_stride <= eval_window(cfg):
+        raise UsageError(f"--stride {cfg.eval_stride}: must be in 1..{eval_window(cfg)} (the window length)")
     if args.generate is not None:
         print(sample_text(model, args.generate, cfg.tokenizer, seed=args.seed, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_p=args.top_p, no_repeat_ngram=args.no_repeat_ngram))

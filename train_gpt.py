@@ -240,11 +240,12 @@ RANGES = {
     "(0,1]": "egt_hard_frac", "[2,inf)": "egt_samples"}
 CHOICES = {"device": "auto cuda cpu", "compile": "auto on off", "egt_mode": "off interleaved final",
            "muon_ns_coefficients": "quintic polar_express", "train_order": "sequential shuffled"}
+BLOCK_INDICES = re.compile(r"(\d+(,\d+)*)?")  # recur_layers, value_embed_layers: as in 4,5 ('' = none)
 RELATIONS = [  # (keys, holds, what it takes)
     ("vocab_size", lambda c: c.vocab_size <= 65536, "at most 65536 (shards hold uint16 token ids)"),
     ("model_dim num_heads", lambda c: c.model_dim % (2 * c.num_heads) == 0, "model_dim = num_heads x an even head size"),
     ("num_heads num_kv_heads", lambda c: c.num_heads % c.num_kv_heads == 0, "num_heads a multiple of num_kv_heads"),
-    ("eval_stride eval_seq_len seq_len", lambda c: c.eval_stride <= (c.eval_seq_len or c.seq_len), "eval_stride within 1..the window"),
+    ("eval_stride eval_seq_len seq_len", lambda c: c.eval_stride <= eval_ngram.eval_window(c), "eval_stride within 1..the window"),
     ("train_batch_tokens seq_len", lambda c: c.train_batch_tokens % c.seq_len == 0, "whole sequences per batch"),
     ("ngram_order eval_max_tokens train_holdout_tokens", lambda c: 1 not in (c.ngram_order, c.eval_max_tokens, c.train_holdout_tokens), "each 0 or >= 2"),
     ("ngram_cache_bytes ngram_order", lambda c: not c.ngram_cache_bytes or c.ngram_order >= 2, "an n-gram order >= 2"),
@@ -254,8 +255,8 @@ RELATIONS = [  # (keys, holds, what it takes)
     ("seed", lambda c: c.seed < 2 ** 63, "a seed below 2^63"),
     ("gptq_reserve_s max_wallclock_seconds", lambda c: c.gptq_reserve_s < c.max_wallclock_seconds or not (
         c.gptq_tokens and c.max_wallclock_seconds), "with gptq_tokens, a calibration reserve within the training budget"),
-    ("recur_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.recur_layers.replace(" ", "")), "block indices as in 4,5"),
-    ("value_embed_layers", lambda c: re.fullmatch(r"(\d+(,\d+)*)?", c.value_embed_layers.replace(" ", "")), "block indices as in 9,10"),
+    ("recur_layers", lambda c: BLOCK_INDICES.fullmatch(c.recur_layers.replace(" ", "")), "block indices as in 4,5"),
+    ("value_embed_layers", lambda c: BLOCK_INDICES.fullmatch(c.value_embed_layers.replace(" ", "")), "block indices as in 9,10"),
     ("value_embed_layers num_layers layer0_attention", lambda c: len(b := block_list(c.value_embed_layers)) == len(set(b)) and all(
         (0 if c.layer0_attention else 1) <= i < c.num_layers for i in b), "distinct blocks that have attention"),
     ("train_order egt_mode egt_prompt_len egt_gen_len seq_len", lambda c: c.train_order == "sequential" or c.egt_mode == "off" or

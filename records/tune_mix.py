@@ -50,6 +50,11 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
     return grid or DEFAULT_GRID
 
 
+def defaults(cfg) -> dict[str, float]:
+    """MIX_DEFAULTS with the SETTINGS as a config has them: the row every grid is compared with."""
+    return {**MIX_DEFAULTS, **{key: getattr(cfg, key) for key in SETTINGS}}
+
+
 def combinations(grid: dict[str, list[float]], base: dict[str, float]) -> list[dict[str, float]]:
     """Every full setting of the grid (keys it leaves out as in `base`, the defaults), the defaults first and once."""
     rows = [{**base, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
@@ -136,13 +141,13 @@ def main(argv: list[str]) -> int:
     tables = eval_ngram.byte_tables(cfg.tokenizer, cfg.vocab_size)
     tokens = eval_ngram.holdout_tokens(cfg.data_dir, holdout, cfg.vocab_size)
     model = model.to(device).eval()
-    base = {**MIX_DEFAULTS, **{key: getattr(cfg, key) for key in SETTINGS}}
+    base = defaults(cfg)
     rows = tune(model, tokens, tables, artifact_tables, grid, base, device=device, eval_audit=0, **settings)
     header = (f"Mixer settings for {args.artifact} on the last {holdout} training tokens of {cfg.data_dir} "
               f"(ngram_order={cfg.ngram_order}, ttt_steps={cfg.ttt_steps}, stride={cfg.eval_stride}), best first:")
     text = table(rows, header)
-    best, artifact_base = rows[0], {**MIX_DEFAULTS, **{key: getattr(artifact_cfg, key) for key in SETTINGS}}
-    text += (f"\nbest as eval_ngram.py arguments: {arguments(best, artifact_base)}\nbest as MIX_DEFAULTS: {best['mix']}\n"
+    best = rows[0]
+    text += (f"\nbest as eval_ngram.py arguments: {arguments(best, defaults(artifact_cfg))}\nbest as MIX_DEFAULTS: {best['mix']}\n"
              f"best as config keys: {' '.join(f'{k}={v:g}' for k, v in best['settings'].items())}\n")
     print(text, end="")
     if args.out:
