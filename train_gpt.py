@@ -186,8 +186,8 @@ BASELINE_SHAPE = dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction
 PRESETS: dict[str, dict] = {
     # The defaults: 11 blocks at MLP 2.75x, XSA everywhere, LN scale, no attention in block 0, parallel lanes from
     # block 7, blocks 4,5 run twice after half the budget, Polar Express, windows in a shuffled order (the 1.1063
-    # record's ideas on our engine). One H200, eighth protocol, 300 s, first 524,288 proxy val tokens: 1.1246 bpb
-    # (1.1981 in shard order; gate_bias -6) vs 1.2059 for the 1.1194 script: records/bench/2026-12-01_eighth300s_h200.
+    # record's ideas on our engine). One H200, eighth protocol, 300 s, first 524,288 proxy val tokens, one lease: 1.1218
+    # bpb vs 1.1309 for the 1.1063 script and 1.2065 for the 1.1194 script: records/bench/2026-12-01_eighth300s_v3.
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,

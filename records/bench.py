@@ -174,7 +174,8 @@ def run_logged(cmd: list[str], env_updates: dict[str, str], cwd: str, log_path: 
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_updates}
     started, lines, timed_out = time.time(), [], threading.Event()
-    with open(log_path, "w", encoding="utf-8") as log:
+    # Line-buffered: a row cut off with the machine (a lease ending, a killed bench) leaves what it printed on disk.
+    with open(log_path, "w", encoding="utf-8", buffering=1) as log:
         log.write("$ " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env_updates.items()) + " " + shlex.join(cmd) + "\n")
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", start_new_session=True)

@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -341,6 +343,8 @@ def test_append_adds_rows_only_under_the_same_settings(setup):
 
 FAKE_EVAL = '''
 import sys
+import threading
+import time
 slow = "--no-ngram" not in sys.argv
 print(f"final val_bpb={1.0 if slow else 1.1} val_loss=2.0 eval_time_s={4.0 if slow else 2.0}")
 '''
@@ -375,3 +379,22 @@ def test_our_real_smoke_preset_and_a_peer_share_a_table(setup, byte_shards):
     assert smoke["eval_time_s"] is not None and smoke["ratio_bpb"] == pytest.approx(smoke["val_bpb"] / 1.5)
     record_line = next(line for line in log_of(table, smoke, tmp_path).splitlines() if line.startswith("record: "))
     assert not record_line.split(" ", 1)[1].startswith(REPO)  # record folders go to a temporary place, not records/
+
+
+def test_a_running_row_has_its_output_on_disk_before_it_ends(tmp_path):
+    """What a row printed is in its log while it still runs, so a bench killed mid-row (the lease ended) keeps it."""
+    release, log_path = tmp_path / "release", tmp_path / "row.log"
+    child = f"import os, time\nprint('trained steps:3125')\nwhile not os.path.exists({str(release)!r}): time.sleep(0.05)"
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(
+        out=bench.run_logged([sys.executable, "-c", child], {}, str(tmp_path), str(log_path), timeout_s=60)))
+    runner.start()
+    try:
+        deadline = time.time() + 30
+        while not (log_path.exists() and "trained steps:3125" in log_path.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        assert "trained steps:3125" in log_path.read_text()
+    finally:
+        release.touch()
+        runner.join()
+    assert result["out"][0] == 0 and result["out"][1] == ["trained steps:3125"]
