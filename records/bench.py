@@ -3,6 +3,7 @@ r"""records/bench.py: peer scripts against our presets, on the same shards, GPU,
     python records/bench.py --peer ../shared/peers/parameter-golf/baseline_train_gpt.py \
         --ours baseline --ours record --protocol wall --seconds 150 --data-dir D --tokenizer T
     python records/bench.py --eval-only ARTIFACT --data-dir D --tokenizer T
+    python records/bench.py --recover records/bench/<date>_<name> ROW.log --peer [LABEL=]SCRIPT[:ENV=V,...]
 
 A row is `--peer [LABEL=]SCRIPT[:ENV=V,...]` (a script in the public challenge's style, configured by
 environment variables) or `--ours [LABEL=]PRESET[:key=v,...]` (train_gpt.py with that preset and overrides).
@@ -11,7 +12,8 @@ exactly as it does for defaults. Rows run one after the other, in command-line o
 table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/, so a run cut
 short keeps what it measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU call).
 The first peer row that finished is the reference for the ratio columns. A row that crashes, times out or
-prints no score stays in the table as failed, with its last error line.
+prints no score stays in the table as failed, with its last error line. A row whose bench was cut off before
+writing it up (the GPU lease ended) is added to its table from its log with `--recover`, marked as recovered.
 
 Read top to bottom: protocols, row specs, running a row, reading logs, the table, eval-only, main.
 """
@@ -467,6 +469,36 @@ def save_table(table: dict, out_dir: str) -> str:
     return text
 
 
+RECOVERED = "recovered from its log by --recover: the bench was cut off before writing the row (no wall time, command or protocol notes)"
+
+
+def recover_row(table_dir: str, log_path: str, spec: RowSpec) -> dict:
+    """Append the row a cut-off bench never wrote to the table in table_dir, from what its log holds."""
+    path = os.path.join(table_dir, "table.json")
+    if not os.path.isfile(path):
+        raise UsageError(f"--recover: no table at {path}")
+    if not os.path.isfile(log_path):
+        raise UsageError(f"--recover: no log at {log_path}")
+    with open(path, encoding="utf-8") as f:
+        table = json.load(f)
+    unique_labels([spec], {row["label"] for row in table["rows"]})
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        lines = [line.rstrip("\n") for line in f]
+    name = log_file_name(len(table["rows"]) + 1, spec.label)
+    if os.path.abspath(log_path) != os.path.abspath(os.path.join(table_dir, name)):
+        shutil.copyfile(log_path, os.path.join(table_dir, name))
+    row = {"label": spec.label, "kind": spec.kind, "script": os.path.basename(spec.target) if spec.kind == "peer"
+           else "train_gpt.py", "target": spec.target, "overrides": spec.overrides, "log": name, "notes": [RECOVERED],
+           **(parse_peer_log(lines) if spec.kind == "peer" else parse_ours_log(lines))}
+    if row.get("val_bpb") is None:
+        row.update(status="failed", error="its log holds no final score line")
+    else:
+        row["status"] = "ok"
+    table["rows"].append(row)
+    print(save_table(table, table_dir), end="")
+    return table
+
+
 # ============================================================================ eval-only
 def count_val_tokens(data_dir: str) -> int:
     return sum(len(read_shard(path)) for path in find_shards(data_dir, "val"))
@@ -516,8 +548,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    metavar="[LABEL=]PRESET[:key=v,...]", help="our trainer with a preset and overrides")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="wall", help="how rows are made comparable")
     p.add_argument("--seconds", type=float, default=150.0, help="training wall-clock per row")
-    p.add_argument("--data-dir", required=True, help="folder of *_train_*.bin / *_val_*.bin shards")
-    p.add_argument("--tokenizer", required=True, help="sentencepiece .model the shards were made with, or bytes")
+    p.add_argument("--data-dir", help="folder of *_train_*.bin / *_val_*.bin shards (required but with --recover)")
+    p.add_argument("--tokenizer", help="sentencepiece .model the shards were made with, or bytes (as --data-dir)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--val-tokens", type=int, default=0, metavar="N", help="every row scores only the first N "
                    "validation tokens (0 = all): a shorter evaluation, the same for every row")
@@ -534,7 +566,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ngram-order", type=int, default=0, help="--eval-only: n-gram order (0 = the artifact's config)")
     p.add_argument("--stride", type=int, default=0, help="--eval-only: sliding-window stride (0 = the artifact's)")
     p.add_argument("--max-tokens", type=int, default=0, help="--eval-only: score only the first N val tokens (0 = all)")
+    p.add_argument("--recover", nargs=2, metavar=("TABLE_DIR", "LOG"), help="add the one --peer/--ours row a cut-off "
+                   "bench did not write to the table in TABLE_DIR, from its LOG (nothing runs)")
     args = p.parse_args(argv)
+    if args.recover:
+        if len(args.rows) != 1 or args.eval_only:
+            raise UsageError("--recover adds one row: give exactly one --peer or --ours, the row the log belongs to")
+        return args
+    if not args.data_dir or not args.tokenizer:
+        raise UsageError("--data-dir and --tokenizer are required (but with --recover)")
     if args.eval_only and args.rows:
         raise UsageError("--eval-only benchmarks evaluation alone; drop --peer/--ours or run them in another call")
     if not args.eval_only and not args.rows:
@@ -613,6 +653,8 @@ def open_table(args, settings: dict) -> tuple[dict, str]:
 
 def main(argv: list[str]) -> dict:
     args = parse_args(argv)
+    if args.recover:
+        return recover_row(*args.recover, parse_row_spec(*args.rows[0]))
     if not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir} is not a folder; make shards with data/export.py or data/fineweb.py")
     if args.tokenizer != "bytes" and not os.path.isfile(args.tokenizer):

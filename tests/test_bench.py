@@ -343,8 +343,6 @@ def test_append_adds_rows_only_under_the_same_settings(setup):
 
 FAKE_EVAL = '''
 import sys
-import threading
-import time
 slow = "--no-ngram" not in sys.argv
 print(f"final val_bpb={1.0 if slow else 1.1} val_loss=2.0 eval_time_s={4.0 if slow else 2.0}")
 '''
@@ -398,3 +396,29 @@ def test_a_running_row_has_its_output_on_disk_before_it_ends(tmp_path):
         release.touch()
         runner.join()
     assert result["out"][0] == 0 and result["out"][1] == ["trained steps:3125"]
+
+
+def test_recover_adds_the_row_a_cut_off_bench_never_wrote_from_its_log(setup, tmp_path):
+    tmp_path, common = setup
+    table = bench.main(["--peer", str(tmp_path / "peer.py"), "--name", "r", *common()])
+    folder = tmp_path / "bench" / f"{table['date']}_r"
+    tail = tmp_path / "tail.txt"  # what a device call returned of the log: no step lines, the final ones
+    tail.write_text("# transcribed\nTotal submission size int6+brotli: 15703779 bytes\n"
+                    "final_int6_sliding_window val_loss:1.7676 val_bpb:1.1309 stride:64 eval_time:30892ms\n"
+                    "final_int6_sliding_window_exact val_loss:1.76759875 val_bpb:1.13093160\n")
+    table = bench.main(["--recover", str(folder), str(tail), "--peer", f"late={tmp_path / 'peer.py'}:GPTQ_CALIB_SAMPLES=16"])
+    peer, late = table["rows"]
+    assert (late["status"], late["val_bpb"], late["artifact_bytes"], late["eval_time_s"]) == ("ok", 1.1309316, 15703779, 30.892)
+    assert late["overrides"] == {"GPTQ_CALIB_SAMPLES": "16"} and late.get("ms_step") is None
+    assert late["ratio_bpb"] == pytest.approx(1.1309316 / 1.5)
+    assert (folder / late["log"]).read_text() == tail.read_text()
+    md = (folder / "table.md").read_text()
+    assert "| late |" in md and "recovered from its log" in md and "1.1309" in md
+    # a log without a score is a failed row; a missing table or two rows are user errors
+    (tmp_path / "empty.log").write_text("step:10/20000 train_time:1000ms step_avg:100.00ms\n")
+    failed = bench.main(["--recover", str(folder), str(tmp_path / "empty.log"), "--peer", str(tmp_path / "peer.py")])
+    assert failed["rows"][-1]["status"] == "failed" and failed["rows"][-1]["ms_step"] == 100.0
+    with pytest.raises(bench.UsageError, match="no table"):
+        bench.main(["--recover", str(tmp_path), str(tail), "--ours", "record"])
+    with pytest.raises(bench.UsageError, match="exactly one"):
+        bench.main(["--recover", str(folder), str(tail), "--ours", "record", "--ours", "smoke"])
