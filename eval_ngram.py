@@ -1449,6 +1449,44 @@ def all_reduce_(tensors: list[torch.Tensor], world: int, average: bool = False) 
         t.copy_(reduced.view_as(t))
 
 
+def all_reduce_max(value: float, world: int, device) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor(value, device=device, dtype=torch.float64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return t.item()
+
+
+class AgreedClock:
+    """Training seconds as all ranks agree (the max of their clocks), so schedule and stop match on every rank.
+    Reading an all-reduce each step would make the host wait for the GPU each step (the GPU idles while the next
+    batch is read), so each step's all-reduce is read one step later, on CUDA through a pinned copy and an event,
+    and extrapolated by the last step's time."""
+
+    def __init__(self, world: int, device):
+        self.world, self.device, self.cuda, self.sent, self.last = world, device, torch.device(device).type == "cuda", None, None
+        if self.cuda and world > 1:
+            self.host, self.done = torch.zeros((), dtype=torch.float64).pin_memory(), torch.cuda.Event()
+
+    def __call__(self, local: float) -> float:
+        if self.world == 1:
+            return local
+        if self.sent is None:  # the first reading: one agreement that waits
+            agreed = all_reduce_max(local, self.world, self.device)
+        elif self.cuda:
+            self.done.synchronize()  # the copy queued after last step's all-reduce, before that step's kernels
+            agreed = self.host.item()
+        else:
+            agreed = self.sent.item()
+        self.sent = torch.full((), local, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(self.sent, op=torch.distributed.ReduceOp.MAX)
+        if self.cuda:
+            self.host.copy_(self.sent, non_blocking=True)
+            self.done.record()
+        step, self.last = agreed - (agreed if self.last is None else self.last), agreed
+        return agreed + step
+
+
 class ScoreFirstTTT:
     """A learner for evaluate(): after each chunk of validation targets has been scored, the model's LoRA adapters
     take `steps` Adam steps on that chunk, so no token is ever scored by a model that has trained on it.

@@ -757,11 +757,17 @@ def is_embedding(name: str) -> bool:
     return "tok_emb" in name or "table" in name
 
 
+def is_gain(name: str, p: Tensor) -> bool:
+    """Per-channel gains and mixes (the U-Net skip weights are [skips, width] but gains too): AdamW without decay."""
+    return p.ndim < 2 or name == "skip_weights"
+
+
 def build_optimizers(model: GPT, cfg: Config, rank: int, world: int) -> list[torch.optim.Optimizer]:
-    matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and p.requires_grad and not is_embedding(n)]
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    matrices = [p for n, p in trained if not is_gain(n, p) and not is_embedding(n)]
     lora = {id(p) for p in model.lora_parameters()}
-    embeddings = [p for n, p in model.named_parameters() if p.requires_grad and is_embedding(n)]
-    scalars = [p for p in model.parameters() if p.ndim < 2 and p.requires_grad]
+    embeddings = [p for n, p in trained if is_embedding(n)]
+    scalars = [p for n, p in trained if is_gain(n, p)]
     fused = next(model.parameters()).is_cuda
     adam = torch.optim.AdamW([dict(params=embeddings, lr=cfg.embed_lr, base_lr=cfg.embed_lr, weight_decay=cfg.adam_wd),
                               dict(params=scalars, lr=cfg.scalar_lr, base_lr=cfg.scalar_lr, weight_decay=0.0)],
@@ -1031,7 +1037,7 @@ class EGT:
     def phase(self, stream: eval_ngram.TrainStream, ema: EMA | None, step: int) -> None:
         started = time.perf_counter()
         stats = dict(step=step, **self.wake(stream))
-        if all_reduce_max(-len(self.buffer), self.world, self.device) < 0:  # every rank has something to replay
+        if eval_ngram.all_reduce_max(-len(self.buffer), self.world, self.device) < 0:  # every rank has something to replay
             self.sleep(ema)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -1043,9 +1049,9 @@ class EGT:
         """After the main steps: the model becomes its EMA, then phases run until egt_final_frac of the budget is spent."""
         if ema is not None:
             ema.copy_to(self.model)
-        deadline = all_reduce_max(time.perf_counter() - t0, self.world, self.device) / main_share
+        deadline = eval_ngram.all_reduce_max(time.perf_counter() - t0, self.world, self.device) / main_share
         self.phase(stream, ema, step)
-        while all_reduce_max(time.perf_counter() - t0, self.world, self.device) < deadline:
+        while eval_ngram.all_reduce_max(time.perf_counter() - t0, self.world, self.device) < deadline:
             self.phase(stream, ema, step)
 
     def finish(self) -> dict:
@@ -1061,14 +1067,6 @@ def accumulation_steps(cfg: Config, world: int) -> int:
         raise ConfigError(f"train_batch_tokens={cfg.train_batch_tokens} must split into {world} ranks x {accum} "
                           f"micro-steps of whole {cfg.seq_len}-token sequences")
     return accum
-
-
-def all_reduce_max(value: float, world: int, device) -> float:
-    if world == 1:
-        return value
-    t = torch.tensor(value, device=device, dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item()
 
 
 # ============================================================================ resuming from a checkpoint
@@ -1194,7 +1192,7 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
     # ---- rolling checkpoints (with a checkpoint_dir): resume, save every checkpoint_every_s of training, leave one on a halt
     resumed = eval_ngram.load_checkpoint(cfg, checkpoint_dir, rank, log) if cfg.resume else None
     resumed_step = resumed["step"] if resumed else -1
-    if world > 1 and all_reduce_max(resumed_step, world, device) != -all_reduce_max(-resumed_step, world, device):
+    if world > 1 and eval_ngram.all_reduce_max(resumed_step, world, device) != -eval_ngram.all_reduce_max(-resumed_step, world, device):
         raise eval_ngram.DataError("ranks found checkpoints of different steps; pass resume=PATH of one they all have")
     if resumed:
         restore_checkpoint(resumed, model, ema, optimizers, stream)
@@ -1224,7 +1222,7 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
     first_nonfinite = torch.zeros((), dtype=torch.long, device=device)
 
     def stop_if_diverged(stream_state: dict) -> None:
-        bad = int(all_reduce_max(first_nonfinite.item(), world, device))
+        bad = int(eval_ngram.all_reduce_max(first_nonfinite.item(), world, device))
         if bad:
             halt(FloatingPointError(f"train loss was not finite, first at step {bad}"), stream_state)
 
@@ -1233,8 +1231,9 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
         torch.cuda.reset_peak_memory_stats()
     t0, resumed_time, flops_done = time.perf_counter() - train_time, train_time, 0.0  # MFU: this process's steps
     budget = cfg.max_wallclock_seconds - (cfg.gptq_reserve_s if cfg.gptq_tokens and cfg.max_wallclock_seconds else 0.0)
+    agreed_seconds = eval_ngram.AgreedClock(world, device)
     while True:
-        elapsed = all_reduce_max(time.perf_counter() - t0, world, device)
+        elapsed = agreed_seconds(time.perf_counter() - t0)
         progress = max(step / cfg.iterations, elapsed / budget if budget > 0 else 0.0) / main_share
         if checkpoint_dir and cfg.checkpoint_every_s > 0 and step != saved_step and (
                 progress >= 1.0 or elapsed - saved_at >= cfg.checkpoint_every_s):
