@@ -260,10 +260,7 @@ class TrainStream:
                 tokens = self._read_window(*places[w])
                 rows += [tokens[i * seq_len:(i + 1) * seq_len + 1] for i in range(per_window)
                          if rank * n <= w * per_window + i < (rank + 1) * n]
-        mine = torch.from_numpy(np.stack(rows).astype(np.int32))
-        if torch.device(device).type == "cuda":  # a copy from pageable memory would wait for the GPU to drain: pin it, copy async
-            mine = mine.pin_memory().to(device, non_blocking=True)
-        mine = mine.long()
+        mine = host_to_device(np.stack(rows).astype(np.int32), device).long()
         return mine[:, :-1].contiguous(), mine[:, 1:].contiguous()
 
     def state(self) -> dict:
@@ -365,8 +362,15 @@ def byte_tables(tokenizer: str, vocab_size: int) -> tuple[torch.Tensor, torch.Te
 
 def target_bytes(prev: torch.Tensor, target: torch.Tensor, tables) -> torch.Tensor:
     """UTF-8 bytes that each target token adds to the text, given the token before it."""
-    base, space, boundary = (t.to(target.device) for t in tables)
+    base, space, boundary = (t.to(target.device) for t in tables)  # a no-op for tables already on that device
     return base[target] + (space[target] & ~boundary[prev]).long()
+
+
+def host_to_device(array: np.ndarray, device) -> torch.Tensor:
+    """A host array on the device without waiting for the GPU: on CUDA pinned, then copied asynchronously (a copy
+    from pageable memory would first wait for everything queued on the GPU)."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    return t.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else t.to(device)
 
 
 # ---------------------------------------------------------------- artifact packing
@@ -940,9 +944,10 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
     """
     windows = sliding_windows(tokens.numel(), seq_len, stride)
     chunks = score_chunks(windows, chunk_tokens)
-    tokens_dev = tokens.to(device)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # nll, bytes, targets
-    audit_stats = torch.zeros(3, dtype=torch.float64, device=device)  # max |sum p - 1|, max mismatch, positions
+    tokens_dev, tables = tokens.to(device), tuple(t.to(device) for t in tables)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # nll, bytes
+    audit_stats = torch.zeros(2, dtype=torch.float64, device=device)  # max |sum p - 1|, max mismatch
+    n_targets, n_audited = 0, 0
     audit_every = max(1, (tokens.numel() - 1) // audit) if audit else 0
     length = min(seq_len, tokens.numel() - 1)
     offsets = torch.arange(length + 1, device=device)  # window j reads tokens[start + j]
@@ -951,44 +956,47 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
         mine = chunk[rank::world]
         for b in range(0, len(mine), batch_windows):
             batch = mine[b:b + batch_windows]
-            starts = torch.tensor([w[0] for w in batch], device=device)
+            # Which logits score which targets is known on the host: no device-side masks, no syncs per batch.
+            # Window i predicts target p (lo <= p < hi) from its row i, column p - start - 1.
+            row = np.concatenate([np.full(hi - lo, i) for i, (_, lo, hi) in enumerate(batch)])
+            places = np.concatenate([np.arange(lo, hi) for _, lo, hi in batch])
+            starts_host = np.array([start for start, _, _ in batch])
+            starts, positions, flat = host_to_device(np.concatenate(
+                [starts_host, places, row * length + places - starts_host[row] - 1]), device).split([len(batch), places.size, places.size])
             grid = tokens_dev[starts[:, None] + offsets]
             logits, aux = forward_logits(grid[:, :-1])
-            keep = torch.zeros(len(batch), length, dtype=torch.bool, device=device)
-            for i, (start, lo, hi) in enumerate(batch):
-                keep[i, lo - start - 1:hi - start - 1] = True
-            positions = (starts[:, None] + offsets[1:])[keep]
-            flat_logits, flat_aux = logits[keep].float(), {k: v[keep].float() for k, v in aux.items()}
+            flat_logits = logits.flatten(0, 1).index_select(0, flat).float()
+            flat_aux = {k: v.flatten(0, 1).index_select(0, flat).float() for k, v in aux.items()}
             targets = tokens_dev[positions]
             if mixer is None:
                 nll = torch.nn.functional.cross_entropy(flat_logits, targets, reduction="none")
             else:
                 nll = mixer.nll(flat_logits, targets, positions, flat_aux)
-            if audit_every:
-                picked = positions % audit_every == 0
-                if picked.any():
-                    picked_logits = flat_logits[picked]
-                    distribution = (torch.softmax(picked_logits.double(), -1) if mixer is None else mixer.mixed_distribution(
-                        picked_logits, positions[picked], {k: v[picked] for k, v in flat_aux.items()}))
-                    audit_stats[:2] = torch.maximum(audit_stats[:2], audit_errors(distribution, targets[picked], nll[picked]))
-                    audit_stats[2] += int(picked.sum())
-            sums += torch.stack([nll.sum().double(), target_bytes(tokens_dev[positions - 1], targets, tables).sum().double(),
-                                 torch.tensor(float(targets.numel()), dtype=torch.float64, device=device)])
+            picked_host = np.flatnonzero(places % audit_every == 0) if audit_every else places[:0]
+            if picked_host.size:
+                picked = host_to_device(picked_host, device)
+                picked_logits = flat_logits[picked]
+                distribution = (torch.softmax(picked_logits.double(), -1) if mixer is None else mixer.mixed_distribution(
+                    picked_logits, positions[picked], {k: v[picked] for k, v in flat_aux.items()}))
+                audit_stats = torch.maximum(audit_stats, audit_errors(distribution, targets[picked], nll[picked]))
+                n_audited += picked_host.size
+            sums += torch.stack([nll.sum().double(), target_bytes(tokens_dev[positions - 1], targets, tables).sum().double()])
+            n_targets += places.size
         lo, hi = chunk[0][1], chunk[-1][2]
         if chunk_index < len(chunks) - 1:  # nothing is scored after the last chunk: learning from it is waste
             for learner in ([mixer] if mixer is not None else []) + list(learners):
                 learner.observe(lo, hi)
         if log and (chunk_index + 1) % max(1, len(chunks) // 10) == 0:
             log(f"eval chunk={chunk_index + 1}/{len(chunks)} scored_to={hi} elapsed_s={time.perf_counter() - started:.1f}")
+    sums = torch.cat([sums, torch.tensor([n_targets, n_audited], dtype=torch.float64, device=device)])
     if world > 1:
         torch.distributed.all_reduce(sums)
-        torch.distributed.all_reduce(audit_stats[2:])
-        torch.distributed.all_reduce(audit_stats[:2], op=torch.distributed.ReduceOp.MAX)
-    nll, n_bytes, n_targets = sums.tolist()
+        torch.distributed.all_reduce(audit_stats, op=torch.distributed.ReduceOp.MAX)
+    nll, n_bytes, n_targets, n_audited = sums.tolist()
     return {"val_loss": nll / n_targets, "val_bpb": nll / math.log(2) / n_bytes, "targets": int(n_targets),
             "bytes": int(n_bytes), "eval_time_s": time.perf_counter() - started,
             "audit_max_err": audit_stats[0].item(), "audit_max_mismatch": audit_stats[1].item(),
-            "audit_count": int(audit_stats[2].item())}
+            "audit_count": int(n_audited)}
 
 
 def audit_errors(distribution: torch.Tensor, targets: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
