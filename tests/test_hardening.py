@@ -2,10 +2,8 @@
 config values are checked up front; data before the first step; a non-finite loss or score never becomes a record and
 the audit catches a scorer that peeks; files are written whole or not at all and trained weights survive a failed
 write; a hostile artifact header is refused before a model is built; eval_ngram.py refuses an over-cap artifact."""
-import json
 import lzma
 import os
-import struct
 import subprocess
 import sys
 import zlib
@@ -15,6 +13,7 @@ import torch
 
 import eval_ngram
 import train_gpt
+from artifacts import stored_header, with_header
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "num_heads=2", "num_kv_heads=1",
@@ -232,15 +231,6 @@ def packed():
     return train_gpt.pack_model(train_gpt.GPT(cfg), cfg, {"train_time_s": 0.0})
 
 
-def with_header(blob, change):
-    start = len(eval_ngram.ARTIFACT_MAGIC) + 4
-    (length,) = struct.unpack("<I", blob[len(eval_ngram.ARTIFACT_MAGIC):start])
-    header = json.loads(blob[start:start + length])
-    change(header)
-    text = json.dumps(header).encode()
-    return eval_ngram.ARTIFACT_MAGIC + struct.pack("<I", len(text)) + text + blob[start + length:]
-
-
 def set_in(path, value):
     def change(header):
         *parents, last = path
@@ -278,7 +268,6 @@ def test_a_stream_one_byte_over_the_payload_cannot_unbound_the_next_one(monkeypa
     header = {"format": eval_ngram.ARTIFACT_FORMAT, "meta": {"config": {}}, "payload_raw": 8, "tables": {},
               "tensors": [{"name": "w", "shape": [4], "kind": "fp16", "offset": 0, "nbytes": 8}],
               "payload_streams": [["lzma", len(first)], ["huffman", len(bomb)]]}
-    text = json.dumps(header).encode()
     inflated, decompress = [], eval_ngram.decompress_stream
 
     def counted(*args):
@@ -287,7 +276,7 @@ def test_a_stream_one_byte_over_the_payload_cannot_unbound_the_next_one(monkeypa
         return piece
     monkeypatch.setattr(eval_ngram, "decompress_stream", counted)
     with pytest.raises(eval_ngram.ArtifactError):
-        eval_ngram.unpack_artifact(eval_ngram.ARTIFACT_MAGIC + struct.pack("<I", len(text)) + text + first + bomb)
+        eval_ngram.unpack_artifact(stored_header(header) + first + bomb)
     assert inflated == [9]  # the bomb's stream stopped at its 1-byte bound, an error before any more was inflated
 
 

@@ -226,16 +226,27 @@ def test_two_ranks_measure_the_same_packing_loss_as_one(byte_shards, tmp_path):
 def test_the_artifact_size_adds_up_by_hand():
     state = {"m": torch.randn(70, 1000), "v": torch.randn(9)}
     blob = eval_ngram.pack_artifact(state, {"k": 1}, {"m": 5})
+    header, payload_at = eval_ngram.read_header(blob)
     header_len = struct.unpack("<I", blob[6:10])[0]
-    header = json.loads(blob[10:10 + header_len])
-    raw = 70 * 1000 + 2 * 70 + 2 * 9  # int8 levels + one fp16 scale per row, then the fp16 vector
-    assert header["payload_raw"] == raw and [t["nbytes"] for t in header["tensors"]] == [70 * 1000 + 2 * 70, 2 * 9]
-    assert len(blob) == len(eval_ngram.ARTIFACT_MAGIC) + 4 + header_len + sum(n for _, n in header["payload_streams"])
+    assert payload_at == 10 + header_len and header_len < len(json.dumps(header))  # the header is stored LZMA'd
+    # the levels section (int8 levels), then the side section (one fp16 scale per row, then the fp16 vector)
+    assert header["payload_raw"] == 70 * 1000 + 2 * 70 + 2 * 9
+    assert [(t["offset"], t["nbytes"]) for t in header["tensors"]] == [(0, 70 * 1000), (70 * 1000 + 2 * 70, 2 * 9)]
+    assert header["tensors"][0]["scale_offset"] == 70 * 1000
+    assert len(blob) == payload_at + sum(n for _, n in header["payload_streams"])
     q, scale = eval_ngram.quantize_rows(state["m"], 5)
-    payload = q.numpy().tobytes() + scale.numpy().tobytes() + state["v"].half().numpy().tobytes()
+    levels, side = q.numpy().tobytes(), scale.numpy().tobytes() + state["v"].half().numpy().tobytes()
     huffman = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-    assert header["payload_streams"] == [["huffman", len(huffman.compress(payload) + huffman.flush())]]
-    assert header["payload_streams"][0][1] < 0.98 * len(lzma.compress(payload, preset=9))  # the Huffman stage wins
+    side_codec, side_stream = eval_ngram.compress_stream(side)
+    assert header["payload_streams"] == [["huffman", len(huffman.compress(levels) + huffman.flush())],
+                                         [side_codec, len(side_stream)]]
+    assert header["payload_streams"][0][1] < 0.98 * len(lzma.compress(levels, preset=9))  # the Huffman stage wins
+
+
+def test_an_artifact_of_an_older_format_names_its_format_and_what_to_use():
+    text = json.dumps({"format": 3, "meta": {}}).encode()
+    with pytest.raises(eval_ngram.ArtifactError, match="artifact format 3 is not 4: older code packed it"):
+        eval_ngram.unpack_artifact(eval_ngram.ARTIFACT_MAGIC + struct.pack("<I", len(text)) + text)
 
 
 def test_each_stream_keeps_the_smaller_codec_and_unpacks_exactly():

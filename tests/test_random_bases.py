@@ -1,10 +1,8 @@
 """Random bases: frozen orthogonal matrices regenerated from 8-byte seeds, bit for bit in any process, never packed;
 only LoRA adapters, per-row scales and the other trained tensors reach the artifact."""
 import hashlib
-import json
 import os
 import re
-import struct
 import subprocess
 import sys
 
@@ -16,6 +14,7 @@ import eval_ngram
 import train_gpt
 from eval_ngram import UsageError, semi_orthogonal
 from train_gpt import GPT, ConfigError, resolve_config
+from artifacts import with_header
 
 RECORD_SHAPES = [(512, 512), (256, 512), (1536, 512), (512, 1536)]  # q/proj, k/v, mlp fc, mlp proj of the record model
 TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "model_dim=64", "num_heads=4", "num_kv_heads=2",
@@ -82,16 +81,10 @@ def test_training_moves_adapters_and_scales_never_bases():
     assert all(not torch.equal(p, adapters[n]) for n, p in model.named_parameters() if n in adapters)
 
 
-def artifact_header(blob: bytes) -> dict:
-    (length,) = struct.unpack("<I", blob[len(eval_ngram.ARTIFACT_MAGIC):len(eval_ngram.ARTIFACT_MAGIC) + 4])
-    start = len(eval_ngram.ARTIFACT_MAGIC) + 4
-    return json.loads(blob[start:start + length])
-
-
 def test_artifact_holds_seeds_adapters_scales_and_no_basis():
     model = tiny_model()
     blob = train_gpt.pack_model(model, model.cfg, {"train_time_s": 0.0})
-    header = artifact_header(blob)
+    header = eval_ngram.read_header(blob)[0]
     names = {t["name"] for t in header["tensors"]}
     assert len(model.basis_seeds) == 12 and header["meta"]["basis_seeds"] == model.basis_seeds
     assert all(0 <= seed < 2**63 for seed in model.basis_seeds.values())  # 8 bytes each
@@ -103,7 +96,7 @@ def test_artifact_holds_seeds_adapters_scales_and_no_basis():
     assert int(parts["adapters"]) + int(parts["row_scales"]) + int(parts["other"]) == header["payload_raw"]
     assert parts["frozen_bases"] == "0"
     dense = GPT(resolve_config("random_bases", TINY + ["random_bases="])[0])
-    dense_raw = artifact_header(train_gpt.pack_model(dense, dense.cfg, {"train_time_s": 0.0}))["payload_raw"]
+    dense_raw = eval_ngram.read_header(train_gpt.pack_model(dense, dense.cfg, {"train_time_s": 0.0}))[0]["payload_raw"]
     assert header["payload_raw"] < dense_raw - frozen_weights  # the bases' bytes are gone, not just compressed
 
 
@@ -134,13 +127,8 @@ def test_a_changed_basis_is_refused_at_load():
 def test_a_changed_basis_is_one_clear_error_line_from_the_command_line(tmp_path):
     # eval_ngram.py runs as __main__ and train_gpt imports eval_ngram: both must see one ArtifactError class
     blob = train_gpt.pack_model(tiny_model(), tiny_model().cfg, {"train_time_s": 0.0})
-    header = artifact_header(blob)
-    header["meta"]["basis_sha256"] = "0" * 64
-    start = len(eval_ngram.ARTIFACT_MAGIC) + 4
-    (length,) = struct.unpack("<I", blob[start - 4:start])
-    text = json.dumps(header).encode()
     path = tmp_path / "artifact.pgolf"
-    path.write_bytes(eval_ngram.ARTIFACT_MAGIC + struct.pack("<I", len(text)) + text + blob[start + length:])
+    path.write_bytes(with_header(blob, lambda header: header["meta"].__setitem__("basis_sha256", "0" * 64)))
     child = subprocess.run([sys.executable, os.path.join(REPO, "eval_ngram.py"), str(path), "--device", "cpu"],
                            capture_output=True, text=True)
     assert child.returncode == 2, child.stderr

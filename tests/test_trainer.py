@@ -424,12 +424,12 @@ def test_the_payload_is_several_lzma_streams_that_unpack_to_the_same_tensors(mon
     whole = eval_ngram.unpack_artifact(train_gpt.pack_model(model, cfg, {"train_time_s": 0.0}))[0]
     monkeypatch.setattr(eval_ngram, "LZMA_CHUNK", 4096)
     blob = train_gpt.pack_model(model, cfg, {"train_time_s": 0.0})
-    header_len = int.from_bytes(blob[len(eval_ngram.ARTIFACT_MAGIC):len(eval_ngram.ARTIFACT_MAGIC) + 4], "little")
-    streams = [n for _, n in json.loads(blob[len(eval_ngram.ARTIFACT_MAGIC) + 4:][:header_len])["payload_streams"]]
+    header, payload_at = eval_ngram.read_header(blob)
+    streams = [n for _, n in header["payload_streams"]]
     assert len(streams) > 3
     chunked = eval_ngram.unpack_artifact(blob)[0]
     assert chunked.keys() == whole.keys() and all(torch.equal(chunked[n], whole[n]) for n in whole)
-    second = len(eval_ngram.ARTIFACT_MAGIC) + 4 + header_len + streams[0] + streams[1] // 2  # inside stream 2
+    second = payload_at + streams[0] + streams[1] // 2  # inside stream 2
     damaged = blob[:second] + bytes(b ^ 0xFF for b in blob[second:second + 16]) + blob[second + 16:]
     with pytest.raises(eval_ngram.ArtifactError, match="payload"):
         eval_ngram.unpack_artifact(damaged)
