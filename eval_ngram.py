@@ -852,7 +852,8 @@ def write_record(folder: str, cfg, preset: str, result: dict, facts: dict, hardw
                   "val_loss": result["val_loss"], "val_bpb": result["val_bpb"], "bytes_total": result["bytes_total"],
                   "bytes_code": result["bytes_code"], "config": dataclasses.asdict(cfg), "preset": preset,
                   "hardware": hardware, "seed": cfg.seed, "train_time_s": facts["train_time_s"],
-                  "eval_time_s": result["eval_time_s"], "steps": facts["steps"], "tokens_per_s": facts["tok_s"],
+                  "eval_time_s": result["eval_time_s"], "eval_budget_steps": result.get("budget_steps", []),
+                  "steps": facts["steps"], "tokens_per_s": facts["tok_s"],
                   "peak_mem_mib": facts["peak_mem_mib"], "mfu": facts["mfu"], "ngram_order": cfg.ngram_order,
                   "packing_loss": facts["packing_loss"],  # held-out training text, network alone
                   "egt": facts["egt"]}  # wake/sleep history (critic accuracy, fraction in band, time) or None
@@ -963,16 +964,20 @@ def score_chunks(windows, chunk_tokens: int) -> list[list[tuple[int, int, int]]]
 @torch.no_grad()
 def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride: int, *, batch_windows: int,
              chunk_tokens: int, mixer=None, learners=(), audit: int = 0, rank: int = 0, world: int = 1,
-             device="cpu", log=None) -> dict:
+             device="cpu", log=None, budget_s: float = 0.0, clock=time.perf_counter) -> dict:
     """Score every target of `tokens` with sliding windows; returns val_loss (nats/token) and val_bpb.
 
     forward_logits(x[B, L]) -> (logits[B, L, V], aux{name: [B, L]}). Validation is walked in chunks: each chunk
     is scored by all ranks (window i of the chunk on rank i % world) before `mixer.observe` and every learner's
     `observe(start, end)` may learn from it, so nothing is ever scored by something that has seen it.
     audit=K checks that the full scoring distribution sums to 1 at about K evenly spaced positions.
+    budget_s > 0: when the time so far plus the rest at the last chunk's pace would pass budget_s (the challenge
+    allows 600 s), the rest is scored cheaper: first without the learners (the mixer stays), then at twice the
+    stride, again as needed (less context per target; every target is still scored once). Each step is logged
+    and listed in the result's "budget_steps".
     """
-    windows = sliding_windows(tokens.numel(), seq_len, stride)
-    chunks = score_chunks(windows, chunk_tokens)
+    chunks = score_chunks(sliding_windows(tokens.numel(), seq_len, stride), chunk_tokens)
+    learners, budget_steps = list(learners), []
     tokens_dev, tables = tokens.to(device), tuple(t.to(device) for t in tables)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # nll, bytes
     audit_stats = torch.zeros(2, dtype=torch.float64, device=device)  # max |sum p - 1|, max mismatch
@@ -980,8 +985,11 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
     audit_every = max(1, (tokens.numel() - 1) // audit) if audit else 0
     length = min(seq_len, tokens.numel() - 1)
     offsets = torch.arange(length + 1, device=device)  # window j reads tokens[start + j]
-    started = time.perf_counter()
-    for chunk_index, chunk in enumerate(chunks):
+    started = chunk_started = clock()
+    chunk_index = -1
+    while chunk_index + 1 < len(chunks):
+        chunk_index += 1
+        chunk = chunks[chunk_index]
         mine = chunk[rank::world]
         for b in range(0, len(mine), batch_windows):
             batch = mine[b:b + batch_windows]
@@ -1013,17 +1021,32 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
             n_targets += places.size
         lo, hi = chunk[0][1], chunk[-1][2]
         if chunk_index < len(chunks) - 1:  # nothing is scored after the last chunk: learning from it is waste
-            for learner in ([mixer] if mixer is not None else []) + list(learners):
+            for learner in ([mixer] if mixer is not None else []) + learners:
                 learner.observe(lo, hi)
         if log and (chunk_index + 1) % max(1, len(chunks) // 10) == 0:
-            log(f"eval chunk={chunk_index + 1}/{len(chunks)} scored_to={hi} elapsed_s={time.perf_counter() - started:.1f}")
+            log(f"eval chunk={chunk_index + 1}/{len(chunks)} scored_to={hi} elapsed_s={clock() - started:.1f}")
+        now = clock()
+        if budget_s > 0 and chunk_index > 0 and hi < tokens.numel():  # the first chunk's pace holds compilation
+            elapsed, pace = (all_reduce_max(v, world, device) for v in (now - started, (now - chunk_started) / (hi - lo)))
+            projected = elapsed + pace * (tokens.numel() - hi)
+            if projected > budget_s and (learners or stride < length):
+                if learners:
+                    learners, step = [], "learners stopped"
+                else:
+                    stride = min(length, 2 * stride)
+                    tail = [(start, max(w_lo, hi), w_hi) for start, w_lo, w_hi in sliding_windows(tokens.numel(), seq_len, stride) if w_hi > hi]
+                    chunks, step = chunks[:chunk_index + 1] + score_chunks(tail, chunk_tokens), f"stride {stride}"
+                budget_steps.append(f"{step} from target {hi} (projected {projected:.0f} s > eval_budget_s {budget_s:g})")
+                if log:
+                    log(f"eval budget: {budget_steps[-1]}")
+        chunk_started = now
     sums = torch.cat([sums, torch.tensor([n_targets, n_audited], dtype=torch.float64, device=device)])
     if world > 1:
         torch.distributed.all_reduce(sums)
         torch.distributed.all_reduce(audit_stats, op=torch.distributed.ReduceOp.MAX)
     nll, n_bytes, n_targets, n_audited = sums.tolist()
     return {"val_loss": nll / n_targets, "val_bpb": nll / math.log(2) / n_bytes, "targets": int(n_targets),
-            "bytes": int(n_bytes), "eval_time_s": time.perf_counter() - started,
+            "bytes": int(n_bytes), "eval_time_s": clock() - started, "budget_steps": budget_steps,
             "audit_max_err": audit_stats[0].item(), "audit_max_mismatch": audit_stats[1].item(),
             "audit_count": int(n_audited)}
 
@@ -1743,7 +1766,7 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
     ttt = [ScoreFirstTTT(model, val_tokens, seq_len=length, steps=cfg.ttt_steps, lr=cfg.ttt_lr,
                          lora_rank=cfg.ttt_rank, rank=rank, world=world, device=device)] if cfg.ttt_steps > 0 else []
     forward = compiled_logits(model, cfg.eval_batch_windows) if cfg.eval_compile else lambda x: model_logits(model, x)
-    result = evaluate(forward, val_tokens, tables, length, cfg.eval_stride,
+    result = evaluate(forward, val_tokens, tables, length, cfg.eval_stride, budget_s=cfg.eval_budget_s,
                       batch_windows=cfg.eval_batch_windows, chunk_tokens=cfg.eval_chunk_tokens, mixer=mixer,
                       learners=ttt, audit=cfg.eval_audit, rank=rank, world=world, device=device, log=log)
     if ttt:
@@ -1787,6 +1810,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-windows", type=int, help="windows per forward (default: the artifact's eval_batch_windows)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="the forward as one compiled graph "
                         "(default: the artifact's eval_compile)")
+    parser.add_argument("--budget", type=float, metavar="S", help="seconds the evaluation must end within; on pace to "
+                        "pass them, the rest is scored without TTT, then at 2x the stride (default: the artifact's "
+                        "eval_budget_s; 0 = never)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--ttt-steps", type=int, help="score-first test-time training steps per chunk (default: the "
                         "artifact's ttt_steps; 0 = off)")
@@ -1803,7 +1829,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     ranges = {"top_p": "(0,1]", "temperature": "[0,inf)", "audit": "[0,inf)", "max_tokens": "[0,inf)", "seed": "[0,inf)",
               "batch_windows": "[1,inf)", "max_new_tokens": "[0,inf)", "no_repeat_ngram": "[0,inf)", "ngram_order": "[0,inf)",
-              "ttt_steps": "[0,inf)", "ttt_rank": "[1,inf)", "ttt_lr": "[0,inf)", "stride": "[1,inf)", "seq_len": "[1,inf)"}
+              "ttt_steps": "[0,inf)", "ttt_rank": "[1,inf)", "ttt_lr": "[0,inf)", "stride": "[1,inf)", "seq_len": "[1,inf)",
+              "budget": "[0,inf)"}
     for name, spec in ranges.items():
         value = getattr(args, name)
         if value is not None and not in_interval(value, spec):
@@ -1817,7 +1844,7 @@ def main(argv: list[str]) -> int:
     settings = {key: value for key, value in dict(
         data_dir=args.data_dir, tokenizer=args.tokenizer, eval_max_tokens=args.max_tokens, eval_stride=args.stride, eval_seq_len=args.seq_len,
         eval_batch_windows=args.batch_windows, eval_compile=args.compile, ngram_order=0 if args.no_ngram else args.ngram_order,
-        ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank).items() if value is not None}
+        ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank, eval_budget_s=args.budget).items() if value is not None}
     cfg = dataclasses.replace(model.cfg, eval_audit=args.audit, **settings)
     if not 1 <= cfg.eval_stride <= eval_window(cfg):
         raise UsageError(f"--stride {cfg.eval_stride}: must be in 1..{eval_window(cfg)} (the window length)")
@@ -1829,7 +1856,7 @@ def main(argv: list[str]) -> int:
     check_data(cfg.data_dir, cfg.tokenizer, splits=("val",))
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
     result = score(model, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world, device=device,
-                   mix=parse_mix(args.mix), eval_audit=args.audit, **settings)
+                   mix=parse_mix(args.mix), eval_audit=args.audit, log=print if rank == 0 else None, **settings)
     code_bytes = code_size(cfg.self_extracting_code)  # as train_gpt.py counted it: what the record folder holds
     over_cap = artifact_bytes + code_bytes - ARTIFACT_LIMIT
     report_audit(result, print if rank == 0 else lambda line: None, audited=args.audit > 0)  # as in train_gpt.py

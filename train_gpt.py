@@ -133,6 +133,8 @@ class Config:
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
     lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8, entropy-coded)")
     eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
+    eval_budget_s: float = opt(540.0, "evaluation seconds it must end within (of the challenge's 600): when on pace to pass them, "
+                               "the rest is scored without TTT, then at 2x the stride, as needed (0 = never)")
     ttt_steps: int = opt(2, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
     ttt_lr: float = opt(1e-3, "test-time training Adam learning rate")
     ttt_rank: int = opt(8, "LoRA rank added to every trained block matrix for test-time training when the model has none")
@@ -231,7 +233,7 @@ RANGES = {
     "egt_critic_hidden egt_pool egt_lora_rank egt_prompts egt_prompt_len egt_gen_len egt_min_keep egt_replay_size egt_batch",
     "[0,inf)": "grad_accum_steps eval_seq_len gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
     "train_holdout_tokens ngram_order ngram_cache_bytes eval_audit ttt_steps egt_critic_steps egt_gen_steps seed qk_gain_init logit_softcap "
-    "quant_clip_sigmas embed_clip_sigmas lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds gptq_reserve_s checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
+    "eval_budget_s quant_clip_sigmas embed_clip_sigmas lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds gptq_reserve_s checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
     "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
     "(0,inf)": "mlp_mult rope_base tied_embed_init_std matrix_lr scalar_lr embed_lr egt_critic_lr_mult",
     "[0,1]": "lr_floor recur_start qat_start rope_fraction muon_momentum_warmup warmdown_frac egt_top_p egt_band_low egt_band_high egt_jaccard_min",

@@ -40,6 +40,7 @@ def test_bytes_preset_trains_and_its_bpb_equals_its_loss_over_ln2(tmp_path, caps
     with open(os.path.join(folder, "submission.json")) as f:
         submission = json.load(f)
     assert submission["config"]["vocab_size"] == 256 and submission["config"]["tokenizer"] == "bytes"
+    assert submission["eval_budget_steps"] == [] and submission["config"]["eval_budget_s"] == 540.0  # a short eval: no step
     assert submission["val_bpb"] == pytest.approx(submission["val_loss"] / math.log(2), rel=1e-12)
     losses = [float(line.split("train_loss=")[1].split()[0]) for line in capsys.readouterr().out.splitlines()
               if line.startswith("step=")]

@@ -8,6 +8,7 @@ import sys
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
+import eval_ngram
 from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score, write_shard
 from train_gpt import GPT, pack_model, resolve_config
 from distributed import spawn_gloo
@@ -196,3 +197,52 @@ def test_a_compiled_evaluation_is_one_graph_and_scores_like_the_eager_one(monkey
     assert compiled["targets"] == eager["targets"] == tokens.numel() - 1
     assert abs(compiled["val_bpb"] - eager["val_bpb"]) < 1e-5
     assert eager["val_bpb"] < score(tiny_model(), tokens, TABLES, eval_batch_windows=2)["val_bpb"]  # TTT learned
+
+
+class ObserveCounter:
+    def __init__(self):
+        self.seen = []
+
+    def observe(self, start, end):
+        self.seen.append((start, end))
+
+
+def test_an_eval_on_pace_to_pass_its_budget_drops_the_learners_then_widens_the_stride():
+    """A clock that runs 10 s per chunk (~100 targets of 1,000) against a 50 s budget: after the second chunk the
+    learners stop, after the third the stride doubles (16 -> 32 = SEQ, then no wider); every target is still scored
+    exactly once, and a bigram "model" (no use for context) scores each exactly as without the budget."""
+    tokens = repeating_stream(length=1001)
+    bigram = torch.randn(VOCAB, VOCAB, generator=torch.Generator().manual_seed(2))
+    forwards = []
+
+    def forward(x):
+        forwards.append(x.shape[0])
+        return bigram[x], {}
+
+    def run(budget_s):
+        ticks, recorder, counter = iter(range(0, 10_000, 10)), ScoreRecorder(tokens.numel()), ObserveCounter()
+        result = evaluate(forward, tokens, TABLES, SEQ, STRIDE, batch_windows=4, chunk_tokens=100, mixer=recorder,
+                          learners=[counter], budget_s=budget_s, clock=lambda: float(next(ticks)))
+        return result, recorder.scores, counter.seen
+
+    plain, plain_scores, plain_seen = run(0.0)
+    forwards_plain, forwards[:] = len(forwards), []
+    budgeted, scores, seen = run(50.0)
+    assert plain["budget_steps"] == [] and [s.split(" (")[0] for s in budgeted["budget_steps"]] == [
+        f"learners stopped from target {plain_seen[1][1]}", f"stride 32 from target {plain_seen[2][1]}"]
+    assert seen == plain_seen[:2] and len(plain_seen) > 5  # the learner saw two chunks, then nothing
+    assert budgeted["targets"] == plain["targets"] == tokens.numel() - 1
+    assert torch.isnan(scores[0]) and torch.allclose(scores[1:], plain_scores[1:])  # each target once, same score
+    assert len(forwards) < forwards_plain  # wider stride: fewer windows to run
+
+
+def test_the_command_line_budget_reaches_the_evaluation_and_its_steps_are_printed(tmp_path, capsys):
+    model = tiny_model()
+    (tmp_path / "artifact.pgolf").write_bytes(pack_model(model, model.cfg, {"train_time_s": 0.0}))
+    write_shard(str(tmp_path / "fineweb_val_000000.bin"), repeating_stream().numpy())
+    common = [str(tmp_path / "artifact.pgolf"), "--data-dir", str(tmp_path), "--device", "cpu", "--ttt-steps", "1"]
+    eval_ngram.main([*common, "--budget", "1e-9"])  # on pace to pass any budget: every cheaper step is taken
+    steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("eval budget: ")]
+    assert [line.split(" from")[0] for line in steps] == ["eval budget: learners stopped", f"eval budget: stride {SEQ}"]
+    eval_ngram.main([*common, "--budget", "0"])
+    assert "eval budget" not in capsys.readouterr().out
