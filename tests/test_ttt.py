@@ -246,3 +246,20 @@ def test_the_command_line_budget_reaches_the_evaluation_and_its_steps_are_printe
     assert [line.split(" from")[0] for line in steps] == ["eval budget: learners stopped", f"eval budget: stride {SEQ}"]
     eval_ngram.main([*common, "--budget", "0"])
     assert "eval budget" not in capsys.readouterr().out
+
+
+def test_scoring_folds_the_adapters_into_the_weights_and_computes_what_training_computes():
+    """Without gradients (scoring) a LoRA'd Linear runs one product with B @ A folded into its weight; with gradients
+    (test-time training) the adapter path: the same function, and the adapters still get their gradient."""
+    model = tiny_model()
+    model.attach_adapters(4, seed=0)
+    with torch.no_grad():
+        for p in model.lora_parameters():
+            p.normal_(std=0.2)
+    x = repeating_stream()[:SEQ][None]
+    trained = model.forward_logits(x)[0]
+    with torch.no_grad():
+        scored = model.forward_logits(x)[0]
+    assert torch.allclose(scored, trained, atol=1e-4) and not torch.equal(scored, trained)  # merged: other rounding
+    trained.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.lora_parameters())
