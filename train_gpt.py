@@ -581,8 +581,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.recur_band = recur_band(cfg)  # checked with the config: consecutive, in range, before parallel lanes
         self.recurrence_active = False  # depth recurrence (PR #1204) switches on after recur_start of training
-        runs = cfg.num_layers + len(self.recur_band)
-        self.skip_weights = nn.Parameter(torch.ones(runs - runs // 2, cfg.model_dim)) if cfg.unet_skips else None
+        runs = cfg.num_layers + len(self.recur_band)  # the most block runs; the first half's outputs are skipped over
+        self.skip_weights = nn.Parameter(torch.ones(runs // 2, cfg.model_dim)) if cfg.unet_skips else None
         self.basis_seeds = self.freeze_random_bases(cfg, basis_seeds or {})  # also sets basis_seconds
 
     def freeze_random_bases(self, cfg: Config, seeds: dict[str, int]) -> dict[str, int]:

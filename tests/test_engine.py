@@ -159,6 +159,14 @@ def test_value_embeddings_go_only_where_there_is_attention():
     assert tiny("value_embed_layers=0", "layer0_attention=true").value_embed_layers == "0"
 
 
+def test_every_skip_weight_row_is_used_once_the_recurrence_runs():
+    model = train_gpt.GPT(tiny("num_layers=7", "recur_layers=2,3"))  # 9 block runs with the recurrence: 4 skips
+    model.recurrence_active = True
+    x = torch.randint(0, 1024, (2, 16))
+    model(x, x).backward()
+    assert model.skip_weights.shape[0] == 4 and bool((model.skip_weights.grad.abs().sum(1) > 0).all())
+
+
 def test_gains_train_with_adamw_without_decay_and_only_matrices_with_muon():
     """Muon orthogonalizes an update and decays the weight: right for a block matrix, wrong for gains such as the
     lane writes or the U-Net skip weights ([skips, width], 2-D but a gain per channel), which the public records
