@@ -115,7 +115,7 @@ class Config:
     # artifact and evaluation
     quant_bits: int = opt(6, "bits per weight for attention matrices in the artifact (stored as int8, entropy-coded)")
     mlp_quant_bits: int = opt(5, "bits per weight for MLP matrices in the artifact")
-    quant_fit: bool = opt(True, "if over the byte cap, lower block-matrix bits one at a time (>= 4) until it fits")
+    quant_fit: bool = opt(True, "if over the byte cap, lower the wider of attention / MLP bits by one (MLP on a tie) until it fits (>= 4)")
     qat_start: float = opt(0.0, "late QAT: from this fraction of the budget, packed Linears train through the packer's rounding (0 = off)")
     gptq_tokens: int = opt(0, "training tokens per rank calibrating Hessian-aware (GPTQ) rounding at packing (0 = round to nearest)")
     gptq_reserve_s: float = opt(3.0, "with gptq_tokens: training seconds left for the calibration, which runs inside the budget")
@@ -1374,6 +1374,19 @@ def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, byt
     return eval_ngram.pack_artifact(model.state_dict(), meta, plan, tables, hessians, sigmas)
 
 
+def pack_within_cap(model: GPT, cfg: Config, facts: dict, tables: dict, hessians, bytes_code: int, log) -> tuple[Config, bytes]:
+    """The artifact at cfg's bits; with quant_fit, while it is over the cap with code, repacked with the wider of the
+    attention / MLP grids one bit narrower (the MLP's on a tie: more weights), down to 4 bits."""
+    blob = pack_model(model, cfg, facts, tables, hessians)
+    while cfg.quant_fit and len(blob) + bytes_code > eval_ngram.ARTIFACT_LIMIT and max(cfg.quant_bits, cfg.mlp_quant_bits) > 4:
+        key = "quant_bits" if cfg.quant_bits > cfg.mlp_quant_bits else "mlp_quant_bits"
+        log(f"artifact {len(blob) + bytes_code} bytes is over the cap at attn int{cfg.quant_bits} / mlp "
+            f"int{cfg.mlp_quant_bits}: repacking {'attention' if key == 'quant_bits' else 'MLP'} one bit lower")
+        cfg = dataclasses.replace(cfg, **{key: getattr(cfg, key) - 1})
+        blob = pack_model(model, cfg, facts, tables, hessians)
+    return cfg, blob
+
+
 def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
     """Rebuild the model an artifact was packed from, its config as model.cfg (eval_ngram.py finds this function by
     the artifact's model_builder), once its config is valid and describes exactly the tensors the artifact holds: a
@@ -1449,12 +1462,7 @@ def main(argv: list[str]) -> int:
     packed_tables = {"ngram": counts.to_bytes(cfg.ngram_cache_bytes)} if counts is not None else {}
     if packed_tables:
         log(f"ngram_cache bytes={len(packed_tables['ngram'])} entries={counts.num_entries()} order={cfg.ngram_order}")
-    blob = pack_model(model, cfg, facts, packed_tables, hessians)
-    while cfg.quant_fit and len(blob) + bytes_code > eval_ngram.ARTIFACT_LIMIT and min(cfg.quant_bits, cfg.mlp_quant_bits) > 4:
-        log(f"artifact {len(blob) + bytes_code} bytes is over the cap at attn int{cfg.quant_bits} / mlp "
-            f"int{cfg.mlp_quant_bits}: repacking one bit lower")
-        cfg = dataclasses.replace(cfg, quant_bits=cfg.quant_bits - 1, mlp_quant_bits=cfg.mlp_quant_bits - 1)
-        blob = pack_model(model, cfg, facts, packed_tables, hessians)
+    cfg, blob = pack_within_cap(model, cfg, facts, packed_tables, hessians, bytes_code, log)
     log(f"packed seconds={time.perf_counter() - started:.1f} attn_bits={cfg.quant_bits} mlp_bits={cfg.mlp_quant_bits}")
     if rank == 0:
         eval_ngram.save_artifact(os.path.join(folder, "artifact.pgolf"), blob)

@@ -1,6 +1,7 @@
 """Packing capacity: late QAT trains through exactly the packer's rounding and switches on without recompiling,
 Hessian-aware (GPTQ) rounding beats round-to-nearest on the layer's output, packed values unpack bit for bit, the
 artifact's size adds up by hand, and a self-extracting record folder runs the same source in fewer counted bytes."""
+import dataclasses
 import json
 import lzma
 import os
@@ -274,3 +275,23 @@ def test_a_self_extracting_record_folder_runs_the_same_source_in_fewer_counted_b
     error = subprocess.run([sys.executable, str(tmp_path / "eval_ngram.py"), str(tmp_path / "none.pgolf")],
                            capture_output=True, text=True)
     assert error.returncode == 2 and "cannot read artifact" in error.stderr  # the evaluator runs from its copy too
+
+
+def test_an_artifact_over_the_cap_is_repacked_one_grid_one_bit_narrower_at_a_time(monkeypatch):
+    """attn 6 / MLP 5 over the cap: attention drops to 5 first (the wider grid), then the MLP (more weights on a tie),
+    until it fits; a cap nothing fits under ends at 4 / 4, and without quant_fit nothing is repacked."""
+    cfg = train_gpt.resolve_config("smoke", ["device=cpu", "model_dim=384", "mlp_mult=2", "num_layers=2", "recur_layers=",
+                                             "parallel_start=0", "quant_bits=6", "mlp_quant_bits=5"])[0]
+    model, facts, lines = train_gpt.GPT(cfg), {"train_time_s": 0.0}, []
+    sizes = {}
+    for attn, mlp in ((6, 5), (5, 5), (5, 4), (4, 4)):
+        sizes[attn, mlp] = len(train_gpt.pack_model(model, dataclasses.replace(cfg, quant_bits=attn, mlp_quant_bits=mlp), facts))
+    assert sizes[6, 5] > sizes[5, 5] > sizes[5, 4] > sizes[4, 4]
+    monkeypatch.setattr(eval_ngram, "ARTIFACT_LIMIT", sizes[5, 4] + 100)
+    fitted, blob = train_gpt.pack_within_cap(model, cfg, facts, {}, None, 100, lines.append)
+    assert (fitted.quant_bits, fitted.mlp_quant_bits, len(blob)) == (5, 4, sizes[5, 4])
+    assert [line.split(": ")[1] for line in lines] == ["repacking attention one bit lower", "repacking MLP one bit lower"]
+    monkeypatch.setattr(eval_ngram, "ARTIFACT_LIMIT", 1000)
+    assert train_gpt.pack_within_cap(model, cfg, facts, {}, None, 100, lines.append)[0].quant_bits == 4
+    off = dataclasses.replace(cfg, quant_fit=False)
+    assert train_gpt.pack_within_cap(model, off, facts, {}, None, 100, lines.append)[0] is off
