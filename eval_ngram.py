@@ -375,7 +375,8 @@ def host_to_device(array: np.ndarray, device) -> torch.Tensor:
 
 # ---------------------------------------------------------------- artifact packing
 ARTIFACT_MAGIC, ARTIFACT_FORMAT = b"PGOLF\x00", 4
-HEADER_LIMIT = 64 << 20  # bytes the stored header may inflate to: a hostile one cannot exhaust memory
+HEADER_LIMIT = 1 << 20  # bytes the stored header may inflate to (a record's: ~20 kB): a hostile one cannot exhaust memory
+PAYLOAD_LIMIT = 1 << 30  # bytes a payload may claim to inflate to (a 16 MB artifact's: ~30 MB)
 LZMA_CHUNK = 4 << 20  # independent streams: compressed in parallel, and LZMA preset 9 is ~5x faster on 4 MiB than on 23 MiB
 ARTIFACT_LIMIT = 16_000_000
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -632,7 +633,8 @@ def check_header(header, stored_bytes: int) -> None:
         raise ArtifactError(f"artifact format {header['format']} is not {ARTIFACT_FORMAT}; use the matching code")
     need(isinstance(header["meta"], dict) and isinstance(header["meta"].get("config"), dict), "no config in meta")
     streams, tables = header["payload_streams"], header["tables"]
-    need(is_count(header["payload_raw"]), "payload sizes are not byte counts")
+    need(is_count(header["payload_raw"]) and header["payload_raw"] <= PAYLOAD_LIMIT, "payload sizes are not byte counts "
+         f"of at most {PAYLOAD_LIMIT}")
     need(isinstance(streams, list) and all(isinstance(st, list) and len(st) == 2 and isinstance(st[0], str) and
                                            st[0] in STREAM_CODECS and is_count(st[1]) for st in streams),
          "payload streams are not [codec, bytes] pairs")
@@ -655,8 +657,8 @@ def check_header(header, stored_bytes: int) -> None:
     levels_at = 0
     side_at = sum(levels for levels, _ in sizes)  # the layout pack_artifact writes: all levels, then the side data
     for entry, (levels, side) in zip(header["tensors"], sizes):
-        at = ((entry.get("offset"), entry.get("nbytes"), entry.get("scale_offset")) == (levels_at, levels, side_at)
-              if entry["kind"] == "int8_rows" else (entry.get("offset"), entry.get("nbytes")) == (side_at, side))
+        placed = [entry.get(k) for k in ("offset", "nbytes", "scale_offset")[:3 if entry["kind"] == "int8_rows" else 2]]
+        at = all(map(is_count, placed)) and placed == ([levels_at, levels, side_at] if entry["kind"] == "int8_rows" else [side_at, side])
         need(at, f"tensor {entry['name']}'s offset or size disagrees with its shape {entry['shape']}")
         levels_at, side_at = levels_at + levels, side_at + side
     need(side_at == header["payload_raw"], f"its tensors hold {side_at} bytes but the payload {header['payload_raw']}")
@@ -676,12 +678,12 @@ def read_header(blob: bytes) -> tuple[object, int]:
         if not decompressor.eof or decompressor.unused_data:
             raise lzma.LZMAError("truncated, padded or too large")
         return json.loads(text.decode()), start + header_len
-    except (lzma.LZMAError, UnicodeDecodeError, json.JSONDecodeError):
+    except (lzma.LZMAError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         try:  # formats before 4 stored their header as plain JSON
             older = json.loads(blob[start:start + header_len].decode()).get("format")
-        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, RecursionError):
             older = None
-        if older is not None:
+        if older is not None and older != ARTIFACT_FORMAT:
             raise ArtifactError(f"artifact format {older} is not {ARTIFACT_FORMAT}: older code packed it; evaluate it with "
                                 "the train_gpt.py and eval_ngram.py of its record folder") from None
         raise ArtifactError("artifact header is truncated or corrupt") from None
@@ -1521,10 +1523,11 @@ class AgreedClock:
     """Training seconds as all ranks agree (the max of their clocks), so schedule and stop match on every rank.
     Reading an all-reduce each step would make the host wait for the GPU each step (the GPU idles while the next
     batch is read), so each step's all-reduce is read one step later, on CUDA through a pinned copy and an event,
-    and extrapolated by the last step's time."""
+    and extrapolated by a step: the shorter of the last two (one slow step is not counted twice), never going back."""
 
     def __init__(self, world: int, device):
-        self.world, self.device, self.cuda, self.sent, self.last = world, device, torch.device(device).type == "cuda", None, None
+        self.world, self.device, self.cuda, self.sent = world, device, torch.device(device).type == "cuda", None
+        self.agreed, self.steps, self.reading = None, (0.0, 0.0), 0.0
         if self.cuda and world > 1:
             self.host, self.done = torch.zeros((), dtype=torch.float64).pin_memory(), torch.cuda.Event()
 
@@ -1543,8 +1546,9 @@ class AgreedClock:
         if self.cuda:
             self.host.copy_(self.sent, non_blocking=True)
             self.done.record()
-        step, self.last = agreed - (agreed if self.last is None else self.last), agreed
-        return agreed + step
+        self.steps = (self.steps[1], agreed - (agreed if self.agreed is None else self.agreed))
+        self.agreed, self.reading = agreed, max(self.reading, agreed + min(self.steps))
+        return self.reading
 
 
 class ScoreFirstTTT:

@@ -379,20 +379,24 @@ def key_values(line: str) -> dict[str, str]:
 
 
 def parse_ours_log(lines: list[str]) -> dict:
-    """Our trainer's `step=...` progress, `train_done ...` and `final ...` lines (SPEC.md)."""
-    out: dict = {}
+    """Our trainer's `step=...` progress, `train_done ...`, `eval budget: ...` and `final ...` lines (SPEC.md); a
+    line cut short (a log tail given to --recover) is skipped."""
+    out: dict = {"eval_budget_steps": []}
     for line in lines:
-        if line.startswith("step="):
-            kv = key_values(line)
-            out.update(steps=int(kv["step"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]))
-        elif line.startswith("train_done "):
-            kv = key_values(line)
-            out.update(steps=int(kv["steps"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]))
-            out["peak_mem_mib"] = float(kv["peak_mem_mib"]) or None  # 0 on CPU: nothing measured
-        elif line.startswith("final "):
-            kv = key_values(line)
-            out.update(val_bpb=float(kv["val_bpb"]), val_loss=float(kv["val_loss"]), artifact_bytes=int(kv["bytes_total"]),
-                       train_time_s=float(kv["train_time_s"]), eval_time_s=float(kv["eval_time_s"]))
+        kv = key_values(line)
+        try:
+            if line.startswith("step="):
+                out.update(steps=int(kv["step"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]))
+            elif line.startswith("train_done "):
+                out.update(steps=int(kv["steps"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]),
+                           peak_mem_mib=float(kv["peak_mem_mib"]) or None)  # 0 on CPU: nothing measured
+            elif line.startswith("eval budget: "):  # the evaluation was made cheaper to end in time: say so in the row
+                out["eval_budget_steps"].append(line.removeprefix("eval budget: "))
+            elif line.startswith("final "):
+                out.update(val_bpb=float(kv["val_bpb"]), val_loss=float(kv["val_loss"]), artifact_bytes=int(kv["bytes_total"]),
+                           train_time_s=float(kv["train_time_s"]), eval_time_s=float(kv["eval_time_s"]))
+        except (KeyError, ValueError):
+            continue
     return out
 
 
@@ -416,7 +420,7 @@ def fmt_ratio(value) -> str:
 
 
 def row_notes(row: dict) -> str:
-    notes = list(row.get("notes", []))
+    notes = list(row.get("notes", [])) + [f"eval budget: {step}" for step in row.get("eval_budget_steps", [])]
     if row.get("score_line"):
         notes.append(f"score: {row['score_line']}")
     if row["status"] != "ok":
@@ -506,8 +510,8 @@ def count_val_tokens(data_dir: str) -> int:
 
 def run_eval_rows(args, bench: Bench) -> list[dict]:
     """eval_ngram.py on one artifact, without the n-gram mixture (the ratios' reference) and with it."""
-    base = [sys.executable, args.eval_script, os.path.abspath(args.eval_only), "--data-dir", bench.data_dir,
-            "--tokenizer", bench.tokenizer] + (["--stride", str(args.stride)] if args.stride else [])
+    base = [sys.executable, args.eval_script, os.path.abspath(args.eval_only), "--data-dir", bench.data_dir,  # the whole
+            "--tokenizer", bench.tokenizer, "--budget", "0"] + (["--stride", str(args.stride)] if args.stride else [])  # eval timed
     base += ["--max-tokens", str(args.max_tokens)] if args.max_tokens else []
     with_ngram = ["--ngram-order", str(args.ngram_order)] if args.ngram_order else []
     order = str(args.ngram_order) if args.ngram_order else "from the artifact"

@@ -422,3 +422,14 @@ def test_recover_adds_the_row_a_cut_off_bench_never_wrote_from_its_log(setup, tm
         bench.main(["--recover", str(tmp_path), str(tail), "--ours", "record"])
     with pytest.raises(bench.UsageError, match="exactly one"):
         bench.main(["--recover", str(folder), str(tail), "--ours", "record", "--ours", "smoke"])
+
+
+def test_a_row_says_when_its_evaluation_was_made_cheaper_and_a_cut_line_is_skipped():
+    lines = ["step=100 train_loss=3.0 tok_s=1000 ms_step=50.0", "step=200 train_loss=2.9 tok_s=1100 ms_st",  # cut short
+             "eval budget: learners stopped from target 5000 (projected 700 s > eval_budget_s 540)",
+             "final val_bpb=1.2 val_loss=2.0 bytes_total=3000 bytes_code=1000 train_time_s=9.0 eval_time_s=500.0"]
+    parsed = bench.parse_ours_log(lines)
+    assert (parsed["steps"], parsed["ms_step"], parsed["val_bpb"]) == (100, 50.0, 1.2)
+    assert parsed["eval_budget_steps"] == ["learners stopped from target 5000 (projected 700 s > eval_budget_s 540)"]
+    row = {"label": "r", "status": "ok", "notes": ["preset record"], **parsed}
+    assert bench.row_notes(row) == "preset record; eval budget: learners stopped from target 5000 (projected 700 s > eval_budget_s 540)"

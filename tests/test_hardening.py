@@ -4,6 +4,7 @@ the audit catches a scorer that peeks; files are written whole or not at all and
 write; a hostile artifact header is refused before a model is built; eval_ngram.py refuses an over-cap artifact."""
 import lzma
 import os
+import struct
 import subprocess
 import sys
 import zlib
@@ -255,10 +256,27 @@ def set_in(path, value):
     (set_in(["tables"], {"ngram": -5}), "table sizes are not byte counts"),
     (set_in(["tensors", 0, "kind"], ["fp16"]), "unknown kind"),  # a JSON list: unhashable, no TypeError
     (set_in(["payload_streams", 0, 0], ["lzma"]), "payload streams are not"),
+    (set_in(["payload_raw"], 1 << 40), "payload sizes are not byte counts of at most"),  # a zero-stream bomb's claim
+    (lambda header: [t.update(offset=float(t["offset"])) for t in header["tensors"]], "offset or size disagrees"),
 ])
 def test_a_hostile_header_is_refused_before_decompression(change, message):
     with pytest.raises(eval_ngram.ArtifactError, match=message):
         eval_ngram.unpack_artifact(with_header(packed(), change))
+
+
+def test_a_row_scale_offset_that_is_no_byte_count_is_refused():
+    blob = eval_ngram.pack_artifact({"m": torch.randn(70, 1000)}, {"config": {}}, {"m": 5})
+    scale_as_float = with_header(blob, lambda header: header["tensors"][0].update(scale_offset=70_000.0))
+    with pytest.raises(eval_ngram.ArtifactError, match="offset or size disagrees"):  # 70000.0 == 70000: no slice index
+        eval_ngram.unpack_artifact(scale_as_float)
+    assert eval_ngram.unpack_artifact(with_header(blob, lambda header: None))[0]["m"].shape == (70, 1000)
+
+
+@pytest.mark.parametrize("text", [lzma.compress(b"[" * 200_000 + b"]" * 200_000), b"[" * 200_000 + b"]" * 200_000,
+                                  lzma.compress(b"[" + b"[]," * 1_000_000 + b"[]]")])
+def test_a_header_too_deep_or_too_large_is_refused_as_corrupt(text):
+    with pytest.raises(eval_ngram.ArtifactError, match="header is truncated or corrupt"):
+        eval_ngram.unpack_artifact(eval_ngram.ARTIFACT_MAGIC + struct.pack("<I", len(text)) + text)
 
 
 def test_a_stream_one_byte_over_the_payload_cannot_unbound_the_next_one(monkeypatch):

@@ -315,19 +315,23 @@ def test_two_gloo_ranks_train_like_one_with_accumulation(sp1024_shards, tmp_path
     assert any(not torch.equal(one[n], start[n]) for n in one)  # and training did move the weights
 
 
+CLOCK = [0.0, 1.0, 2.0, 3.0, 4.0, 14.0, 15.0, 16.0]  # seconds at each step; the sixth step took 10 s
+
+
 def read_agreed_clock(rank, world, out):
     clock = eval_ngram.AgreedClock(world, torch.device("cpu"))
-    readings = [clock(local + 0.5 * rank) for local in (1.0, 2.0, 3.0, 4.0)]  # rank 1's clock runs 0.5 s ahead
+    readings = [clock(local + 0.5 * rank) for local in CLOCK]  # rank 1's clock runs 0.5 s ahead
     with open(f"{out}.{rank}", "w") as f:
         json.dump(readings, f)
 
 
 def test_ranks_agree_on_the_clock_a_step_late_extrapolated_by_one_step(tmp_path):
     """Schedule and stop come from one time on all ranks (the max of their clocks); the all-reduce of a step is read at
-    the next (no host sync per step on a GPU), plus the last step's time; one rank alone reads its own clock."""
+    the next (no host sync per step on a GPU), plus the shorter of the last two steps, never going back: one slow step
+    is not counted twice. One rank alone reads its own clock."""
     spawn_gloo(read_agreed_clock, 2, tmp_path, str(tmp_path / "clock"))
     readings = [json.load(open(tmp_path / f"clock.{rank}")) for rank in (0, 1)]
-    assert readings[0] == readings[1] == [1.5, 1.5, 3.5, 4.5]
+    assert readings[0] == readings[1] == [0.5, 0.5, 1.5, 3.5, 4.5, 5.5, 15.5, 16.5]
     assert eval_ngram.AgreedClock(1, torch.device("cpu"))(7.25) == 7.25
 
 
