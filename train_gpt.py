@@ -189,7 +189,8 @@ PRESETS: dict[str, dict] = {
     # The defaults: 11 blocks at MLP 2.75x, XSA everywhere, LN scale, no attention in block 0, parallel lanes from
     # block 7, blocks 4,5 run twice after half the budget, Polar Express, windows in a shuffled order (the 1.1063
     # record's ideas on our engine). One H200, eighth protocol, 300 s, first 524,288 proxy val tokens, one lease: 1.1218
-    # bpb vs 1.1309 for the 1.1063 script and 1.2065 for the 1.1194 script: records/bench/2026-12-01_eighth300s_v3.
+    # bpb vs 1.1309 for the 1.1063 script and 1.2065 for the 1.1194 script (records/bench/2026-12-01_eighth300s_v3),
+    # measured at baa29b2, before the skip weights moved from Muon to AdamW (not yet measured).
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,
