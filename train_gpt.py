@@ -1348,7 +1348,8 @@ def packing_loss(trained: GPT, packed: GPT, holdout: Tensor, cfg: Config, tables
     non-overlapping windows of the held-out TRAINING tokens (never validation): what packing costs, in every run."""
     for module in (m for m in trained.modules() if getattr(m, "qat_bits", None) is not None):
         module.qat_on.fill_(0.0)  # one gate shared by all
-    started, quick = time.perf_counter(), dict(eval_seq_len=0, eval_stride=cfg.seq_len, ngram_order=0, ttt_steps=0, eval_audit=0, eval_compile=False)
+    started, quick = time.perf_counter(), dict(eval_seq_len=0, eval_stride=cfg.seq_len, ngram_order=0, ttt_steps=0, eval_audit=0,
+                                         eval_compile=False, eval_budget_s=0.0)
     before, after = (eval_ngram.score(m.eval(), holdout, tables, rank=rank, world=world, device=device, **quick)["val_bpb"] for m in (trained, packed))
     log(f"packing_loss holdout_tokens={holdout.numel()} bpb_trained={before:.4f} bpb_packed={after:.4f} "
         f"loss={after - before:+.4f} seconds={time.perf_counter() - started:.1f}")

@@ -70,7 +70,7 @@ def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[floa
     for setting in settings_to_try:
         mix, chosen = {k: setting[k] for k in MIX_DEFAULTS}, {k: setting[k] for k in SETTINGS}
         result = eval_ngram.score(copy.deepcopy(model), tokens, tables, artifact_tables=artifact_tables, device=device,
-                                  mix=mix, **{**settings, **chosen})
+                                  mix=mix, eval_budget_s=0.0, **{**settings, **chosen})  # every row scored in full
         rows.append({"mix": mix, "settings": chosen, "val_bpb": result["val_bpb"], "val_loss": result["val_loss"],
                      "defaults": setting == base})
         log(f"{len(rows)}/{len(settings_to_try)} {arguments(rows[-1], base)} val_bpb={result['val_bpb']:.6f} "
