@@ -1859,11 +1859,12 @@ def main(argv: list[str]) -> int:
     tables = byte_tables(cfg.tokenizer, cfg.vocab_size)
     check_data(cfg.data_dir, cfg.tokenizer, splits=("val",))
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
+    say = print if rank == 0 else lambda line: None
     result = score(model, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world, device=device,
-                   mix=parse_mix(args.mix), eval_audit=args.audit, log=print if rank == 0 else None, **settings)
+                   mix=parse_mix(args.mix), eval_audit=args.audit, log=say, **settings)
     code_bytes = code_size(cfg.self_extracting_code)  # as train_gpt.py counted it: what the record folder holds
     over_cap = artifact_bytes + code_bytes - ARTIFACT_LIMIT
-    report_audit(result, print if rank == 0 else lambda line: None, audited=args.audit > 0)  # as in train_gpt.py
+    report_audit(result, say, audited=args.audit > 0)  # as in train_gpt.py
     if rank == 0:
         print(final_line(result, artifact_bytes + code_bytes, code_bytes, meta.get("train_time_s", 0.0)) +
               (f" over_cap_bytes={over_cap}" if over_cap > 0 else ""))

@@ -287,11 +287,16 @@ def log_file_name(index: int, label: str) -> str:
     return f"{index}_{re.sub(r'[^A-Za-z0-9_.-]', '_', label)}.log"
 
 
+def row_of(spec: RowSpec, index: int, ours_script: str) -> dict:
+    """What a table row says of its spec before anything is measured, its log file named."""
+    return {"label": spec.label, "kind": spec.kind, "script": os.path.basename(spec.target if spec.kind == "peer" else ours_script),
+            "target": spec.target, "overrides": spec.overrides, "log": log_file_name(index, spec.label)}
+
+
 def run_row(spec: RowSpec, index: int, bench: Bench) -> dict:
     workdir = tempfile.mkdtemp(prefix=f"row{index}_", dir=bench.work_root)
-    log_name = log_file_name(index, spec.label)
-    row = {"label": spec.label, "kind": spec.kind, "script": os.path.basename(spec.target) if spec.kind == "peer"
-           else os.path.basename(bench.ours_script), "target": spec.target, "overrides": spec.overrides, "log": log_name}
+    row = row_of(spec, index, bench.ours_script)
+    log_name = row["log"]
     print(f"\n=== row {index}: {spec.label} ({spec.kind}) ===", flush=True)
     try:
         cmd, env, notes = (plan_peer if spec.kind == "peer" else plan_ours)(spec, bench, workdir)
@@ -301,7 +306,7 @@ def run_row(spec: RowSpec, index: int, bench: Bench) -> dict:
         return {**row, "status": "failed", "error": str(error), "notes": []}
     code, lines, timed_out, wall_s = run_logged(cmd, env, workdir if spec.kind == "peer" else REPO,
                                                 os.path.join(bench.out_dir, log_name), bench.row_timeout)
-    metrics = parse_peer_log(lines) if spec.kind == "peer" else parse_ours_log(lines)
+    metrics = LOG_PARSERS[spec.kind](lines)
     row.update(metrics, notes=notes, command=shlex.join(cmd), env=env, exit_code=code, wall_s=round(wall_s, 1))
     if timed_out:
         row.update(status="failed", error=f"timed out after {bench.row_timeout:g} s (--row-timeout)")
@@ -383,21 +388,26 @@ def parse_ours_log(lines: list[str]) -> dict:
     line cut short (a log tail given to --recover) is skipped."""
     out: dict = {"eval_budget_steps": []}
     for line in lines:
-        kv = key_values(line)
         try:
             if line.startswith("step="):
+                kv = key_values(line)
                 out.update(steps=int(kv["step"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]))
             elif line.startswith("train_done "):
+                kv = key_values(line)
                 out.update(steps=int(kv["steps"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]),
                            peak_mem_mib=float(kv["peak_mem_mib"]) or None)  # 0 on CPU: nothing measured
             elif line.startswith("eval budget: "):  # the evaluation was made cheaper to end in time: say so in the row
                 out["eval_budget_steps"].append(line.removeprefix("eval budget: "))
             elif line.startswith("final "):
+                kv = key_values(line)
                 out.update(val_bpb=float(kv["val_bpb"]), val_loss=float(kv["val_loss"]), artifact_bytes=int(kv["bytes_total"]),
                            train_time_s=float(kv["train_time_s"]), eval_time_s=float(kv["eval_time_s"]))
         except (KeyError, ValueError):
             continue
     return out
+
+
+LOG_PARSERS = {"peer": parse_peer_log, "ours": parse_ours_log}  # row kind -> what reads its log
 
 
 # ============================================================================ the table
@@ -476,7 +486,7 @@ def save_table(table: dict, out_dir: str) -> str:
 RECOVERED = "recovered from its log by --recover: the bench was cut off before writing the row (no wall time, command or protocol notes)"
 
 
-def recover_row(table_dir: str, log_path: str, spec: RowSpec) -> dict:
+def recover_row(table_dir: str, log_path: str, spec: RowSpec, ours_script: str) -> dict:
     """Append the row a cut-off bench never wrote to the table in table_dir, from what its log holds."""
     path = os.path.join(table_dir, "table.json")
     if not os.path.isfile(path):
@@ -488,12 +498,9 @@ def recover_row(table_dir: str, log_path: str, spec: RowSpec) -> dict:
     unique_labels([spec], {row["label"] for row in table["rows"]})
     with open(log_path, encoding="utf-8", errors="replace") as f:
         lines = [line.rstrip("\n") for line in f]
-    name = log_file_name(len(table["rows"]) + 1, spec.label)
-    if os.path.abspath(log_path) != os.path.abspath(os.path.join(table_dir, name)):
-        shutil.copyfile(log_path, os.path.join(table_dir, name))
-    row = {"label": spec.label, "kind": spec.kind, "script": os.path.basename(spec.target) if spec.kind == "peer"
-           else "train_gpt.py", "target": spec.target, "overrides": spec.overrides, "log": name, "notes": [RECOVERED],
-           **(parse_peer_log(lines) if spec.kind == "peer" else parse_ours_log(lines))}
+    row = {**row_of(spec, len(table["rows"]) + 1, ours_script), "notes": [RECOVERED], **LOG_PARSERS[spec.kind](lines)}
+    if os.path.abspath(log_path) != os.path.abspath(os.path.join(table_dir, row["log"])):
+        shutil.copyfile(log_path, os.path.join(table_dir, row["log"]))
     if row.get("val_bpb") is None:
         row.update(status="failed", error="its log holds no final score line")
     else:
@@ -510,8 +517,9 @@ def count_val_tokens(data_dir: str) -> int:
 
 def run_eval_rows(args, bench: Bench) -> list[dict]:
     """eval_ngram.py on one artifact, without the n-gram mixture (the ratios' reference) and with it."""
-    base = [sys.executable, args.eval_script, os.path.abspath(args.eval_only), "--data-dir", bench.data_dir,  # the whole
-            "--tokenizer", bench.tokenizer, "--budget", "0"] + (["--stride", str(args.stride)] if args.stride else [])  # eval timed
+    # --budget 0: the whole evaluation is timed, never a cheaper rest
+    base = [sys.executable, args.eval_script, os.path.abspath(args.eval_only), "--data-dir", bench.data_dir,
+            "--tokenizer", bench.tokenizer, "--budget", "0"] + (["--stride", str(args.stride)] if args.stride else [])
     base += ["--max-tokens", str(args.max_tokens)] if args.max_tokens else []
     with_ngram = ["--ngram-order", str(args.ngram_order)] if args.ngram_order else []
     order = str(args.ngram_order) if args.ngram_order else "from the artifact"
@@ -658,7 +666,7 @@ def open_table(args, settings: dict) -> tuple[dict, str]:
 def main(argv: list[str]) -> dict:
     args = parse_args(argv)
     if args.recover:
-        return recover_row(*args.recover, parse_row_spec(*args.rows[0]))
+        return recover_row(*args.recover, parse_row_spec(*args.rows[0]), args.ours_script)
     if not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir} is not a folder; make shards with data/export.py or data/fineweb.py")
     if args.tokenizer != "bytes" and not os.path.isfile(args.tokenizer):
