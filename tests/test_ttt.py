@@ -124,13 +124,19 @@ def test_ttt_composes_with_the_ngram_mixer():
     assert max(ngram, ttt) < neither and both < min(ngram, ttt)
 
 
-def test_command_line_ttt_flags_reach_the_learner(tmp_path):
+def artifact_beside_val(folder) -> str:
+    """The tiny model packed as folder/artifact.pgolf beside a val shard of the repeating stream; the artifact's path."""
     model = tiny_model()
-    (tmp_path / "artifact.pgolf").write_bytes(pack_model(model, model.cfg, {"train_time_s": 0.0}))
-    write_shard(str(tmp_path / "fineweb_val_000000.bin"), repeating_stream().numpy())
+    (folder / "artifact.pgolf").write_bytes(pack_model(model, model.cfg, {"train_time_s": 0.0}))
+    write_shard(str(folder / "fineweb_val_000000.bin"), repeating_stream().numpy())
+    return str(folder / "artifact.pgolf")
+
+
+def test_command_line_ttt_flags_reach_the_learner(tmp_path):
+    artifact = artifact_beside_val(tmp_path)
 
     def cli_loss(*flags):
-        child = subprocess.run([sys.executable, os.path.join(REPO, "eval_ngram.py"), str(tmp_path / "artifact.pgolf"),
+        child = subprocess.run([sys.executable, os.path.join(REPO, "eval_ngram.py"), artifact,
                                 "--data-dir", str(tmp_path), "--device", "cpu", "--no-ngram", *flags],
                                capture_output=True, text=True)
         assert child.returncode == 0, child.stderr
@@ -237,10 +243,7 @@ def test_an_eval_on_pace_to_pass_its_budget_drops_the_learners_then_widens_the_s
 
 
 def test_the_command_line_budget_reaches_the_evaluation_and_its_steps_are_printed(tmp_path, capsys):
-    model = tiny_model()
-    (tmp_path / "artifact.pgolf").write_bytes(pack_model(model, model.cfg, {"train_time_s": 0.0}))
-    write_shard(str(tmp_path / "fineweb_val_000000.bin"), repeating_stream().numpy())
-    common = [str(tmp_path / "artifact.pgolf"), "--data-dir", str(tmp_path), "--device", "cpu", "--ttt-steps", "1"]
+    common = [artifact_beside_val(tmp_path), "--data-dir", str(tmp_path), "--device", "cpu", "--ttt-steps", "1"]
     eval_ngram.main([*common, "--budget", "1e-9"])  # on pace to pass any budget: every cheaper step is taken
     steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("eval budget: ")]
     assert [line.split(" from")[0] for line in steps] == ["eval budget: learners stopped", f"eval budget: stride {SEQ}"]
