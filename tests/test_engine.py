@@ -169,18 +169,22 @@ def test_every_skip_weight_row_is_used_once_the_recurrence_runs():
 
 def test_gains_train_with_adamw_without_decay_and_only_matrices_with_muon():
     """Muon orthogonalizes an update and decays the weight: right for a block matrix, wrong for gains such as the
-    lane writes or the U-Net skip weights ([skips, width], 2-D but a gain per channel), which the public records
-    train with Adam. Every trained parameter is in exactly one group."""
-    model = train_gpt.GPT(tiny("parallel_start=3"))
-    adam, muon = train_gpt.build_optimizers(model, model.cfg, 0, 1)
-    gains = {id(p) for g in adam.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
-    in_muon = [id(p) for g in muon.param_groups for p in g["params"]]
-    lane = {id(b.lane_writes) for b in model.blocks if b.lane_writes is not None}
-    assert len(lane) == 3 and lane | {id(model.skip_weights)} <= gains and model.skip_weights.ndim == 2
-    assert {id(p) for n, p in model.named_parameters() if n.endswith(".weight") and p.ndim == 2
-            and not train_gpt.is_embedding(n)} == set(in_muon)
-    grouped = in_muon + [id(p) for g in adam.param_groups for p in g["params"]]
-    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    lane writes. The U-Net skip weights ([skips, width], 2-D but a gain per channel) go to Muon by default (it won
+    the 140 s A/B) and to AdamW without decay with skip_weights_muon=false. Every trained parameter is in exactly
+    one group."""
+    for skip_muon in (True, False):
+        model = train_gpt.GPT(tiny("parallel_start=3", f"skip_weights_muon={skip_muon}"))
+        adam, muon = train_gpt.build_optimizers(model, model.cfg, 0, 1)
+        gains = {id(p) for g in adam.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+        in_muon = [id(p) for g in muon.param_groups for p in g["params"]]
+        lane = {id(b.lane_writes) for b in model.blocks if b.lane_writes is not None}
+        assert len(lane) == 3 and lane <= gains and model.skip_weights.ndim == 2
+        assert (id(model.skip_weights) in in_muon) == skip_muon and (id(model.skip_weights) in gains) != skip_muon
+        block_matrices = {id(p) for n, p in model.named_parameters() if n.endswith(".weight") and p.ndim == 2
+                          and not train_gpt.is_embedding(n)}
+        assert set(in_muon) == block_matrices | ({id(model.skip_weights)} if skip_muon else set())
+        grouped = in_muon + [id(p) for g in adam.param_groups for p in g["params"]]
+        assert sorted(grouped) == sorted(id(p) for p in model.parameters())
 
 
 def test_warm_down_ends_at_the_lr_floor():
