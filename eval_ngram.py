@@ -1500,8 +1500,9 @@ def sample_text(model, prompt: str, tokenizer: str, **options) -> str:
 # ---------------------------------------------------------------- test-time training (score-first)
 def all_reduce_(tensors: list[torch.Tensor], world: int, average: bool = False) -> None:
     """Sum (average=True: average) tensors in place over all ranks in one flat all-reduce: gradients, so that every
-    rank takes the same step (test-time training here, EGT's sleep in train_gpt.py), or GPTQ's Hessians."""
-    if world == 1:
+    rank takes the same step (test-time training here, EGT's sleep in train_gpt.py), or GPTQ's Hessians (none when a
+    model is too small to have packed matrices: every rank then has none)."""
+    if world == 1 or not tensors:
         return
     flat = torch.cat([t.flatten() for t in tensors])
     torch.distributed.all_reduce(flat)
