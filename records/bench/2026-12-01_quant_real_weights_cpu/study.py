@@ -58,6 +58,9 @@ GRIDS = [  # name, overrides, GPTQ
     ("attn int6, MLP int5, SDClip k=5", dict(quant_clip_sigmas=5.0), True),
     ("int6 everywhere, SDClip k=7", dict(mlp_quant_bits=6, quant_clip_sigmas=7.0), True),
     ("int6 everywhere, SDClip k=8", dict(mlp_quant_bits=6, quant_clip_sigmas=8.0), False),
+    ("k=7 + embeddings SDClip int8 k=20", dict(mlp_quant_bits=6, quant_clip_sigmas=7.0, embed_clip_sigmas=20.0), True),
+    ("k=7 + embeddings int7 absmax", dict(mlp_quant_bits=6, quant_clip_sigmas=7.0, embed_quant_bits=7), True),
+    ("k=7 + embeddings int6 absmax", dict(mlp_quant_bits=6, quant_clip_sigmas=7.0, embed_quant_bits=6), True),
 ]
 if len(sys.argv) > 6:
     GRIDS = [GRIDS[int(i)] for i in sys.argv[6].split(",")]
