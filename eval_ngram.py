@@ -511,7 +511,10 @@ def gptq_rows(w: torch.Tensor, hessian: torch.Tensor, bits: int, sigmas: float =
 @torch.no_grad()
 def collect_hessians(model: torch.nn.Module, batches, names: list[str], device) -> dict[str, torch.Tensor]:
     """E[x x^T] of the inputs of the weights called names ("<linear module>.weight"), over calibration batches
-    (x, y) of TRAINING tokens; forward hooks add each call's inputs, so a module called twice counts twice."""
+    (x, y) of TRAINING tokens; forward hooks add each call's inputs, so a module called twice counts twice. With no
+    names (a model too small to pack any matrix) no batch is drawn and nothing runs."""
+    if not names:
+        return {}
     sums = {name: None for name in names}
     counts = dict.fromkeys(names, 0)
 

@@ -133,6 +133,13 @@ def test_hessians_are_the_mean_outer_product_of_each_linears_inputs():
     assert not toy.a._forward_pre_hooks  # the hooks are gone afterwards
 
 
+def test_no_weight_to_calibrate_draws_no_calibration_batch():
+    def batches():
+        raise AssertionError("a calibration batch was drawn")
+        yield
+    assert eval_ngram.collect_hessians(torch.nn.Linear(2, 2), batches(), [], "cpu") == {}
+
+
 # ---------------------------------------------------------------- artifact
 @pytest.mark.parametrize("grid", ["quant_clip_sigmas=0", "quant_clip_sigmas=12.85"])
 def test_gptq_packed_values_unpack_bit_for_bit(grid):
