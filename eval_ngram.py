@@ -1810,9 +1810,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--stride", type=int, help="sliding-window stride (default: the artifact's eval_stride)")
     parser.add_argument("--seq-len", type=int, help="window length (default: the artifact's eval_seq_len, else its "
                         "training seq_len); longer windows give each token more context than training had")
-    parser.add_argument("--audit", type=int, default=0, metavar="K",
+    parser.add_argument("--audit", type=int, metavar="K",
                         help="check at K positions that p sums to 1 over the whole vocabulary (fail if off by > 1e-6), "
-                        "has no negative or non-finite entry, and gave the target the probability it was scored with")
+                        "has no negative or non-finite entry, and gave the target the probability it was scored with "
+                        "(default: the artifact's eval_audit, as the training run checked it; 0 = off)")
     parser.add_argument("--max-tokens", type=int, help="score only the first N validation tokens (default: the "
                         "artifact's eval_max_tokens; 0 = all)")
     parser.add_argument("--batch-windows", type=int, help="windows per forward (default: the artifact's eval_batch_windows)")
@@ -1852,8 +1853,9 @@ def main(argv: list[str]) -> int:
     settings = {key: value for key, value in dict(
         data_dir=args.data_dir, tokenizer=args.tokenizer, eval_max_tokens=args.max_tokens, eval_stride=args.stride, eval_seq_len=args.seq_len,
         eval_batch_windows=args.batch_windows, eval_compile=args.compile, ngram_order=0 if args.no_ngram else args.ngram_order,
-        ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank, eval_budget_s=args.budget).items() if value is not None}
-    cfg = dataclasses.replace(model.cfg, eval_audit=args.audit, **settings)
+        ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank, eval_budget_s=args.budget, eval_audit=args.audit).items()
+        if value is not None}
+    cfg = dataclasses.replace(model.cfg, **settings)
     if not 1 <= cfg.eval_stride <= eval_window(cfg):
         raise UsageError(f"--stride {cfg.eval_stride}: must be in 1..{eval_window(cfg)} (the window length)")
     if args.generate is not None:
@@ -1865,10 +1867,10 @@ def main(argv: list[str]) -> int:
     val_tokens = load_val_tokens(cfg.data_dir, cfg.eval_max_tokens, cfg.vocab_size)
     say = print if rank == 0 else lambda line: None
     result = score(model, val_tokens, tables, artifact_tables=artifact_tables, rank=rank, world=world, device=device,
-                   mix=parse_mix(args.mix), eval_audit=args.audit, log=say, **settings)
+                   mix=parse_mix(args.mix), log=say, **settings)
     code_bytes = code_size(cfg.self_extracting_code)  # as train_gpt.py counted it: what the record folder holds
     over_cap = artifact_bytes + code_bytes - ARTIFACT_LIMIT
-    report_audit(result, say, audited=args.audit > 0)  # as in train_gpt.py
+    report_audit(result, say, audited=cfg.eval_audit > 0)  # as in train_gpt.py
     if rank == 0:
         print(final_line(result, artifact_bytes + code_bytes, code_bytes, meta.get("train_time_s", 0.0)) +
               (f" over_cap_bytes={over_cap}" if over_cap > 0 else ""))

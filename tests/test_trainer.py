@@ -351,6 +351,8 @@ def test_pack_then_unpack_scores_exactly_like_the_packed_weights(sp1024_shards, 
     proc = subprocess.run([sys.executable, "eval_ngram.py", str(path), "--no-ngram", "--stride", "16",
                            "--max-tokens", "3000"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert f"val_loss={in_process:.6f}" in proc.stdout.splitlines()[-1]
+    audit = [line for line in proc.stdout.splitlines() if line.startswith("audit positions=")]  # unasked, as training did
+    assert cfg.eval_audit > 0 and len(audit) == 1 and audit[0].endswith("PASS"), proc.stdout
     quantized = {n for n, p in model.state_dict().items() if not torch.equal(p, state[n])}
     assert quantized and all(torch.allclose(model.state_dict()[n], state[n], atol=0.02) for n in state)
 
