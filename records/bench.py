@@ -384,8 +384,8 @@ def key_values(line: str) -> dict[str, str]:
 
 
 def parse_ours_log(lines: list[str]) -> dict:
-    """Our trainer's `step=...` progress, `train_done ...`, `eval budget: ...` and `final ...` lines (SPEC.md); a
-    line cut short (a log tail given to --recover) is skipped."""
+    """Our trainer's `step=...` progress, `train_done ...`, `packing_loss ...`, `eval budget: ...` and `final ...`
+    lines (SPEC.md); a line cut short (a log tail given to --recover) is skipped."""
     out: dict = {"eval_budget_steps": []}
     for line in lines:
         try:
@@ -396,6 +396,9 @@ def parse_ours_log(lines: list[str]) -> dict:
                 kv = key_values(line)
                 out.update(steps=int(kv["steps"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]),
                            peak_mem_mib=float(kv["peak_mem_mib"]) or None)  # 0 on CPU: nothing measured
+            elif line.startswith("packing_loss "):  # the packed model on the training tokens the run held out
+                kv = key_values(line)
+                out.update(heldout_bpb=float(kv["bpb_packed"]), heldout_bpb_trained=float(kv["bpb_trained"]))
             elif line.startswith("eval budget: "):  # the evaluation was made cheaper to end in time: say so in the row
                 out["eval_budget_steps"].append(line.removeprefix("eval budget: "))
             elif line.startswith("final "):
@@ -441,7 +444,7 @@ def row_notes(row: dict) -> str:
 TRAIN_COLUMNS = [("row", lambda r: r["label"]), ("script", lambda r: r["script"]), ("protocol notes", row_notes),
                  ("tokens/s", lambda r: fmt(r.get("tok_s"), ",.0f")), ("ms/step", lambda r: fmt(r.get("ms_step"), ".1f")),
                  ("steps", lambda r: fmt(r.get("steps"), "d")), ("peak MiB", lambda r: fmt(r.get("peak_mem_mib"), ",.0f")),
-                 ("val_bpb", lambda r: fmt(r.get("val_bpb"), ".4f")),
+                 ("held-out bpb", lambda r: fmt(r.get("heldout_bpb"), ".4f")), ("val_bpb", lambda r: fmt(r.get("val_bpb"), ".4f")),
                  ("artifact bytes", lambda r: fmt(r.get("artifact_bytes"), ",d")),
                  ("eval s", lambda r: fmt(r.get("eval_time_s"), ".1f")),
                  ("tok/s ratio", lambda r: fmt_ratio(r.get("ratio_tok_s"))), ("bpb ratio", lambda r: fmt_ratio(r.get("ratio_bpb")))]
@@ -464,7 +467,11 @@ def markdown(table: dict) -> str:
            f"the first {table['val_docs']:,} val documents" if table.get("val_docs") else "all val tokens")
     lines += [f"- data {table['data_dir']} ({val}); tokenizer {table['tokenizer']} (vocab {table['vocab_size']})",
               f"- GPU {table['gpu']}; torch {table['torch']}",
-              f"- ratios: each row / {table['reference'] or '(no reference row finished)'}", ""]
+              f"- ratios: each row / {table['reference'] or '(no reference row finished)'}"]
+    if not eval_only:
+        lines.append("- held-out bpb: our rows' packed model on the last training tokens, which the run never trained on "
+                     "(`train_holdout_tokens`): choose settings on it, never on val_bpb")
+    lines.append("")
     columns = EVAL_COLUMNS if eval_only else TRAIN_COLUMNS
     lines.append("| " + " | ".join(name for name, _ in columns) + " |")
     lines.append("|" + "---|" * len(columns))

@@ -113,7 +113,7 @@ def test_peer_and_ours_rows_make_one_table(setup, capsys):
     folder = tmp_path / "bench" / f"{table['date']}_t"
     md = (folder / "table.md").read_text()
     assert json.loads((folder / "table.json").read_text())["rows"][1]["val_bpb"] == 1.2
-    assert "| row | script | protocol notes | tokens/s | ms/step | steps | peak MiB | val_bpb |" in md
+    assert "| row | script | protocol notes | tokens/s | ms/step | steps | peak MiB | held-out bpb | val_bpb |" in md
     assert "protocol `wall`" in md and "seed 1337" in md and "GPU " in md
     assert capsys.readouterr().out.endswith(md)
 
@@ -375,6 +375,12 @@ def test_our_real_smoke_preset_and_a_peer_share_a_table(setup, byte_shards):
     assert peer["status"] == smoke["status"] == "ok" and smoke["script"] == "train_gpt.py"
     assert smoke["steps"] >= 1 and 0 < smoke["val_bpb"] < 20 and 0 < smoke["artifact_bytes"] < 16_000_000
     assert smoke["eval_time_s"] is not None and smoke["ratio_bpb"] == pytest.approx(smoke["val_bpb"] / 1.5)
+    assert 0 < smoke["heldout_bpb"] < 20 and "heldout_bpb" not in peer  # what settings are chosen on: ours only
+    folder = tmp_path / "bench" / f"{table['date']}_{table['name']}"
+    header, _, peer_line, smoke_line = [line.split(" | ") for line in (folder / "table.md").read_text().splitlines()
+                                        if line.startswith("|")]
+    column = header.index("held-out bpb")
+    assert (peer_line[column], smoke_line[column]) == ("-", f"{smoke['heldout_bpb']:.4f}")
     record_line = next(line for line in log_of(table, smoke, tmp_path).splitlines() if line.startswith("record: "))
     assert not record_line.split(" ", 1)[1].startswith(REPO)  # record folders go to a temporary place, not records/
 
