@@ -758,6 +758,14 @@ def basis_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
 
 
+def basis_sha256(model: torch.nn.Module, names) -> str:
+    """Digest of the named modules' regenerated bases, so a loading process proves it rebuilt exactly what was trained."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(model.get_submodule(name).weight.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def semi_orthogonal(rows: int, cols: int, seed: int) -> torch.Tensor:
     """A random rows x cols matrix with orthonormal rows (rows <= cols) or columns, bit-identical everywhere.
 

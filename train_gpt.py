@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import difflib
 import glob
-import hashlib
 import json
 import math
 import os
@@ -73,6 +72,7 @@ class Config:
     enrich_hidden: int = opt(768, "hidden width of the pre-enrichment MLP")
     recur_layers: str = opt("4,5", "depth recurrence: these consecutive blocks run twice (e.g. 4,5; '' = off)")
     recur_start: float = opt(0.5, "fraction of the budget after which the recurrence switches on")
+    recur_untie: str = opt("off", "off | gains | mlp: second passes train their own gains (and MLP), copied from the first at the switch")
     parallel_start: int = opt(7, "parallel residuals from this block on: attention and MLP keep separate lanes (0 = off)")
     ln_scale: bool = opt(True, "scale each block's normalized inputs by 1/sqrt(block index + 1)")
     layer0_attention: bool = opt(False, "block 0 has attention (false: an MLP-only first block)")
@@ -188,12 +188,9 @@ BASELINE_SHAPE = dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction
                       muon_wd=0.0, adam_wd=0.0, grad_clip=0.0, warmdown_frac=0.2, train_order="sequential",
                       quant_clip_sigmas=0.0, gptq_tokens=0)
 PRESETS: dict[str, dict] = {
-    # The defaults: 11 blocks at MLP 3.25x, XSA everywhere, LN scale, no attention in block 0, parallel lanes from
-    # block 7, blocks 4,5 run twice after half the budget, Polar Express, windows in a shuffled order (the 1.1063
-    # record's ideas on our engine), int6 on the SDClip grid (7 row RMS) with GPTQ. One H200, eighth protocol, 300 s,
-    # one lease (records/bench/2026-12-02_recipe300s): held-out packed bpb 1.2398 vs 1.2431 at MLP 2.75x and 1.2450
-    # with a 12th block (val 1.1133, 1.1191, 1.1216), 15.11 MB. MLP 2.75x on the older int6/int5 absmax grid scored
-    # 1.1218 vs 1.1309 (1.1063 script) and 1.2065 (1.1194 script) on another lease (records/bench/*eighth300s_v3).
+    # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth protocol, 300 s: MLP
+    # 3.25x beat 2.75x and 12 blocks on held-out packed bpb, 1.2398 vs 1.2431 and 1.2450 (records/bench/*recipe300s);
+    # at 2.75x, older grid: 1.1218 vs 1.1309 (1.1063 script), 1.2065 (1.1194 script) (records/bench/*eighth300s_v3).
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,
@@ -215,10 +212,8 @@ PRESETS: dict[str, dict] = {
     # time 12-15% of the steps; the critics stay near chance on the model's own samples (records/bench/*issue7*).
     "egt": dict(egt_mode="interleaved"),
     "bytes": dict(vocab_size=256, tokenizer="bytes", data_dir="data/local/sample_bytes", train_holdout_tokens=4096, track="bytes"),
-    # The SP8192 data of the public top records (data/fineweb.py --repo-id kevclark/parameter-golf --variant sp8192) with
-    # their stack's settings on our engine (PR #1394, #1493): SDClip grid (int6 at 12.85 sigmas, int8 embeddings at 20)
-    # with GPTQ, blocks 3-5 twice from 35%, QK gain 5.25, their optimizer settings; MLP 3.5x, not their 4x, which packs
-    # to 16.0 MB on Gaussian weights with our codec (3.5x: 14.8 MB). Not yet measured.
+    # The SP8192 data of the public top records with their stack's settings on our engine (PR #1394, #1493; README:
+    # presets). On the proxy (one H200, 300 s): 1.2087 vs record's 1.1983 on sp1024 (records/bench/*sp1024_vs_sp8192*).
     "sp8192": dict(vocab_size=8192, tokenizer="data/tokenizers/fineweb_8192_bpe.model", data_dir="data/datasets/fineweb10B_sp8192",
                    mlp_mult=3.5, quant_clip_sigmas=12.85, embed_clip_sigmas=20.0, gptq_tokens=262_144,
                    recur_layers="3,4,5", recur_start=0.35, qk_gain_init=5.25, muon_wd=0.095, matrix_lr=0.022,
@@ -246,7 +241,7 @@ RANGES = {
     "[2,8]": "quant_bits mlp_quant_bits embed_quant_bits lora_quant_bits",  # stored as int8
     "(0,1]": "egt_hard_frac", "[2,inf)": "egt_samples"}
 CHOICES = {"device": "auto cuda cpu", "compile": "auto on off", "egt_mode": "off interleaved final",
-           "muon_ns_coefficients": "quintic polar_express", "train_order": "sequential shuffled"}
+           "muon_ns_coefficients": "quintic polar_express", "train_order": "sequential shuffled", "recur_untie": "off gains mlp"}
 BLOCK_INDICES = re.compile(r"(\d+(,\d+)*)?")  # recur_layers, value_embed_layers: as in 4,5 ('' = none)
 RELATIONS = [  # (keys, holds, what it takes)
     ("vocab_size", lambda c: c.vocab_size <= 65536, "at most 65536 (shards hold uint16 token ids)"),
@@ -272,6 +267,7 @@ RELATIONS = [  # (keys, holds, what it takes)
      "consecutive block indices below num_layers"),
     ("parallel_start recur_layers", lambda c: not recur_band(c) or not 0 < c.parallel_start <= recur_band(c)[-1],
      "parallel_start after the last of recur_layers (lanes never rejoin)"),
+    ("recur_untie recur_layers", lambda c: c.recur_untie == "off" or recur_band(c), "blocks for depth recurrence to untie"),
     ("seq_len_schedule seq_len", lambda c: all(n > 0 and c.seq_len % n == 0 and 0 < u <= 1 for n, u in seq_len_stages(c)),
      "stage lengths that divide seq_len, each until a point within (0, 1] of the budget"),
     ("run_name track", lambda c: all(re.fullmatch(r"\w[\w.-]*|", v) for v in (c.run_name, c.track)),
@@ -350,12 +346,8 @@ def rms_norm(x: Tensor) -> Tensor:
 
 
 class Linear(nn.Linear):
-    """Bias-free linear whose fp32 master weight is cast to the activation dtype (bf16 under autocast).
-
-    add_lora(r) attaches a low-rank adapter (B @ A, B zero-initialised so the output is unchanged at first);
-    GPT.lora_parameters() lists every adapter parameter, for training, test-time training or packing.
-    freeze_to_basis(seed) makes the weight a frozen random basis (see "random bases" below) times a trained row scale.
-    """
+    """Bias-free linear, its fp32 master weight cast to the activation dtype. add_lora(r): a low-rank adapter (B @ A,
+    B zero at first: no change); freeze_to_basis(seed): the weight a frozen random basis times a trained row scale."""
 
     def __init__(self, fan_in: int, fan_out: int, zero_init: bool = False):
         super().__init__(fan_in, fan_out, bias=False)
@@ -393,9 +385,8 @@ class Linear(nn.Linear):
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE, PR #315), on [B, T, H, D].
-    cos/sin for the training length are tables computed once (computed inside the fused kernel, they cost a
-    transcendental per element); a longer evaluation context computes its own."""
+    """Rotary position embedding on the first `dims` dimensions of each head (partial RoPE, PR #315), on [B, T, H, D];
+    cos/sin tables computed once for the training length (in the kernel: a transcendental per element), else per call."""
 
     def __init__(self, head_dim: int, fraction: float, base: float, seq_len: int):
         super().__init__()
@@ -480,6 +471,17 @@ class MLP(nn.Module):
         return self.proj(self.act(self.fc(x)))
 
 
+class SecondPass(nn.Module):
+    """What depth recurrence's second pass through a block trains apart from the first (recur_untie, PR #1204's
+    untied repeat MLP): its gains and, with "mlp", its MLP. GPT.start_recurrence copies the first pass's in."""
+
+    def __init__(self, cfg: Config, has_attention: bool):
+        super().__init__()
+        self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim)) if has_attention else None
+        self.mlp_scale, self.resid_mix = nn.Parameter(torch.ones(cfg.model_dim)), nn.Parameter(torch.tensor([1.0, 0.0]))
+        self.mlp = MLP(cfg) if cfg.recur_untie == "mlp" else None
+
+
 class Block(nn.Module):
     def __init__(self, cfg: Config, index: int):
         super().__init__()
@@ -490,22 +492,23 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         self.resid_mix = nn.Parameter(torch.tensor([1.0, 0.0]))  # how much of the block input vs. the embedding
         self.norm_scale = (index + 1) ** -0.5 if cfg.ln_scale else 1.0  # LN scale (PR #315)
-        # parallel residuals (PR #1204): each sublayer writes to the attention lane and the MLP lane with its own weights
-        # (sublayer, lane) weights, flat so that AdamW trains them as the gains they are (Muon takes 2-D parameters)
+        # parallel residuals (PR #1204): (sublayer, lane) write weights, flat: AdamW trains them as gains, not Muon
         self.lane_writes = nn.Parameter(torch.ones(4)) if 0 < cfg.parallel_start <= index else None
+        self.second_pass = SecondPass(cfg, has_attention) if cfg.recur_untie != "off" and index in recur_band(cfg) else None
 
-    def mix(self, x: Tensor, x0: Tensor) -> Tensor:
-        mix = self.resid_mix.to(x.dtype)
+    def mix(self, x: Tensor, x0: Tensor, weights: Tensor | None = None) -> Tensor:
+        mix = (self.resid_mix if weights is None else weights).to(x.dtype)
         return mix[0] * x + mix[1] * x0
 
     def sublayer(self, module: nn.Module, scale: Tensor, x: Tensor, *extra) -> Tensor:
         return scale.to(x.dtype) * module(rms_norm(x) * self.norm_scale, *extra)
 
-    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None = None) -> Tensor:
-        x = self.mix(x, x0)
+    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None = None, second: bool = False) -> Tensor:
+        own = self.second_pass if second and self.second_pass is not None else self  # recurrence: whose gains (and MLP)
+        x = self.mix(x, x0, own.resid_mix)
         if self.attn is not None:
-            x = x + self.sublayer(self.attn, self.attn_scale, x, value_embed)
-        return x + self.sublayer(self.mlp, self.mlp_scale, x)
+            x = x + self.sublayer(self.attn, own.attn_scale, x, value_embed)
+        return x + self.sublayer(self.mlp if own.mlp is None else own.mlp, own.mlp_scale, x)
 
     def parallel(self, lanes: tuple[Tensor, Tensor], x0: Tensor, value_embed: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Attention reads the first lane, the MLP the second; each output is written to both, with learned weights."""
@@ -530,9 +533,8 @@ class SmearGate(nn.Module):
 
 
 class TokenTable(nn.Module):
-    """A `rows` x `dim` lookup table projected to `out` (projection zero at init: no effect until trained), indexed by
-    the token (value embeddings, modded-nanogpt, PR #549) or by (previous token, token) hashed into `rows` buckets
-    (BigramHash, PR #135)."""
+    """A `rows` x `dim` table projected to `out` (zero projection at init), indexed by the token (value embeddings,
+    modded-nanogpt, PR #549) or by (previous token, token) hashed into `rows` buckets (BigramHash, PR #135)."""
 
     def __init__(self, rows: int, dim: int, out: int, bigram: bool):
         super().__init__()
@@ -636,7 +638,7 @@ class GPT(nn.Module):
             x, aux["enrich_delta"] = self.enrich(x)
         else:
             x = rms_norm(x)
-        x0, skips, order, lanes = x, [], self.layer_order(), None
+        x0, skips, order, lanes, seen = x, [], self.layer_order(), None, set()
         encoder = len(order) // 2  # U-Net (PR #289): the first half's outputs feed the second half, last first
         values = self.value_embed(idx) if self.value_embed is not None else None
         for i, index in enumerate(order):
@@ -646,7 +648,8 @@ class GPT(nn.Module):
                 skip = self.skip_weights[i - encoder].to(x.dtype) * skips.pop()
                 x, lanes = x + skip, lanes and (lanes[0] + skip, lanes[1] + skip)
             if block.lane_writes is None:
-                x = block(x, x0, value_embed)
+                x = block(x, x0, value_embed, second=index in seen)
+                seen.add(index)
             else:  # parallel lanes from here on; the hidden state is their mean (compiled away where unused)
                 lanes = block.parallel(lanes or (x, x), x0, value_embed)
                 x = (lanes[0] + lanes[1]) * 0.5
@@ -655,6 +658,15 @@ class GPT(nn.Module):
             if collect is not None:
                 collect.append(x)
         return rms_norm(x), aux
+
+    @torch.no_grad()
+    def start_recurrence(self, ema_params: list[Tensor] = ()) -> None:
+        """Depth recurrence on: each second pass starts as a copy of its first (in the weights and in their EMA)."""
+        self.recurrence_active, names = True, [n for n, _ in self.named_parameters()]
+        for tensors in (list(self.parameters()), list(ema_params)):
+            by_name = dict(zip(names, tensors))
+            for name in [n for n in by_name if ".second_pass." in n]:
+                by_name[name].copy_(by_name[name.replace("second_pass.", "")])
 
     def layer_order(self) -> list[int]:
         """Blocks in execution order: each once or, with depth recurrence on, the band again right after itself."""
@@ -681,10 +693,12 @@ def matmul_params(model: GPT) -> int:
 
 
 def flops_per_token(model: GPT, seq_len: int) -> float:
-    """Training FLOPs per token as the model runs now: 6 per matmul parameter use (a block the recurrence repeats
-    counts twice; 4 per frozen basis weight: no weight gradient) plus causal attention scores and values."""
-    repeated = model.recur_band if model.recurrence_active else []
-    uses = matmul_params(model) + sum(p.numel() for i in repeated for p in model.blocks[i].parameters() if p.ndim == 2)
+    """Training FLOPs per token as the model runs now: 6 per matmul parameter use (a repeated block's twice, an untied
+    MLP's once; 4 per frozen basis weight: no weight gradient) plus causal attention scores and values."""
+    matrices = lambda m: sum(p.numel() for p in m.parameters() if p.ndim == 2) if m is not None else 0
+    untied = sum(matrices(model.blocks[i].second_pass) for i in model.recur_band)  # idle until the recurrence
+    again = sum(matrices(model.blocks[i]) for i in model.recur_band) - 2 * untied  # what second passes run again
+    uses = matmul_params(model) + (again if model.recurrence_active else -untied)
     attention = sum(model.blocks[i].attn is not None for i in model.layer_order())
     return 6 * uses + 4 * model.frozen_weights() + 6 * attention * seq_len * model.cfg.model_dim
 
@@ -717,11 +731,9 @@ def newton_schulz(g: Tensor, steps: int, coefficients: str = "quintic") -> Tenso
 
 # Muon: Keller Jordan, modded-nanogpt (the baseline's optimizer); decoupled weight decay: PR #60.
 class Muon(torch.optim.Optimizer):
-    """Momentum + Newton-Schulz orthogonalized updates for matrices (Muon, Keller Jordan 2024).
-
-    Matrices of one shape are orthogonalized together as one batch (a handful of batched matmuls per step instead
-    of a handful per matrix: the step is launch-bound otherwise). With N ranks, rank r orthogonalizes every N-th
-    matrix of each batch and one all-reduce shares the results."""
+    """Momentum + Newton-Schulz orthogonalized updates for matrices (Muon, Keller Jordan 2024). Matrices of one shape
+    are orthogonalized as one batch (the step is launch-bound otherwise); with N ranks, rank r orthogonalizes every
+    N-th matrix of each batch and one all-reduce shares the results."""
 
     def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float, rank: int, world: int,
                  coefficients: str = "quintic"):
@@ -911,10 +923,9 @@ class Critics(nn.Module):
 
 
 class EGT:
-    """The wake/sleep loop around a GPT: owns the critics, the replay buffer, the teacher and the critics' optimizer.
-    A model with LoRA of its own (e.g. random bases) trains that in sleep; otherwise each sleep gives every trained
-    block matrix fresh rank-egt_lora_rank adapters and merges them into the weights when it ends, so the main steps
-    never pay for adapters (dormant rank-8 adapters on the record model cost 20% of its tokens/s on an H200)."""
+    """The wake/sleep loop around a GPT: critics, replay buffer, teacher, critics' optimizer. A model with LoRA of its
+    own (e.g. random bases) trains that in sleep; else each sleep gives every block matrix fresh adapters, merged when
+    it ends, so the main steps never pay for adapters (dormant rank-8 ones cost the record 20% of its tokens/s)."""
 
     def __init__(self, cfg: Config, model: GPT, rank: int, world: int, device: torch.device, log):
         self.cfg, self.model, self.rank, self.world, self.device, self.log = cfg, model, rank, world, device, log
@@ -1008,11 +1019,9 @@ class EGT:
         return fake_logit.detach().mean(0)
 
     def generator_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """LM loss on real text + beta * adversarial + lambda * feature matching + alpha * KL to the teacher.
-        Samples are discrete, so no gradient reaches generation through the critics: the adversarial and feature
-        matching terms are score-function (REINFORCE) surrogates. Each sample's cost (the critics' -log P(real); its
-        critic features' squared distance to the real batch's mean features), minus the batch mean, weighs the
-        gradient of the sample's mean token log-probability: generation moves towards what the critics take for real."""
+        """LM loss on real text + beta * adversarial + lambda * feature matching + alpha * KL to the teacher. Samples are
+        discrete: the adversarial and matching terms are REINFORCE surrogates, each sample's cost (critics' -log P(real);
+        its features' squared distance to the real batch's mean) minus the batch mean weighing its mean token log-prob."""
         cfg, real_seq, prompt_len = self.cfg, torch.cat([batch["prompt"], batch["real"]], 1), batch["prompt"].size(1)
         real_states, h = self.states(real_seq)
         fake_states, h_fake = self.states(torch.cat([batch["prompt"], batch["fake"]], 1))
@@ -1134,8 +1143,9 @@ class Trainer:
         self.micro_tokens = cfg.train_batch_tokens // (world * self.accum)
         use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
         compiled = eval_ngram.compile_graph(model) if use_compile else model
-        self.ddp = nn.parallel.DistributedDataParallel(compiled, device_ids=[device.index] if device.type == "cuda" else None,
-                                                       broadcast_buffers=False) if world > 1 else compiled  # buffers are regenerated
+        self.ddp = nn.parallel.DistributedDataParallel(  # buffers are regenerated; second passes idle until the recurrence
+            compiled, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+            find_unused_parameters=cfg.recur_untie != "off") if world > 1 else compiled
         self.optimizers = build_optimizers(model, cfg, rank, world)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.autocast = eval_ngram.autocast(device)
@@ -1259,7 +1269,8 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
             qat_started = True
             log(f"qat on step={step} progress={progress:.3f}")
         stream_state = stream.state()  # a halt inside this step saves the data position of its start
-        model.recurrence_active = bool(model.recur_band) and progress >= cfg.recur_start
+        if model.recur_band and not model.recurrence_active and progress >= cfg.recur_start:
+            model.start_recurrence(ema.params if ema else ())
         try:
             loss = trainer.step(step, progress)
         except eval_ngram.DataError as error:
@@ -1361,21 +1372,13 @@ def packing_loss(trained: GPT, packed: GPT, holdout: Tensor, cfg: Config, tables
     return {"holdout_tokens": holdout.numel(), "bpb_trained": before, "bpb_packed": after, "loss": after - before}
 
 
-def basis_sha256(model: GPT) -> str:
-    """Digest of every regenerated basis, so a loading process proves it rebuilt exactly what was trained."""
-    digest = hashlib.sha256()
-    for name in model.basis_seeds:
-        digest.update(model.get_submodule(name).weight.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def pack_model(model: GPT, cfg: Config, train_facts: dict, tables: dict[str, bytes] | None = None,
                hessians: dict[str, Tensor] | None = None) -> bytes:
     meta = {"config": dataclasses.asdict(cfg), "code_sha256": eval_ngram.files_sha256(CODE_FILES),
             "train_time_s": train_facts["train_time_s"], "model_builder": "train_gpt:model_from_artifact",
             "recurrence_active": model.recurrence_active}
     if model.basis_seeds:
-        meta.update(basis_seeds=model.basis_seeds, basis_sha256=basis_sha256(model))
+        meta.update(basis_seeds=model.basis_seeds, basis_sha256=eval_ngram.basis_sha256(model, model.basis_seeds))
     plan = quant_plan(model, cfg)
     sigmas = {n: cfg.quant_clip_sigmas for n in packed_linears(model, cfg)} | {n: cfg.embed_clip_sigmas for n in plan if is_embedding(n)}
     return eval_ngram.pack_artifact(model.state_dict(), meta, plan, tables, hessians, sigmas)
@@ -1413,7 +1416,7 @@ def model_from_artifact(state: dict[str, Tensor], meta: dict) -> GPT:
     model = GPT(cfg, seeds)
     model.recurrence_active = meta.get("recurrence_active") is True  # as training ended
     if model.basis_seeds:
-        if set(model.basis_seeds) != set(meta.get("basis_seeds", {})) or basis_sha256(model) != meta.get("basis_sha256"):
+        if set(model.basis_seeds) != set(meta.get("basis_seeds", {})) or eval_ngram.basis_sha256(model, model.basis_seeds) != meta.get("basis_sha256"):
             raise eval_ngram.ArtifactError("random bases regenerated here differ from the ones the artifact was trained "
                                            "with; evaluate it with the code it was made with")
         print(f"random_bases: {len(model.basis_seeds)} matrices regenerated in {model.basis_seconds:.2f} s on CPU, "

@@ -101,6 +101,62 @@ def test_flops_per_token_count_the_blocks_as_they_run():
     assert train_gpt.flops_per_token(model, seq) - off == 6 * band + 6 * 2 * seq * dim
 
 
+def perturbed(cfg: train_gpt.Config, seed: int = 0) -> train_gpt.GPT:
+    """A model past its zero-initialized projections, so that every weight moves the output."""
+    torch.manual_seed(seed)
+    model = train_gpt.GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("untie", ["gains", "mlp"])
+def test_an_untied_second_pass_starts_as_the_tied_one_and_then_trains_apart(untie):
+    tied = perturbed(tiny("recur_layers=2,3"))
+    model = perturbed(tiny("recur_layers=2,3", f"recur_untie={untie}"), seed=1)  # second passes: other values
+    missing = model.load_state_dict(tied.state_dict(), strict=False).missing_keys
+    assert missing and all(".second_pass." in n for n in missing) and {n.split(".")[1] for n in missing} == {"2", "3"}
+    assert (model.blocks[2].second_pass.mlp is None) == (untie == "gains")
+    ema = [p.detach().clone() + 1 for p in model.parameters()]  # an EMA that differs from the weights
+    x = torch.randint(0, 1024, (2, 16))
+    model.start_recurrence(ema)
+    tied.recurrence_active = True
+    assert model.recurrence_active and torch.allclose(model(x, x), tied(x, x), atol=1e-6)  # nothing jumps
+    named = dict(zip([n for n, _ in model.named_parameters()], ema))
+    assert torch.equal(named["blocks.2.second_pass.mlp_scale"], named["blocks.2.mlp_scale"])  # the EMA's own first pass
+    with torch.no_grad():
+        model.blocks[3].second_pass.mlp_scale.mul_(2)
+    assert not torch.allclose(model(x, x), tied(x, x), atol=1e-3)  # the second pass has its own
+    model.recurrence_active = tied.recurrence_active = False
+    assert torch.allclose(model(x, x), tied(x, x), atol=1e-6)  # ... which the first pass never reads
+
+
+def test_untying_the_second_pass_adds_parameters_but_no_flops():
+    tied, untied = (train_gpt.GPT(tiny("recur_layers=2,3", f"recur_untie={u}")) for u in ("off", "mlp"))
+    mlp = sum(p.numel() for p in tied.blocks[2].mlp.parameters())
+    assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters()) == 2 * mlp + 2 * (
+        2 * tied.cfg.model_dim + 2)  # per band block: an MLP, two scales, a residual mix
+    for active in (False, True):
+        tied.recurrence_active = untied.recurrence_active = active
+        assert train_gpt.flops_per_token(untied, 64) == train_gpt.flops_per_token(tied, 64)
+    with pytest.raises(train_gpt.ConfigError, match="recur_untie='mlp' recur_layers='': needs blocks for depth"):
+        tiny("recur_untie=mlp")  # nothing to untie: an error, not a silent no-op
+
+
+def test_the_training_loop_starts_the_recurrence_once_with_the_ema(sp1024_shards, monkeypatch):
+    cfg = tiny("recur_layers=2,3", "recur_untie=mlp", "recur_start=0.5", "iterations=4", "max_wallclock_seconds=0",
+               f"data_dir={sp1024_shards}", "train_batch_tokens=256", "seq_len=32", "eval_stride=16", "warmup_steps=1",
+               "gptq_tokens=0")
+    calls = []
+    start = train_gpt.GPT.start_recurrence
+    monkeypatch.setattr(train_gpt.GPT, "start_recurrence", lambda self, ema=(): calls.append(len(list(ema))) or start(self, ema))
+    model = train_gpt.GPT(cfg)
+    stream = eval_ngram.TrainStream.for_config(cfg, holdout_tokens=0)
+    train_gpt.train(cfg, model, stream, lambda line: None, 0, 1, torch.device("cpu"))
+    assert calls == [len(list(model.parameters()))] and model.recurrence_active  # once, with the EMA
+
+
 def test_ln_scale_and_attention_free_first_block():
     model = train_gpt.GPT(tiny("ln_scale=true", "layer0_attention=false"))
     assert model.blocks[0].attn is None and model.blocks[1].attn is not None

@@ -341,3 +341,9 @@ def test_eval_counts_the_code_bytes_as_the_training_run_did(tmp_path, monkeypatc
     assert eval_ngram.main([str(tmp_path / "a.pgolf"), "--data-dir", byte_shards(tmp_path), "--no-ngram",
                             "--max-tokens", "200", "--device", "cpu"]) == 0
     assert f"bytes_total={len(blob) + code} bytes_code={code} " in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_train_gpt_keeps_to_the_community_cap_of_1500_lines():
+    with open(os.path.join(REPO_ROOT, "train_gpt.py")) as f:
+        lines = sum(1 for _ in f)
+    assert lines <= 1500, f"train_gpt.py has {lines} lines; the challenge's rule allows 1500"

@@ -293,10 +293,10 @@ def test_gradient_accumulation_gives_the_full_batch_gradient():
 
 
 # ---------------------------------------------------------------- one rank or two, same run
-def train_a_few_steps(rank, world, data_dir, out):
+def train_a_few_steps(rank, world, data_dir, out, *overrides):
     torch.set_num_threads(1)
     cfg = tiny_config(f"data_dir={data_dir}", "iterations=3", "max_wallclock_seconds=0", "grad_accum_steps=" + str(2 // world),
-                      "warmup_steps=1")
+                      "warmup_steps=1", *overrides)
     torch.manual_seed(0)
     model = train_gpt.GPT(cfg)
     stream = eval_ngram.TrainStream.for_config(cfg, holdout_tokens=0)  # shuffled windows, the default
@@ -305,11 +305,13 @@ def train_a_few_steps(rank, world, data_dir, out):
         torch.save(model.state_dict(), out)
 
 
-def test_two_gloo_ranks_train_like_one_with_accumulation(sp1024_shards, tmp_path):
-    train_a_few_steps(0, 1, sp1024_shards, str(tmp_path / "one.pt"))
-    spawn_gloo(train_a_few_steps, 2, tmp_path, sp1024_shards, str(tmp_path / "two.pt"))
+# untied second passes: parameters with no gradient until the recurrence starts (step 2 of 3), which DDP must allow
+@pytest.mark.parametrize("overrides", [(), ("recur_untie=mlp", "recur_start=0.5")])
+def test_two_gloo_ranks_train_like_one_with_accumulation(sp1024_shards, tmp_path, overrides):
+    train_a_few_steps(0, 1, sp1024_shards, str(tmp_path / "one.pt"), *overrides)
+    spawn_gloo(train_a_few_steps, 2, tmp_path, sp1024_shards, str(tmp_path / "two.pt"), *overrides)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    start = train_gpt.GPT(tiny_config()).state_dict()
+    start = train_gpt.GPT(tiny_config(*overrides)).state_dict()
     for name in one:
         assert torch.allclose(one[name], two[name], atol=1e-5), name  # only gradient summation order differs
     assert any(not torch.equal(one[n], start[n]) for n in one)  # and training did move the weights
