@@ -687,17 +687,16 @@ class GPT(nn.Module):
         return self.logits(h), aux
 
 
-def matmul_params(model: GPT) -> int:
+def matmul_params(model: nn.Module | None) -> int:
     """Parameters that take part in a matrix product per token (embedding lookups excluded, tied head included)."""
-    return sum(p.numel() for n, p in model.named_parameters() if p.ndim == 2 and "table" not in n)
+    return sum(p.numel() for n, p in model.named_parameters() if p.ndim == 2 and "table" not in n) if model is not None else 0
 
 
 def flops_per_token(model: GPT, seq_len: int) -> float:
     """Training FLOPs per token as the model runs now: 6 per matmul parameter use (a repeated block's twice, an untied
     MLP's once; 4 per frozen basis weight: no weight gradient) plus causal attention scores and values."""
-    matrices = lambda m: sum(p.numel() for p in m.parameters() if p.ndim == 2) if m is not None else 0
-    untied = sum(matrices(model.blocks[i].second_pass) for i in model.recur_band)  # idle until the recurrence
-    again = sum(matrices(model.blocks[i]) for i in model.recur_band) - 2 * untied  # what second passes run again
+    untied = sum(matmul_params(model.blocks[i].second_pass) for i in model.recur_band)  # idle until the recurrence
+    again = sum(matmul_params(model.blocks[i]) for i in model.recur_band) - 2 * untied  # what second passes run again
     uses = matmul_params(model) + (again if model.recurrence_active else -untied)
     attention = sum(model.blocks[i].attn is not None for i in model.layer_order())
     return 6 * uses + 4 * model.frozen_weights() + 6 * attention * seq_len * model.cfg.model_dim
