@@ -974,6 +974,59 @@ def score_chunks(windows, chunk_tokens: int) -> list[list[tuple[int, int, int]]]
     return chunks + ([current] if current else [])
 
 
+class Tally:
+    """What every scorer sums: NLL (of the model alone, or mixed with the n-gram cache) and bytes of each scored
+    target, and the audit: at about `audit` evenly spaced positions the whole scoring distribution must sum to 1
+    and give the target the probability it was scored with."""
+
+    def __init__(self, tokens: torch.Tensor, tables, mixer, audit: int, device):
+        self.tokens, self.tables, self.mixer, self.device = tokens, tables, mixer, device
+        self.audit_every = max(1, (tokens.numel() - 1) // audit) if audit else 0
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # nll, bytes
+        self.audit_stats = torch.zeros(2, dtype=torch.float64, device=device)  # max |sum p - 1|, max mismatch
+        self.n_targets = self.n_audited = 0
+
+    def add(self, logits: torch.Tensor, aux: dict, positions: torch.Tensor, places: np.ndarray) -> None:
+        """Score targets tokens[positions] (places: the same positions on the host) from logits [N, V] (float)."""
+        targets = self.tokens[positions]
+        if self.mixer is None:
+            nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        else:
+            nll = self.mixer.nll(logits, targets, positions, aux)
+        picked_host = np.flatnonzero(places % self.audit_every == 0) if self.audit_every else places[:0]
+        if picked_host.size:
+            picked = host_to_device(picked_host, self.device)
+            distribution = (torch.softmax(logits[picked].double(), -1) if self.mixer is None else self.mixer.mixed_distribution(
+                logits[picked], positions[picked], {k: v[picked] for k, v in aux.items()}))
+            self.audit_stats = torch.maximum(self.audit_stats, audit_errors(distribution, targets[picked], nll[picked]))
+            self.n_audited += picked_host.size
+        self.sums += torch.stack([nll.sum().double(), target_bytes(self.tokens[positions - 1], targets, self.tables).sum().double()])
+        self.n_targets += places.size
+
+    def result(self, world: int, eval_time_s: float, budget_steps: list[str]) -> dict:
+        sums = torch.cat([self.sums, torch.tensor([self.n_targets, self.n_audited], dtype=torch.float64, device=self.device)])
+        audit_stats = self.audit_stats.clone()
+        if world > 1:
+            torch.distributed.all_reduce(sums)
+            torch.distributed.all_reduce(audit_stats, op=torch.distributed.ReduceOp.MAX)
+        nll, n_bytes, n_targets, n_audited = sums.tolist()
+        return {"val_loss": nll / n_targets, "val_bpb": nll / math.log(2) / n_bytes, "targets": int(n_targets),
+                "bytes": int(n_bytes), "eval_time_s": eval_time_s, "budget_steps": budget_steps,
+                "audit_max_err": audit_stats[0].item(), "audit_max_mismatch": audit_stats[1].item(),
+                "audit_count": int(n_audited)}
+
+
+def projected_end(budget_s: float, elapsed: float, chunk_seconds: float, chunk_targets: int, remaining: int,
+                  world: int, device) -> float:
+    """Seconds an evaluation will have taken at the last chunk's pace when that passes budget_s, else 0 (the
+    slowest rank's clock decides, so every rank takes the same cheaper step)."""
+    if budget_s <= 0 or remaining <= 0:
+        return 0.0
+    elapsed, pace = (all_reduce_max(v, world, device) for v in (elapsed, chunk_seconds / max(1, chunk_targets)))
+    projected = elapsed + pace * remaining
+    return projected if projected > budget_s else 0.0
+
+
 @torch.no_grad()
 def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride: int, *, batch_windows: int,
              chunk_tokens: int, mixer=None, learners=(), audit: int = 0, rank: int = 0, world: int = 1,
@@ -991,11 +1044,8 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
     """
     chunks = score_chunks(sliding_windows(tokens.numel(), seq_len, stride), chunk_tokens)
     learners, budget_steps = list(learners), []
-    tokens_dev, tables = tokens.to(device), tuple(t.to(device) for t in tables)
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # nll, bytes
-    audit_stats = torch.zeros(2, dtype=torch.float64, device=device)  # max |sum p - 1|, max mismatch
-    n_targets, n_audited = 0, 0
-    audit_every = max(1, (tokens.numel() - 1) // audit) if audit else 0
+    tokens_dev = tokens.to(device)
+    tally = Tally(tokens_dev, tuple(t.to(device) for t in tables), mixer, audit, device)
     length = min(seq_len, tokens.numel() - 1)
     offsets = torch.arange(length + 1, device=device)  # window j reads tokens[start + j]
     started = chunk_started = clock()
@@ -1015,23 +1065,8 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
                 [starts_host, places, row * length + places - starts_host[row] - 1]), device).split([len(batch), places.size, places.size])
             grid = tokens_dev[starts[:, None] + offsets]
             logits, aux = forward_logits(grid[:, :-1])
-            flat_logits = logits.flatten(0, 1).index_select(0, flat).float()
-            flat_aux = {k: v.flatten(0, 1).index_select(0, flat).float() for k, v in aux.items()}
-            targets = tokens_dev[positions]
-            if mixer is None:
-                nll = torch.nn.functional.cross_entropy(flat_logits, targets, reduction="none")
-            else:
-                nll = mixer.nll(flat_logits, targets, positions, flat_aux)
-            picked_host = np.flatnonzero(places % audit_every == 0) if audit_every else places[:0]
-            if picked_host.size:
-                picked = host_to_device(picked_host, device)
-                picked_logits = flat_logits[picked]
-                distribution = (torch.softmax(picked_logits.double(), -1) if mixer is None else mixer.mixed_distribution(
-                    picked_logits, positions[picked], {k: v[picked] for k, v in flat_aux.items()}))
-                audit_stats = torch.maximum(audit_stats, audit_errors(distribution, targets[picked], nll[picked]))
-                n_audited += picked_host.size
-            sums += torch.stack([nll.sum().double(), target_bytes(tokens_dev[positions - 1], targets, tables).sum().double()])
-            n_targets += places.size
+            tally.add(logits.flatten(0, 1).index_select(0, flat).float(),
+                      {k: v.flatten(0, 1).index_select(0, flat).float() for k, v in aux.items()}, positions, places)
         lo, hi = chunk[0][1], chunk[-1][2]
         if chunk_index < len(chunks) - 1:  # nothing is scored after the last chunk: learning from it is waste
             for learner in ([mixer] if mixer is not None else []) + learners:
@@ -1039,29 +1074,20 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
         if log and (chunk_index + 1) % max(1, len(chunks) // 10) == 0:
             log(f"eval chunk={chunk_index + 1}/{len(chunks)} scored_to={hi} elapsed_s={clock() - started:.1f}")
         now = clock()
-        if budget_s > 0 and chunk_index > 0 and hi < tokens.numel():  # the first chunk's pace holds compilation
-            elapsed, pace = (all_reduce_max(v, world, device) for v in (now - started, (now - chunk_started) / (hi - lo)))
-            projected = elapsed + pace * (tokens.numel() - hi)
-            if projected > budget_s and (learners or stride < length):
-                if learners:
-                    learners, step = [], "learners stopped"
-                else:
-                    stride = min(length, 2 * stride)
-                    tail = [(start, max(w_lo, hi), w_hi) for start, w_lo, w_hi in sliding_windows(tokens.numel(), seq_len, stride) if w_hi > hi]
-                    chunks, step = chunks[:chunk_index + 1] + score_chunks(tail, chunk_tokens), f"stride {stride}"
-                budget_steps.append(f"{step} from target {hi} (projected {projected:.0f} s > eval_budget_s {budget_s:g})")
-                if log:
-                    log(f"eval budget: {budget_steps[-1]}")
+        projected = chunk_index > 0 and projected_end(  # the first chunk's pace holds compilation
+            budget_s, now - started, now - chunk_started, hi - lo, tokens.numel() - hi, world, device)
+        if projected and (learners or stride < length):
+            if learners:
+                learners, step = [], "learners stopped"
+            else:
+                stride = min(length, 2 * stride)
+                tail = [(start, max(w_lo, hi), w_hi) for start, w_lo, w_hi in sliding_windows(tokens.numel(), seq_len, stride) if w_hi > hi]
+                chunks, step = chunks[:chunk_index + 1] + score_chunks(tail, chunk_tokens), f"stride {stride}"
+            budget_steps.append(f"{step} from target {hi} (projected {projected:.0f} s > eval_budget_s {budget_s:g})")
+            if log:
+                log(f"eval budget: {budget_steps[-1]}")
         chunk_started = now
-    sums = torch.cat([sums, torch.tensor([n_targets, n_audited], dtype=torch.float64, device=device)])
-    if world > 1:
-        torch.distributed.all_reduce(sums)
-        torch.distributed.all_reduce(audit_stats, op=torch.distributed.ReduceOp.MAX)
-    nll, n_bytes, n_targets, n_audited = sums.tolist()
-    return {"val_loss": nll / n_targets, "val_bpb": nll / math.log(2) / n_bytes, "targets": int(n_targets),
-            "bytes": int(n_bytes), "eval_time_s": clock() - started, "budget_steps": budget_steps,
-            "audit_max_err": audit_stats[0].item(), "audit_max_mismatch": audit_stats[1].item(),
-            "audit_count": int(n_audited)}
+    return tally.result(world, clock() - started, budget_steps)
 
 
 def audit_errors(distribution: torch.Tensor, targets: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
@@ -1619,6 +1645,152 @@ class ScoreFirstTTT:
         self.seconds += time.perf_counter() - started
 
 
+def document_segments(tokens: torch.Tensor, bos: int) -> list[tuple[int, int]]:
+    """(start, end) of each document: tokens[start:end] run from its BOS to the next one, which is its last target
+    (predicted from the document alone), so every target 1..n-1 of the stream falls in exactly one segment."""
+    starts = [0] + [p for p in (tokens == bos).nonzero().flatten().tolist() if p > 0]
+    ends = [s + 1 for s in starts[1:]] + [tokens.numel()]
+    return [(s, e) for s, e in zip(starts, ends) if e - s >= 2]
+
+
+def length_groups(segments: list[tuple[int, int]], window: int, group_tokens: int) -> list[list[tuple[int, int]]]:
+    """Segments sorted by length and cut into groups of at most group_tokens (rows x the longest row's window), so
+    rows that run together need about as many chunks as each other."""
+    groups, current = [], []
+    for segment in sorted(segments, key=lambda se: (se[1] - se[0], se[0])):
+        if current and (len(current) + 1) * min(window, segment[1] - segment[0] - 1) > group_tokens:
+            groups.append(current)
+            current = []
+        current.append(segment)
+    return groups + ([current] if current else [])
+
+
+class DocumentTTT:
+    """Score-first test-time training per document (the public records' LoRA TTT, PR #77 and its successors): each
+    document gets its own adapters, copies of the model's own LoRA or fresh ones with B = 0 (no change until
+    trained), on the matrices ScoreFirstTTT adapts. A document is read in chunks of `chunk` targets: each chunk is
+    scored with up to `window` tokens of the document before it, then its adapters take `steps` Adam steps on that
+    chunk's loss, so a target is only ever scored by adapters trained on earlier targets of its own document.
+    Documents run in rows of one batch, each row with its own adapters ([rows, r, in] LoRA factors: rows never
+    mix, Adam is elementwise), and are padded after their end with token 0, which causal attention never reads."""
+
+    def __init__(self, model, *, window: int, chunk: int, steps: int, lr: float, lora_rank: int, device="cpu"):
+        model.requires_grad_(False)
+        own = [m for m in model.modules() if getattr(m, "lora_a", None) is not None]
+        self.fresh = not own
+        self.adapted = model.attach_adapters(lora_rank, seed=0) if self.fresh else own
+        self.shared = [(m.lora_a.detach().clone(), m.lora_b.detach().clone()) for m in self.adapted]
+        self.model, self.window, self.chunk, self.steps, self.lr = model, window, min(chunk, window), steps, lr
+        self.device, self.seconds, self.adapter_params = torch.device(device), 0.0, sum(a.numel() + b.numel() for a, b in self.shared)
+
+    def close(self) -> None:
+        """The model as it came: its own adapters back, or none."""
+        for m, (a, b) in zip(self.adapted, self.shared):
+            m.lora_a, m.lora_b = (None, None) if self.fresh else (torch.nn.Parameter(a), torch.nn.Parameter(b))
+
+    def batch(self, tokens: torch.Tensor, starts: np.ndarray, firsts: np.ndarray, ends: np.ndarray, live: np.ndarray,
+              scored_from: int):
+        """Row i reads segment i's tokens [firsts[i], ends[i]) (0 after them, and in rows not `live`); its targets
+        scored_from + 1 .. ends[i] are picked out. Returns (inputs [rows, length], picks into the flattened logits,
+        their target positions on the device and on the host, each pick's weight in its row's mean loss)."""
+        length = int((ends - firsts)[live].max())
+        cols = [np.arange(scored_from - firsts[i], ends[i] - firsts[i]) for i in live]
+        places = np.concatenate([starts[i] + firsts[i] + c + 1 for i, c in zip(live, cols)])
+        flat = np.concatenate([i * length + c for i, c in zip(live, cols)])
+        weight = np.concatenate([np.full(c.size, 1.0 / c.size, dtype=np.float32) for c in cols])
+        read = (np.arange(length) < (ends - firsts)[:, None]) & np.isin(np.arange(len(starts)), live)[:, None]
+        index = np.where(read, (starts + firsts)[:, None] + np.arange(length), 0)
+        positions, flat_dev, index_dev = host_to_device(np.concatenate([places, flat, index.ravel()]), self.device).split(
+            [places.size, flat.size, index.size])
+        x = torch.where(host_to_device(read, self.device), tokens[index_dev.view(read.shape)], 0)
+        return x, flat_dev, positions, places, host_to_device(weight, self.device)
+
+    def score(self, tokens: torch.Tensor, group: list[tuple[int, int]], tally: Tally, learn: bool = True) -> None:
+        """Score every target of the group's segments into the tally, learning after each chunk when `learn`. A
+        chunk is scored with up to `window` tokens of its document; it is learned from with up to one chunk of
+        context before it (2 x chunk tokens per row), so learning costs the same however long the window."""
+        started, rows = time.perf_counter(), len(group)
+        params = []
+        for m, (a, b) in zip(self.adapted, self.shared):
+            m.lora_a, m.lora_b = (torch.nn.Parameter(f.expand(rows, *f.shape).clone()) for f in (a, b))
+            params += [m.lora_a, m.lora_b]
+        optimizer = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.95))
+        starts = np.array([s for s, _ in group])
+        targets = np.array([e - s - 1 for s, e in group])
+        chunks = -(-targets.max() // self.chunk)
+        for k in range(chunks):
+            ends = np.minimum((k + 1) * self.chunk, targets)
+            live = np.flatnonzero(targets > k * self.chunk)
+            learning = bool(learn and self.steps > 0 and k + 1 < chunks)
+            firsts, train_firsts = (np.maximum(0, ends - w) for w in (self.window, min(self.window, 2 * self.chunk)))
+            scored = self.batch(tokens, starts, firsts, ends, live, k * self.chunk)
+            with torch.set_grad_enabled(learning and np.array_equal(firsts[live], train_firsts[live])):  # then one forward does both
+                logits, aux = model_logits(self.model, scored[0])
+                picked = logits.flatten(0, 1).index_select(0, scored[1]).float()
+            tally.add(picked.detach(), {n: v.flatten(0, 1).index_select(0, scored[1]).float() for n, v in aux.items()},
+                      *scored[2:4])
+            trained = scored if picked.requires_grad else self.batch(tokens, starts, train_firsts, ends, live, k * self.chunk)
+            for step in range(self.steps if learning else 0):
+                with torch.enable_grad():
+                    if step > 0 or not picked.requires_grad:
+                        logits, _ = model_logits(self.model, trained[0])
+                        picked = logits.flatten(0, 1).index_select(0, trained[1]).float()
+                    nll = torch.nn.functional.cross_entropy(picked, tokens[trained[2]], reduction="none")
+                    (nll * trained[4]).sum().backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # so `seconds` is the time TTT really took
+        self.seconds += time.perf_counter() - started
+
+
+@torch.no_grad()
+def evaluate_documents(model, tokens: torch.Tensor, tables, *, bos: int, window: int, chunk: int, steps: int, lr: float,
+                       lora_rank: int, group_tokens: int, chunk_tokens: int, mixer=None, audit: int = 0, rank: int = 0,
+                       world: int = 1, device="cpu", log=None, budget_s: float = 0.0, clock=time.perf_counter) -> dict:
+    """Score every target of `tokens` document by document with DocumentTTT; returns what evaluate() returns, plus
+    ttt_time_s and adapter_params. Consecutive documents form score-first chunks of at least chunk_tokens targets
+    (the n-gram mixer learns after each); a chunk's documents are dealt to the ranks longest first and batched in
+    groups of similar length. budget_s > 0: on pace to pass it, the rest is scored without learning."""
+    segments = document_segments(tokens, bos)
+    if not segments:
+        raise DataError("need at least 2 validation tokens to score anything")
+    chunks, current, count = [], [], 0
+    for segment in segments:
+        current.append(segment)
+        count += segment[1] - segment[0] - 1
+        if count >= chunk_tokens:
+            chunks, current, count = chunks + [current], [], 0
+    chunks += [current] if current else []
+    tokens_dev = tokens.to(device)
+    tally = Tally(tokens_dev, tuple(t.to(device) for t in tables), mixer, audit, device)
+    ttt = DocumentTTT(model, window=window, chunk=chunk, steps=steps, lr=lr, lora_rank=lora_rank, device=device)
+    learn, budget_steps = steps > 0, []
+    started = chunk_started = clock()
+    try:
+        for index, chunk_segments in enumerate(chunks):
+            mine = sorted(chunk_segments, key=lambda se: se[0] - se[1])[rank::world]
+            for group in length_groups(mine, window, group_tokens):
+                ttt.score(tokens_dev, group, tally, learn)
+            lo, hi = chunk_segments[0][0] + 1, chunk_segments[-1][1]
+            if mixer is not None and index < len(chunks) - 1:
+                mixer.observe(lo, hi)
+            if log and (index + 1) % max(1, len(chunks) // 10) == 0:
+                log(f"eval chunk={index + 1}/{len(chunks)} scored_to={hi} elapsed_s={clock() - started:.1f}")
+            now = clock()
+            projected = index > 0 and learn and projected_end(
+                budget_s, now - started, now - chunk_started, hi - lo, tokens.numel() - hi, world, device)
+            if projected:
+                learn = False
+                budget_steps.append(f"learners stopped from target {hi} (projected {projected:.0f} s > eval_budget_s {budget_s:g})")
+                if log:
+                    log(f"eval budget: {budget_steps[-1]}")
+            chunk_started = now
+    finally:
+        ttt.close()
+    return {**tally.result(world, clock() - started, budget_steps), "ttt_time_s": ttt.seconds, "adapter_params": ttt.adapter_params}
+
+
 # ---------------------------------------------------------------- command line
 def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process as torchrun started it, (0, 1, device) alone; with more than one
@@ -1770,8 +1942,9 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
           device="cpu", log=None, mix: dict | None = None, **settings) -> dict:
     """Evaluate a model (neural alone, or mixed with the score-first n-gram cache, with or without score-first
     test-time training of its adapters) on validation tokens, as its config says: model.cfg's eval_seq_len (or seq_len), eval_stride,
-    eval_batch_windows, eval_compile, eval_chunk_tokens, eval_audit, ngram_order, ttt_steps, ttt_lr and ttt_rank, any of which a
-    keyword of the same name replaces."""
+    eval_batch_windows, eval_compile, eval_chunk_tokens, eval_audit, ngram_order, ttt_steps, ttt_lr, ttt_rank and ttt_doc_chunk,
+    any of which a keyword of the same name replaces. ttt_doc_chunk > 0 scores document by document (evaluate_documents:
+    no sliding windows, stride or compiled graph; TTT per document, or none with ttt_steps 0)."""
     cfg = dataclasses.replace(model.cfg, **settings)
     mixer = None
     if cfg.ngram_order > 0:
@@ -1779,6 +1952,16 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
         prior = NGramCounts.from_bytes(blob, device) if blob else None
         mixer = NGramMixer(val_tokens.to(device), cfg.ngram_order, cfg.vocab_size, device, prior=prior, **(mix or {}))
     length = eval_window(cfg)
+    if cfg.ttt_doc_chunk > 0:
+        result = evaluate_documents(model, val_tokens, tables, bos=text_codec(cfg.tokenizer)[2], window=length,
+                                    chunk=cfg.ttt_doc_chunk, steps=cfg.ttt_steps, lr=cfg.ttt_lr, lora_rank=cfg.ttt_rank,
+                                    group_tokens=cfg.eval_batch_windows * length, chunk_tokens=cfg.eval_chunk_tokens,
+                                    mixer=mixer, audit=cfg.eval_audit, rank=rank, world=world, device=device, log=log,
+                                    budget_s=cfg.eval_budget_s)
+        if log:
+            log(f"ttt per document: chunk={cfg.ttt_doc_chunk} steps={cfg.ttt_steps} lr={cfg.ttt_lr} adapter_params="
+                f"{result['adapter_params']} seconds={result['ttt_time_s']:.1f} of eval_time_s={result['eval_time_s']:.1f}")
+        return result
     ttt = [ScoreFirstTTT(model, val_tokens, seq_len=length, steps=cfg.ttt_steps, lr=cfg.ttt_lr,
                          lora_rank=cfg.ttt_rank, rank=rank, world=world, device=device)] if cfg.ttt_steps > 0 else []
     forward = compiled_logits(model, cfg.eval_batch_windows) if cfg.eval_compile else lambda x: model_logits(model, x)
@@ -1835,6 +2018,9 @@ def main(argv: list[str]) -> int:
                         "artifact's ttt_steps; 0 = off)")
     parser.add_argument("--ttt-lr", type=float, help="test-time training Adam learning rate (default: the artifact's)")
     parser.add_argument("--ttt-rank", type=int, help="LoRA rank added for test-time training when the model has none")
+    parser.add_argument("--ttt-doc-chunk", type=int, metavar="N", help="N > 0: score document by document, each with its "
+                        "own adapters trained after every N scored tokens (default: the artifact's ttt_doc_chunk; 0 = "
+                        "sliding windows over the stream, TTT on whole chunks)")
     parser.add_argument("--generate", metavar="PROMPT", help="print the model's continuation of PROMPT instead of scoring")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -1846,7 +2032,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     ranges = {"top_p": "(0,1]", "temperature": "[0,inf)", "audit": "[0,inf)", "max_tokens": "[0,inf)", "seed": "[0,inf)",
               "batch_windows": "[1,inf)", "max_new_tokens": "[0,inf)", "no_repeat_ngram": "[0,inf)", "ngram_order": "[0,inf)",
-              "ttt_steps": "[0,inf)", "ttt_rank": "[1,inf)", "ttt_lr": "[0,inf)", "stride": "[1,inf)", "seq_len": "[1,inf)",
+              "ttt_steps": "[0,inf)", "ttt_rank": "[1,inf)", "ttt_doc_chunk": "[0,inf)", "ttt_lr": "[0,inf)", "stride": "[1,inf)", "seq_len": "[1,inf)",
               "budget": "[0,inf)"}
     for name, spec in ranges.items():
         value = getattr(args, name)
@@ -1861,7 +2047,7 @@ def main(argv: list[str]) -> int:
     settings = {key: value for key, value in dict(
         data_dir=args.data_dir, tokenizer=args.tokenizer, eval_max_tokens=args.max_tokens, eval_stride=args.stride, eval_seq_len=args.seq_len,
         eval_batch_windows=args.batch_windows, eval_compile=args.compile, ngram_order=0 if args.no_ngram else args.ngram_order,
-        ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank, eval_budget_s=args.budget, eval_audit=args.audit).items()
+        ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank, ttt_doc_chunk=args.ttt_doc_chunk, eval_budget_s=args.budget, eval_audit=args.audit).items()
         if value is not None}
     cfg = dataclasses.replace(model.cfg, **settings)
     if not 1 <= cfg.eval_stride <= eval_window(cfg):

@@ -139,6 +139,7 @@ class Config:
     ttt_steps: int = opt(2, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
     ttt_lr: float = opt(1e-3, "test-time training Adam learning rate")
     ttt_rank: int = opt(8, "LoRA rank added to every trained block matrix for test-time training when the model has none")
+    ttt_doc_chunk: int = opt(0, "N > 0: score document by document, each with its own adapters trained after every N scored tokens (0 = the stream)")
     # records
     run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
     track: str = opt("track_10min_16mb", "records/<track>/ folder")
@@ -231,7 +232,7 @@ RANGES = {
     "[1,inf)": "vocab_size seq_len train_batch_tokens num_layers model_dim num_heads num_kv_heads bigram_dim value_embed_dim enrich_hidden "
     "muon_ns_steps iterations log_every eval_stride eval_batch_windows eval_chunk_tokens ttt_rank egt_every egt_critic_every "
     "egt_critic_hidden egt_pool egt_lora_rank egt_prompts egt_prompt_len egt_gen_len egt_min_keep egt_replay_size egt_batch",
-    "[0,inf)": "grad_accum_steps eval_seq_len gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
+    "[0,inf)": "ttt_doc_chunk grad_accum_steps eval_seq_len gptq_tokens xsa_layers parallel_start bigram_buckets lora_rank warmup_steps compile_warmup_steps eval_max_tokens "
     "train_holdout_tokens ngram_order ngram_cache_bytes eval_audit ttt_steps egt_critic_steps egt_gen_steps seed qk_gain_init logit_softcap "
     "eval_budget_s quant_clip_sigmas embed_clip_sigmas lora_lr_scale muon_wd adam_wd grad_clip max_wallclock_seconds gptq_reserve_s checkpoint_every_s ttt_lr egt_lr egt_hard_weight "
     "egt_beta_gan egt_lambda_fm egt_alpha_kl egt_reward_weight",
@@ -373,14 +374,14 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight if self.qat_bits is None else eval_ngram.fake_quantize(self.weight, self.qat_bits, self.qat_on, self.qat_sigmas)
-        merge = self.lora_a is not None and self.row_scale is None and not torch.is_grad_enabled()
+        merge = self.lora_a is not None and self.lora_a.ndim == 2 and self.row_scale is None and not torch.is_grad_enabled()
         if merge:  # scoring (no gradient): the adapter folded into the weight, one product instead of three and an add
             w = w + self.lora_b @ self.lora_a
         y = F.linear(x, w.to(x.dtype))
         if self.row_scale is not None:  # on the activations: a scaled weight would need the full weight gradient
             y = y * self.row_scale.to(x.dtype)
         if self.lora_a is not None and not merge:
-            y = y + F.linear(F.linear(x, self.lora_a.to(x.dtype)), self.lora_b.to(x.dtype))
+            y = y + x @ self.lora_a.to(x.dtype).mT @ self.lora_b.to(x.dtype).mT  # [r, in], or [B, r, in]: one per row
         return y
 
 
@@ -1364,7 +1365,7 @@ def packing_loss(trained: GPT, packed: GPT, holdout: Tensor, cfg: Config, tables
     for module in (m for m in trained.modules() if getattr(m, "qat_bits", None) is not None):
         module.qat_on.fill_(0.0)  # one gate shared by all
     started, quick = time.perf_counter(), dict(eval_seq_len=0, eval_stride=cfg.seq_len, ngram_order=0, ttt_steps=0, eval_audit=0,
-                                         eval_compile=False, eval_budget_s=0.0)
+                                         eval_compile=False, eval_budget_s=0.0, ttt_doc_chunk=0)
     before, after = (eval_ngram.score(m.eval(), holdout, tables, rank=rank, world=world, device=device, **quick)["val_bpb"] for m in (trained, packed))
     log(f"packing_loss holdout_tokens={holdout.numel()} bpb_trained={before:.4f} bpb_packed={after:.4f} "
         f"loss={after - before:+.4f} seconds={time.perf_counter() - started:.1f}")

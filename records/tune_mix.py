@@ -6,7 +6,8 @@ r"""records/tune_mix.py: choose the n-gram mixer's settings on held-out TRAINING
 Scores the artifact's model, mixed with the score-first n-gram cache exactly as eval_ngram.py scores it, on the last
 N tokens of the training split (eval_ngram.holdout_tokens: what a run with train_holdout_tokens=N never trained on),
 once for every combination of the grid and once with the defaults (eval_ngram.MIX_DEFAULTS and the artifact's
-ngram_order and ttt_lr, which the grid may vary too). Prints the rows sorted by bpb, the defaults' row marked, and the
+ngram_order, ttt_lr and ttt_doc_chunk, which the grid may vary too: 0 scores with sliding windows over the stream, N > 0
+document by document with TTT after every N tokens of each). Prints the rows sorted by bpb, the defaults' row marked, and the
 best setting as eval_ngram.py arguments, as a MIX_DEFAULTS dict and as config keys; --out writes the table as
 tune_mix.md and tune_mix.json. Validation shards are never opened: a setting chosen
 by trying it on the validation tokens is fitted to them, and its score no longer measures anything.
@@ -28,7 +29,8 @@ from eval_ngram import MIX_DEFAULTS, UsageError  # noqa: E402
 # Around the defaults, the three gate weights that move the mixture most: 3 x 2 x 2 = 12 scorings.
 DEFAULT_GRID = {"gate_bias": [-8.0, -7.0, -6.0], "gate_order": [0.75, 1.0], "gate_entropy": [0.5, 1.0]}
 # Evaluation config keys the grid may vary beside the mixer weights: (type, smallest value, eval_ngram.py option).
-SETTINGS = {"ngram_order": (int, 2, "--ngram-order"), "ttt_lr": (float, 0.0, "--ttt-lr")}
+SETTINGS = {"ngram_order": (int, 2, "--ngram-order"), "ttt_lr": (float, 0.0, "--ttt-lr"),
+            "ttt_doc_chunk": (int, 0, "--ttt-doc-chunk")}
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
@@ -46,7 +48,7 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
         except ValueError:
             raise UsageError(f"--grid {item!r}: expected KEY=NUMBER,NUMBER,... with KEY one of "
                              f"{', '.join([*MIX_DEFAULTS, *SETTINGS])}, each key once (ngram_order: integers >= 2, "
-                             "ttt_lr: >= 0)") from None
+                             "ttt_lr: >= 0, ttt_doc_chunk: integers >= 0)") from None
     return grid or DEFAULT_GRID
 
 

@@ -77,6 +77,14 @@ def test_an_order_passed_on_the_command_line_is_in_the_printed_arguments(artifac
     assert "best as eval_ngram.py arguments: --ngram-order 2" in capsys.readouterr().out
 
 
+def test_the_grid_can_choose_between_stream_and_per_document_scoring(artifact, capsys, tmp_path):
+    assert tune_mix.main([artifact, "--ttt-steps", "1", "--grid", "ttt_doc_chunk=0,16", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "tune_mix.json").read_text())["rows"]
+    assert sorted(row["settings"]["ttt_doc_chunk"] for row in rows) == [0, 16] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
+    best = rows[0]["settings"]["ttt_doc_chunk"]
+    assert ("--ttt-doc-chunk 16" in capsys.readouterr().out.split("best as eval_ngram.py arguments: ")[1]) == (best == 16)
+
+
 def test_a_ttt_rate_grid_without_test_time_training_is_refused(artifact):
     with pytest.raises(eval_ngram.UsageError, match="test-time training is off"):
         tune_mix.main([artifact, "--grid", "ttt_lr=0.001,0.01"])
