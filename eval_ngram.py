@@ -1653,12 +1653,16 @@ def document_segments(tokens: torch.Tensor, bos: int) -> list[tuple[int, int]]:
     return [(s, e) for s, e in zip(starts, ends) if e - s >= 2]
 
 
-def length_groups(segments: list[tuple[int, int]], window: int, group_tokens: int) -> list[list[tuple[int, int]]]:
-    """Segments sorted by length and cut into groups of at most group_tokens (rows x the longest row's window), so
-    rows that run together need about as many chunks as each other."""
+MAX_DOCUMENT_ROWS = 256  # each row holds its own adapters and their Adam state: ~2.7 GB for the record's 669,696 a row
+
+
+def length_groups(segments: list[tuple[int, int]], window: int, group_tokens: int,
+                  max_rows: int = MAX_DOCUMENT_ROWS) -> list[list[tuple[int, int]]]:
+    """Segments sorted by length and cut into groups of at most group_tokens (rows x the longest row's window) and
+    max_rows rows, so rows that run together need about as many chunks as each other."""
     groups, current = [], []
     for segment in sorted(segments, key=lambda se: (se[1] - se[0], se[0])):
-        if current and (len(current) + 1) * min(window, segment[1] - segment[0] - 1) > group_tokens:
+        if current and (len(current) == max_rows or (len(current) + 1) * min(window, segment[1] - segment[0] - 1) > group_tokens):
             groups.append(current)
             current = []
         current.append(segment)

@@ -43,6 +43,7 @@ def test_segments_cover_every_target_once_and_groups_keep_to_their_token_budget(
     groups = length_groups(lengths, window=32, group_tokens=64)
     assert [[e - s - 1 for s, e in g] for g in groups] == [[2, 5, 10], [30, 40]]
     assert all(len(g) * min(32, max(e - s - 1 for s, e in g)) <= 64 for g in groups)
+    assert [len(g) for g in length_groups(lengths, window=32, group_tokens=10_000, max_rows=2)] == [2, 2, 1]
 
 
 def test_without_learning_each_document_is_scored_alone():
