@@ -962,12 +962,13 @@ def sliding_windows(n_tokens: int, seq_len: int, stride: int) -> list[tuple[int,
     return [(hi - 1 - length, lo, hi) for lo, hi in zip(los, his)]
 
 
-def score_chunks(windows, chunk_tokens: int) -> list[list[tuple[int, int, int]]]:
-    """Consecutive windows grouped so each group scores at least chunk_tokens targets (score-first unit)."""
+def score_chunks(items: list[tuple], chunk_tokens: int, targets=lambda window: window[2] - window[1]) -> list[list[tuple]]:
+    """Consecutive items (sliding windows (start, lo, hi), or documents with another `targets` count) grouped so each
+    group scores at least chunk_tokens targets (score-first unit)."""
     chunks, current, count = [], [], 0
-    for window in windows:
-        current.append(window)
-        count += window[2] - window[1]
+    for item in items:
+        current.append(item)
+        count += targets(item)
         if count >= chunk_tokens:
             chunks.append(current)
             current, count = [], 0
@@ -1014,6 +1015,13 @@ class Tally:
                 "bytes": int(n_bytes), "eval_time_s": eval_time_s, "budget_steps": budget_steps,
                 "audit_max_err": audit_stats[0].item(), "audit_max_mismatch": audit_stats[1].item(),
                 "audit_count": int(n_audited)}
+
+
+def note_budget_step(budget_steps: list[str], step: str, target: int, projected: float, budget_s: float, log) -> None:
+    """Record (and log as `eval budget: ...`) a cheaper way an evaluation takes from `target` on to end in time."""
+    budget_steps.append(f"{step} from target {target} (projected {projected:.0f} s > eval_budget_s {budget_s:g})")
+    if log:
+        log(f"eval budget: {budget_steps[-1]}")
 
 
 def projected_end(budget_s: float, elapsed: float, chunk_seconds: float, chunk_targets: int, remaining: int,
@@ -1083,9 +1091,7 @@ def evaluate(forward_logits, tokens: torch.Tensor, tables, seq_len: int, stride:
                 stride = min(length, 2 * stride)
                 tail = [(start, max(w_lo, hi), w_hi) for start, w_lo, w_hi in sliding_windows(tokens.numel(), seq_len, stride) if w_hi > hi]
                 chunks, step = chunks[:chunk_index + 1] + score_chunks(tail, chunk_tokens), f"stride {stride}"
-            budget_steps.append(f"{step} from target {hi} (projected {projected:.0f} s > eval_budget_s {budget_s:g})")
-            if log:
-                log(f"eval budget: {budget_steps[-1]}")
+            note_budget_step(budget_steps, step, hi, projected, budget_s, log)
         chunk_started = now
     return tally.result(world, clock() - started, budget_steps)
 
@@ -1727,16 +1733,19 @@ class DocumentTTT:
             live = np.flatnonzero(targets > k * self.chunk)
             learning = bool(learn and self.steps > 0 and k + 1 < chunks)
             firsts, train_firsts = (np.maximum(0, ends - w) for w in (self.window, min(self.window, 2 * self.chunk)))
+            one_forward = learning and np.array_equal(firsts[live], train_firsts[live])  # scores and trains alike
             scored = self.batch(tokens, starts, firsts, ends, live, k * self.chunk)
-            with torch.set_grad_enabled(learning and np.array_equal(firsts[live], train_firsts[live])):  # then one forward does both
+            with torch.set_grad_enabled(one_forward):
                 logits, aux = model_logits(self.model, scored[0])
                 picked = logits.flatten(0, 1).index_select(0, scored[1]).float()
             tally.add(picked.detach(), {n: v.flatten(0, 1).index_select(0, scored[1]).float() for n, v in aux.items()},
                       *scored[2:4])
-            trained = scored if picked.requires_grad else self.batch(tokens, starts, train_firsts, ends, live, k * self.chunk)
-            for step in range(self.steps if learning else 0):
+            if not learning:
+                continue
+            trained = scored if one_forward else self.batch(tokens, starts, train_firsts, ends, live, k * self.chunk)
+            for step in range(self.steps):
                 with torch.enable_grad():
-                    if step > 0 or not picked.requires_grad:
+                    if step > 0 or not one_forward:
                         logits, _ = model_logits(self.model, trained[0])
                         picked = logits.flatten(0, 1).index_select(0, trained[1]).float()
                     nll = torch.nn.functional.cross_entropy(picked, tokens[trained[2]], reduction="none")
@@ -1759,13 +1768,7 @@ def evaluate_documents(model, tokens: torch.Tensor, tables, *, bos: int, window:
     segments = document_segments(tokens, bos)
     if not segments:
         raise DataError("need at least 2 validation tokens to score anything")
-    chunks, current, count = [], [], 0
-    for segment in segments:
-        current.append(segment)
-        count += segment[1] - segment[0] - 1
-        if count >= chunk_tokens:
-            chunks, current, count = chunks + [current], [], 0
-    chunks += [current] if current else []
+    chunks = score_chunks(segments, chunk_tokens, targets=lambda segment: segment[1] - segment[0] - 1)
     tokens_dev = tokens.to(device)
     tally = Tally(tokens_dev, tuple(t.to(device) for t in tables), mixer, audit, device)
     ttt = DocumentTTT(model, window=window, chunk=chunk, steps=steps, lr=lr, lora_rank=lora_rank, device=device)
@@ -1786,9 +1789,7 @@ def evaluate_documents(model, tokens: torch.Tensor, tables, *, bos: int, window:
                 budget_s, now - started, now - chunk_started, hi - lo, tokens.numel() - hi, world, device)
             if projected:
                 learn = False
-                budget_steps.append(f"learners stopped from target {hi} (projected {projected:.0f} s > eval_budget_s {budget_s:g})")
-                if log:
-                    log(f"eval budget: {budget_steps[-1]}")
+                note_budget_step(budget_steps, "learners stopped", hi, projected, budget_s, log)
             chunk_started = now
     finally:
         ttt.close()
