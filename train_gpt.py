@@ -60,13 +60,13 @@ class Config:
     mlp_act: str = opt("leaky_relu2", "MLP activation: leaky_relu2 | relu2 | gelu")
     rope_fraction: float = opt(0.25, "fraction of each head's dims that get rotary position (partial RoPE)")
     rope_base: float = opt(10000.0, "rotary base")
-    qk_gain_init: float = opt(1.5, "initial per-head query gain after QK RMSNorm")
+    qk_gain_init: float = opt(5.25, "initial per-head query gain after QK RMSNorm")
     xsa_layers: int = opt(11, "exclusive self-attention on the last k blocks (0 = off)")
     unet_skips: bool = opt(True, "U-Net skip connections from the first half of blocks to the second")
     smear_gate: bool = opt(True, "gate that mixes each token's embedding with the previous token's")
     bigram_buckets: int = opt(2048, "hashed bigram embedding buckets (0 = off)")
     bigram_dim: int = opt(128, "bigram embedding width before projection")
-    value_embed_layers: str = opt("", "blocks whose attention values add a shared token embedding (value embeddings, e.g. 9,10; '' = off)")
+    value_embed_layers: str = opt("9,10", "blocks whose attention values add a shared token embedding (value embeddings, e.g. 9,10; '' = off)")
     value_embed_dim: int = opt(128, "value embedding width before its projection to the key/value width")
     pre_enrich: bool = opt(False, "embedding -> Linear -> GELU -> Linear -> RMSNorm before the blocks")
     enrich_hidden: int = opt(768, "hidden width of the pre-enrichment MLP")
@@ -183,22 +183,22 @@ class Config:
 # short-run schedule: what trains best when the budget is one GPU for minutes rather than 8xH100 for 10 minutes.
 BASELINE_SHAPE = dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction=1.0, seq_len=1024,
                       train_batch_tokens=524_288, xsa_layers=0, unet_skips=False, smear_gate=False, bigram_buckets=0,
-                      pre_enrich=False, recur_layers="", parallel_start=0, ln_scale=False, layer0_attention=True,
+                      pre_enrich=False, recur_layers="", parallel_start=0, ln_scale=False, layer0_attention=True, value_embed_layers="",
                       overtone_init=False, ema=False, quant_bits=8, mlp_quant_bits=8, matrix_lr=0.04, scalar_lr=0.04,
                       embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_ns_coefficients="quintic",
                       muon_wd=0.0, adam_wd=0.0, grad_clip=0.0, warmdown_frac=0.2, train_order="sequential",
-                      quant_clip_sigmas=0.0, gptq_tokens=0)
+                      quant_clip_sigmas=0.0, gptq_tokens=0, qk_gain_init=1.5)
 PRESETS: dict[str, dict] = {
-    # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth protocol, 300 s: MLP
-    # 3.25x beat 2.75x and 12 blocks on held-out packed bpb, 1.2398 vs 1.2431 and 1.2450 (records/bench/*recipe300s);
-    # at 2.75x, older grid: 1.1218 vs 1.1309 (1.1063 script), 1.2065 (1.1194 script) (records/bench/*eighth300s_v3).
+    # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth protocol, 300 s, held-out
+    # packed bpb: MLP 3.25x beat 2.75x and 12 blocks, 1.2398 vs 1.2431, 1.2450 (records/bench/*recipe300s); value
+    # embeddings on blocks 9,10 with QK gain 5.25 beat neither, 1.2112 vs 1.2147 (records/bench/*mixed300s).
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,
                       ln_scale=False, layer0_attention=True, muon_ns_coefficients="quintic", train_order="sequential",
-                      mlp_quant_bits=5, quant_clip_sigmas=0.0, gptq_tokens=0),
+                      mlp_quant_bits=5, quant_clip_sigmas=0.0, gptq_tokens=0, value_embed_layers="", qk_gain_init=1.5),
     "smoke": dict(data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
-                  num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1, recur_layers="1,2",
+                  num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1, recur_layers="1,2", value_embed_layers="3",
                   parallel_start=3, bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0,
                   iterations=400, warmup_steps=5, compile_warmup_steps=0, log_every=20, eval_stride=64, eval_batch_windows=64,
                   eval_max_tokens=32768, train_holdout_tokens=8192, gptq_tokens=8192, track="smoke"),
@@ -217,7 +217,7 @@ PRESETS: dict[str, dict] = {
     # presets). On the proxy (one H200, 300 s): 1.2087 vs record's 1.1983 on sp1024 (records/bench/*sp1024_vs_sp8192*).
     "sp8192": dict(vocab_size=8192, tokenizer="data/tokenizers/fineweb_8192_bpe.model", data_dir="data/datasets/fineweb10B_sp8192",
                    mlp_mult=3.5, quant_clip_sigmas=12.85, embed_clip_sigmas=20.0, gptq_tokens=262_144,
-                   recur_layers="3,4,5", recur_start=0.35, qk_gain_init=5.25, muon_wd=0.095, matrix_lr=0.022,
+                   recur_layers="3,4,5", recur_start=0.35, muon_wd=0.095, matrix_lr=0.022,
                    ema_decay=0.9965, warmdown_frac=0.72),
 }
 

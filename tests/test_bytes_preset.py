@@ -32,7 +32,7 @@ def test_bytes_preset_trains_and_its_bpb_equals_its_loss_over_ln2(tmp_path, caps
     eval_ngram.write_shard(str(data / "text_train_000000.bin"), [0] + text_bytes("train", 40_000))
     eval_ngram.write_shard(str(data / "text_val_000000.bin"), [0] + text_bytes("val", 3_000))  # one BOS, at the start
     assert train_gpt.main(["--preset", "bytes", f"data_dir={data}", f"records_dir={tmp_path / 'records'}",
-                           "seq_len=64", "train_batch_tokens=512", "grad_accum_steps=1", "num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32",
+                           "seq_len=64", "train_batch_tokens=512", "grad_accum_steps=1", "num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1", "model_dim=32",
                            "num_heads=2", "num_kv_heads=1", "enrich_hidden=32", "bigram_buckets=256", "bigram_dim=8",
                            "iterations=30", "max_wallclock_seconds=0", "warmup_steps=3", "log_every=10",
                            "compile_warmup_steps=0", "eval_stride=32", "eval_audit=8", "device=cpu"]) == 0

@@ -15,7 +15,7 @@ import train_gpt
 SAMPLE_TEXT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "sample",
                            "gutenberg3_val.txt.xz")
 SHARD_TOKENS, SHARDS = 300, 5  # each step moves 64 tokens on (reading 65), so it enters shard 2 during step 10
-TINY = ["vocab_size=256", "tokenizer=bytes", "seq_len=32", "eval_stride=16", "train_batch_tokens=64", "num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32",
+TINY = ["vocab_size=256", "tokenizer=bytes", "seq_len=32", "eval_stride=16", "train_batch_tokens=64", "num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1", "model_dim=32",
         "num_heads=2", "num_kv_heads=1", "enrich_hidden=32", "bigram_buckets=64", "bigram_dim=8", "iterations=20",
         "max_wallclock_seconds=0", "warmup_steps=3", "log_every=5", "device=cpu", "compile=off"]
 

@@ -9,7 +9,7 @@ import eval_ngram
 import train_gpt as tg
 
 VOCAB, PROMPT, GEN = 64, 16, 16
-TINY = [f"vocab_size={VOCAB}", "num_layers=4", "recur_layers=1,2", "parallel_start=3", "model_dim=32", "num_heads=2", "num_kv_heads=1", "mlp_mult=2",
+TINY = [f"vocab_size={VOCAB}", "num_layers=4", "recur_layers=1,2", "value_embed_layers=3", "parallel_start=3", "model_dim=32", "num_heads=2", "num_kv_heads=1", "mlp_mult=2",
         "xsa_layers=1", "bigram_buckets=64", "bigram_dim=8", "enrich_hidden=32", f"egt_prompt_len={PROMPT}",
         f"egt_gen_len={GEN}", "egt_pool=4", "egt_critic_hidden=32", "egt_prompts=8", "egt_batch=8", "device=cpu"]
 

@@ -176,7 +176,7 @@ def test_an_artifact_is_rebuilt_with_the_recurrence_as_training_left_it():
 
 def test_value_embeddings_start_as_a_no_op_and_then_add_the_tokens_own_vector_to_the_chosen_blocks_values():
     torch.manual_seed(0)
-    plain = train_gpt.GPT(tiny())
+    plain = train_gpt.GPT(tiny("value_embed_layers="))
     with torch.no_grad():  # past the zero-initialized output projections, so that values matter
         for p in plain.parameters():
             p.add_(torch.randn_like(p) * 0.1)

@@ -17,7 +17,7 @@ import train_gpt
 from artifacts import stored_header, with_header
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "num_heads=2", "num_kv_heads=1",
+TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1", "model_dim=32", "num_heads=2", "num_kv_heads=1",
         "enrich_hidden=32", "bigram_buckets=64", "bigram_dim=8", "seq_len=32", "eval_stride=16", "train_batch_tokens=64",
         "iterations=4", "max_wallclock_seconds=0", "warmup_steps=1", "log_every=2", "device=cpu", "compile=off",
         "eval_max_tokens=400", "ngram_order=3", "ttt_steps=0", "eval_audit=8", "grad_accum_steps=1", "train_holdout_tokens=0"]

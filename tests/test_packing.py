@@ -21,7 +21,7 @@ import train_gpt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # model_dim 192 and MLP 3x: the MLP matrices (576 x 192) pass quant_plan's 65,536-weight threshold, attention does not
-TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=192", "num_heads=4", "num_kv_heads=2",
+TINY = ["vocab_size=256", "tokenizer=bytes", "num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1", "model_dim=192", "num_heads=4", "num_kv_heads=2",
         "bigram_buckets=0", "enrich_hidden=32", "seq_len=16", "eval_stride=16", "device=cpu", "compile=off"]
 
 
@@ -275,7 +275,7 @@ def test_a_self_extracting_record_folder_runs_the_same_source_in_fewer_counted_b
     copies = [str(tmp_path / os.path.basename(p)) for p in eval_ngram.CODE_FILES]
     assert eval_ngram.code_size(True) == sum(os.path.getsize(p) for p in copies) < 0.45 * eval_ngram.code_size()
     assert eval_ngram.files_sha256(copies) == eval_ngram.files_sha256(eval_ngram.CODE_FILES)  # no mismatch warning
-    args = ["--print-config", "--preset", "smoke", "num_layers=3"]
+    args = ["--print-config", "--preset", "smoke", "num_layers=3", "value_embed_layers=2"]
     runs = [subprocess.run([sys.executable, os.path.join(folder, "train_gpt.py"), *args], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout for folder in (str(tmp_path), REPO)]
     assert runs[0] == runs[1] and '"num_layers": 3' in runs[0]
@@ -287,7 +287,7 @@ def test_a_self_extracting_record_folder_runs_the_same_source_in_fewer_counted_b
 def test_an_artifact_over_the_cap_is_repacked_one_grid_one_bit_narrower_at_a_time(monkeypatch):
     """attn 6 / MLP 5 over the cap: attention drops to 5 first (the wider grid), then the MLP (more weights on a tie),
     until it fits; a cap nothing fits under ends at 4 / 4, and without quant_fit nothing is repacked."""
-    cfg = train_gpt.resolve_config("smoke", ["device=cpu", "model_dim=384", "mlp_mult=2", "num_layers=2", "recur_layers=",
+    cfg = train_gpt.resolve_config("smoke", ["device=cpu", "model_dim=384", "mlp_mult=2", "num_layers=2", "recur_layers=", "value_embed_layers=1",
                                              "parallel_start=0", "quant_bits=6", "mlp_quant_bits=5"])[0]
     model, facts, lines = train_gpt.GPT(cfg), {"train_time_s": 0.0}, []
     sizes = {}

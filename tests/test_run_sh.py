@@ -81,7 +81,7 @@ def test_gpu_mode_without_fineweb_says_why_and_runs_the_record_architecture_on_l
            "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "RUNSH_GPU_SECONDS": "2",
            "RUNSH_GPU_EVAL_TOKENS": "2048", "RUNSH_MAX_BYTES": "200000"}
     # The record architecture shrunk to run on CPU; every other key is the record preset's.
-    tiny = ["num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
+    tiny = ["num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
             "bigram_dim=8", "seq_len=64", "train_batch_tokens=512", "eval_stride=32", "compile=off",
             "compile_warmup_steps=2", "log_every=5", "github_id=tester", "train_holdout_tokens=4096"]
     proc = run_sh(*tiny, env=env, timeout=300)

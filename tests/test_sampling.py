@@ -40,7 +40,7 @@ def test_blocked_tokens_are_those_that_would_complete_a_seen_ngram():
 
 
 def tiny_model(vocab: int = 256):
-    cfg, _ = train_gpt.resolve_config("smoke", [f"vocab_size={vocab}", "seq_len=32", "eval_stride=16", "num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32",
+    cfg, _ = train_gpt.resolve_config("smoke", [f"vocab_size={vocab}", "seq_len=32", "eval_stride=16", "num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1", "model_dim=32",
                                                 "num_heads=2", "num_kv_heads=1", "enrich_hidden=32", "bigram_buckets=64",
                                                 "bigram_dim=8", "tokenizer=bytes"])
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ from conftest import REPO_ROOT, export_sample, tokenizer_model
 sys.path.insert(0, os.path.join(REPO_ROOT, "records"))
 import bench
 
-TINY = ["num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=256",
+TINY = ["num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=256",
         "bigram_dim=8", "seq_len=64", "train_batch_tokens=1024", "grad_accum_steps=1", "device=cpu", "compile=off",
         "compile_warmup_steps=0", "iterations=25", "max_wallclock_seconds=0", "warmup_steps=3", "log_every=5",
         "eval_stride=32", "eval_max_tokens=3000", "eval_chunk_tokens=1000", "eval_audit=8", "ngram_order=5",

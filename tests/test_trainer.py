@@ -15,7 +15,7 @@ import train_gpt
 from distributed import spawn_gloo
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
+TINY = ["num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
         "bigram_dim=8", "seq_len=32", "eval_stride=16", "train_batch_tokens=256", "device=cpu", "compile=off", "ema=false"]
 
 
@@ -207,7 +207,7 @@ def test_byte_level_tokens_are_one_byte_and_bos_none():
 
 # ---------------------------------------------------------------- config
 def test_overrides_are_typed_and_presets_apply():
-    cfg, preset = train_gpt.resolve_config("smoke", ["num_layers=3", "matrix_lr=0.5", "ema=off", "run_name=x"])
+    cfg, preset = train_gpt.resolve_config("smoke", ["num_layers=3", "value_embed_layers=", "matrix_lr=0.5", "ema=off", "run_name=x"])
     assert (preset, cfg.num_layers, cfg.matrix_lr, cfg.ema, cfg.run_name) == ("smoke", 3, 0.5, False, "x")
     assert train_gpt.resolve_config()[0] == train_gpt.Config()  # the plain command is the record preset
 
@@ -220,7 +220,8 @@ def test_overrides_are_typed_and_presets_apply():
     (["recur_layers=4;5"], "recur_layers='4;5': needs block indices as in 4,5"),  # before any folder, not a ValueError
     (["recur_layers=4,6"], "needs consecutive block indices below num_layers"),
     (["recur_layers=10,11"], "needs consecutive block indices below num_layers"),  # record has 11 blocks: 0..10
-    (["num_layers=4"], "recur_layers='4,5' num_layers=4: needs consecutive"),  # the record's band needs its depth
+    (["num_layers=4", "value_embed_layers=3"], "recur_layers='4,5' num_layers=4: needs consecutive"),  # the record's band needs its depth
+    (["num_layers=9"], "value_embed_layers='9,10' num_layers=9 layer0_attention=False: needs distinct blocks that have attention"),
     (["recur_layers=4,5", "parallel_start=5"], "lanes never rejoin"),
 ])
 def test_bad_overrides_are_clear_errors(args, message):

@@ -20,7 +20,7 @@ TABLES = byte_tables("bytes", VOCAB)
 
 
 def tiny_model(preset: str = "record") -> GPT:
-    cfg, _ = resolve_config(preset, [f"vocab_size={VOCAB}", "num_layers=2", "recur_layers=0", "parallel_start=1",
+    cfg, _ = resolve_config(preset, [f"vocab_size={VOCAB}", "num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1",
                                      "model_dim=32", "num_heads=2", "num_kv_heads=1", "bigram_buckets=64", "bigram_dim=16", "enrich_hidden=32",
                                      f"seq_len={SEQ}", "lora_rank=4", "xsa_layers=1", "tied_embed_init_std=0.3",
                                      f"eval_stride={STRIDE}", f"eval_chunk_tokens={CHUNK}", "tokenizer=bytes",
@@ -169,7 +169,7 @@ def test_train_gpt_run_as_a_script_trains_its_adapters_at_the_end(tmp_path, byte
     """The final evaluation of `python train_gpt.py` runs TTT. eval_ngram.py takes the adapters from the model
     (lora_parameters, attach_adapters) and never imports train_gpt: a second copy of train_gpt's classes, imported
     beside the running script, once found no Linear to adapt and crashed the record preset here."""
-    tiny = ["num_layers=2", "recur_layers=0", "parallel_start=1", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
+    tiny = ["num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1", "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "bigram_buckets=64",
             "bigram_dim=8", "seq_len=32", "train_batch_tokens=256", "eval_stride=16"]
     proc = subprocess.run([sys.executable, os.path.join(REPO, "train_gpt.py"), "--preset", "smoke", *tiny,
                            f"data_dir={byte_shards}", "tokenizer=bytes", "vocab_size=256", "iterations=2",

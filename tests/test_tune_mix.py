@@ -20,7 +20,7 @@ HOLDOUT = 3000
 def artifact(sp1024_shards, sp1024_model, tmp_path_factory) -> str:
     """A few steps of the smoke preset on the sp1024 sample, its last HOLDOUT training tokens held out."""
     records = tmp_path_factory.mktemp("records")
-    train_gpt.main(["--preset", "smoke", f"data_dir={sp1024_shards}", f"tokenizer={sp1024_model}", "num_layers=2", "recur_layers=0", "parallel_start=1",
+    train_gpt.main(["--preset", "smoke", f"data_dir={sp1024_shards}", f"tokenizer={sp1024_model}", "num_layers=2", "recur_layers=0", "value_embed_layers=1", "parallel_start=1",
                     "model_dim=32", "num_heads=4", "num_kv_heads=2", "enrich_hidden=32", "seq_len=32", "eval_stride=16",
                     "train_batch_tokens=256", "iterations=3", "max_wallclock_seconds=0", "device=cpu", "compile=off",
                     "eval_max_tokens=512", "eval_chunk_tokens=256", "ngram_order=3", "ttt_steps=0", "eval_audit=0", f"records_dir={records}",
