@@ -92,6 +92,7 @@ class Config:
     muon_ns_steps: int = opt(5, "Newton-Schulz iterations")
     muon_ns_coefficients: str = opt("polar_express", "Newton-Schulz polynomials: quintic (one, repeated) | polar_express (one per step)")
     muon_wd: float = opt(0.04, "decoupled weight decay for Muon matrices")
+    muon_row_norm: bool = opt(False, "scale every row of each Muon update to norm 1 before Newton-Schulz (MuonEq-R, public SP4096+ records): no output dominates")
     skip_weights_muon: bool = opt(True, "U-Net skip weights ([skips, width]) train with Muon and its decay; false: AdamW without decay, like the other gains")
     adam_wd: float = opt(0.04, "decoupled weight decay for AdamW embeddings")
     beta1: float = opt(0.9, "AdamW beta1")
@@ -713,11 +714,12 @@ POLAR_EXPRESS = ((8.156554524902461, -22.48329292557795, 15.878769915207462),  #
 NS_COEFFICIENTS = {"quintic": (QUINTIC, 1.0), "polar_express": (POLAR_EXPRESS, 1.02)}  # (steps' a, b, c; norm safety)
 
 
-def newton_schulz(g: Tensor, steps: int, coefficients: str = "quintic") -> Tensor:
-    """Approximately orthogonalize each matrix of g ([..., rows, cols]: one matrix or a batch of equal shapes)
-    with quintic iterations x <- a x + (b s + c s^2) x, s = x x^T, in bf16 on CUDA."""
+def newton_schulz(g: Tensor, steps: int, coefficients: str = "quintic", equal_rows: bool = False) -> Tensor:
+    """Approximately orthogonalize each matrix of g ([..., rows, cols]: one matrix or a batch of equal shapes) with
+    quintic iterations x <- a x + (b s + c s^2) x, s = x x^T, in bf16 on CUDA; equal_rows: rows first scaled to norm 1."""
     table, safety = NS_COEFFICIENTS[coefficients]
     x = g.bfloat16() if g.is_cuda else g.float()
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-7) if equal_rows else x
     tall = x.size(-2) > x.size(-1)
     if tall:
         x = x.mT
@@ -736,9 +738,9 @@ class Muon(torch.optim.Optimizer):
     N-th matrix of each batch and one all-reduce shares the results."""
 
     def __init__(self, params, lr: float, momentum: float, ns_steps: int, weight_decay: float, rank: int, world: int,
-                 coefficients: str = "quintic"):
+                 coefficients: str = "quintic", equal_rows: bool = False):
         super().__init__(list(params), dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay))
-        self.rank, self.world, self.coefficients = rank, world, coefficients
+        self.rank, self.world, self.coefficients, self.equal_rows = rank, world, coefficients, equal_rows
 
     @torch.no_grad()
     def step(self):
@@ -758,7 +760,7 @@ class Muon(torch.optim.Optimizer):
             for (rows, cols), indices in by_shape.items():
                 mine = indices[self.rank::self.world]
                 stacked = torch.stack([nesterov[i] for i in mine]) if mine else None
-                for i, u in zip(mine, newton_schulz(stacked, group["ns_steps"], self.coefficients).mul_(
+                for i, u in zip(mine, newton_schulz(stacked, group["ns_steps"], self.coefficients, self.equal_rows).mul_(
                         max(1.0, rows / cols) ** 0.5) if mine else []):
                     updates[i] = u
             if self.world > 1:  # every rank fills its share of one flat buffer; the sum is every rank's update
@@ -791,14 +793,14 @@ def build_optimizers(model: GPT, cfg: Config, rank: int, world: int) -> list[tor
     matrices = [p for n, p in trained if not is_gain(n, p, cfg.skip_weights_muon) and not is_embedding(n)]
     lora = {id(p) for p in model.lora_parameters()}
     embeddings = [p for n, p in trained if is_embedding(n)]
-    fused = next(model.parameters()).is_cuda
     adam = torch.optim.AdamW([dict(params=embeddings, lr=cfg.embed_lr, base_lr=cfg.embed_lr, weight_decay=cfg.adam_wd),
                               dict(params=gains, lr=cfg.scalar_lr, base_lr=cfg.scalar_lr, weight_decay=0.0)],
-                             betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
+                             betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=next(model.parameters()).is_cuda)
     lora_lr = cfg.matrix_lr * cfg.lora_lr_scale
     muon = Muon([dict(params=[p for p in matrices if id(p) not in lora], lr=cfg.matrix_lr, base_lr=cfg.matrix_lr),
                  dict(params=[p for p in matrices if id(p) in lora], lr=lora_lr, base_lr=lora_lr)],
-                cfg.matrix_lr, cfg.muon_momentum, cfg.muon_ns_steps, cfg.muon_wd, rank, world, cfg.muon_ns_coefficients)
+                cfg.matrix_lr, cfg.muon_momentum, cfg.muon_ns_steps, cfg.muon_wd, rank, world, cfg.muon_ns_coefficients,
+                cfg.muon_row_norm)
     return [adam, muon]
 
 
@@ -1082,8 +1084,7 @@ class EGT:
 # ============================================================================ processes and logging
 def accumulation_steps(cfg: Config, world: int) -> int:
     accum = cfg.grad_accum_steps or max(1, 8 // world)
-    micro = cfg.train_batch_tokens // (world * accum)
-    if micro * world * accum != cfg.train_batch_tokens or micro % cfg.seq_len:
+    if cfg.train_batch_tokens % (world * accum * cfg.seq_len):
         raise ConfigError(f"train_batch_tokens={cfg.train_batch_tokens} must split into {world} ranks x {accum} "
                           f"micro-steps of whole {cfg.seq_len}-token sequences")
     return accum
@@ -1202,7 +1203,6 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
     main_share = 1 - cfg.egt_final_frac if cfg.egt_mode == "final" else 1.0  # the main steps' share of the budget
     qat_on, qat_started = attach_qat(model, cfg) if cfg.qat_start > 0 else None, False  # before compiling: a buffer
     trainer = Trainer(cfg, model, stream, rank, world, device)
-    optimizers = trainer.optimizers
     if cfg.compile_warmup_steps > 0:
         trainer.warm_up(cfg.compile_warmup_steps, log)
     if cfg.ngram_cache_bytes:
@@ -1216,7 +1216,7 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
     if world > 1 and eval_ngram.all_reduce_max(resumed_step, world, device) != -eval_ngram.all_reduce_max(-resumed_step, world, device):
         raise eval_ngram.DataError("ranks found checkpoints of different steps; pass resume=PATH of one they all have")
     if resumed:
-        restore_checkpoint(resumed, model, ema, optimizers, stream)
+        restore_checkpoint(resumed, model, ema, trainer.optimizers, stream)
         losses, step, train_time = resumed["losses"], resumed["step"], resumed["train_time_s"]
         # switched on by the loop before a step, so a run resumed at its end (the loop stops at once) needs them saved
         model.recurrence_active, qat_started = resumed.get("recurrence_active", False), resumed.get("qat_started", False)
@@ -1229,7 +1229,7 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
     def checkpoint(stream_state: dict) -> str:
         return eval_ngram.save_checkpoint(checkpoint_dir, {
             "model": model.state_dict(), "ema": ema.params if ema else None, "ema_updates": ema.updates if ema else 0,
-            "optimizers": [o.state_dict() for o in optimizers], "stream": stream_state, "rng": eval_ngram.rng_states(), "step": step,
+            "optimizers": [o.state_dict() for o in trainer.optimizers], "stream": stream_state, "rng": eval_ngram.rng_states(), "step": step,
             "train_time_s": time.perf_counter() - t0, "losses": losses, "config": dataclasses.asdict(cfg),
             "recurrence_active": model.recurrence_active, "qat_started": qat_started}, rank, log)
 

@@ -27,6 +27,17 @@ def test_newton_schulz_makes_the_matrix_nearly_orthogonal():
         assert 0.5 < s.min() and s.max() < 1.3, (coefficients, s.min(), s.max())
 
 
+def test_muon_row_norm_makes_the_update_blind_to_the_scale_of_each_row():
+    for shape in ((2, 24, 40), (2, 40, 24)):  # wide, and tall (transposed inside): rows are the outputs either way
+        g = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+        scaled = g * torch.logspace(-2, 2, shape[1]).view(1, -1, 1)  # rows from 0.01x to 100x
+        equal = [train_gpt.newton_schulz(x, 5, "polar_express", equal_rows=True) for x in (g, scaled)]
+        plain = [train_gpt.newton_schulz(x, 5, "polar_express") for x in (g, scaled)]
+        assert torch.allclose(*equal, atol=1e-4) and not torch.allclose(*plain, atol=1e-2)
+    model = train_gpt.GPT(tiny("muon_row_norm=true"))
+    assert train_gpt.build_optimizers(model, model.cfg, 0, 1)[1].equal_rows  # the config key reaches Muon
+
+
 def test_muon_step_matches_the_unbatched_rule():
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(8, 16)) for _ in range(3)] + [torch.nn.Parameter(torch.randn(16, 8))]

@@ -1,6 +1,7 @@
 """The trainer's contract: shards are validated, bytes are counted as the challenge counts them, config errors are
 clear, Muon orthogonalizes, EMA and XSA do what they say, gradient accumulation and extra ranks leave the step
 unchanged, and a packed artifact scores exactly like the model it was packed from."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -227,6 +228,14 @@ def test_overrides_are_typed_and_presets_apply():
 def test_bad_overrides_are_clear_errors(args, message):
     with pytest.raises(train_gpt.ConfigError, match=message):
         train_gpt.resolve_config("record", args)
+
+
+def test_the_global_batch_must_split_into_whole_sequences_on_every_rank_and_micro_step():
+    cfg = train_gpt.resolve_config("smoke", ["grad_accum_steps=0"])[0]  # 4,096 tokens of 128-token sequences
+    assert [train_gpt.accumulation_steps(cfg, world) for world in (1, 2, 8)] == [8, 4, 1]  # 8 // world micro-steps
+    for batch, world in ((4000, 1), (4096, 3)):  # not whole sequences; 3 ranks x 2 micro-steps x 128 does not divide
+        with pytest.raises(train_gpt.ConfigError, match=f"train_batch_tokens={batch} must split into {world} ranks"):
+            train_gpt.accumulation_steps(dataclasses.replace(cfg, train_batch_tokens=batch), world)
 
 
 def test_the_command_line_reports_errors_in_one_line():
