@@ -265,11 +265,12 @@ RELATIONS = [  # (keys, holds, what it takes)
         (0 if c.layer0_attention else 1) <= i < c.num_layers for i in b), "distinct blocks that have attention"),
     ("train_order egt_mode egt_prompt_len egt_gen_len seq_len", lambda c: c.train_order == "sequential" or c.egt_mode == "off" or
      c.egt_prompt_len + c.egt_gen_len <= c.seq_len, "EGT prompts with their continuations within seq_len (shuffled windows)"),
-    ("recur_layers num_layers", lambda c: not (b := recur_band(c)) or b == list(range(b[0], min(b[-1] + 1, c.num_layers))),
-     "consecutive block indices below num_layers"),
-    ("parallel_start recur_layers", lambda c: not recur_band(c) or not 0 < c.parallel_start <= recur_band(c)[-1],
+    ("recur_layers num_layers", lambda c: not (b := block_list(c.recur_layers)) or
+     b == list(range(b[0], min(b[-1] + 1, c.num_layers))), "consecutive block indices below num_layers"),
+    ("parallel_start recur_layers", lambda c: not (b := block_list(c.recur_layers)) or not 0 < c.parallel_start <= b[-1],
      "parallel_start after the last of recur_layers (lanes never rejoin)"),
-    ("recur_untie recur_layers", lambda c: c.recur_untie == "off" or recur_band(c), "blocks for depth recurrence to untie"),
+    ("recur_untie recur_layers", lambda c: c.recur_untie == "off" or block_list(c.recur_layers),
+     "blocks for depth recurrence to untie"),
     ("seq_len_schedule seq_len", lambda c: all(n > 0 and c.seq_len % n == 0 and 0 < u <= 1 for n, u in seq_len_stages(c)),
      "stage lengths that divide seq_len, each until a point within (0, 1] of the budget"),
     ("run_name track", lambda c: all(re.fullmatch(r"\w[\w.-]*|", v) for v in (c.run_name, c.track)),
@@ -279,11 +280,6 @@ RELATIONS = [  # (keys, holds, what it takes)
 def block_list(text: str) -> list[int]:
     """Block indices written as in 4,5 ('' = none)."""
     return [int(i) for i in text.split(",") if i.strip()]
-
-
-def recur_band(cfg: Config) -> list[int]:
-    """The blocks depth recurrence runs twice (recur_layers)."""
-    return block_list(cfg.recur_layers)
 
 
 def check_config(cfg: Config) -> Config:
@@ -496,7 +492,8 @@ class Block(nn.Module):
         self.norm_scale = (index + 1) ** -0.5 if cfg.ln_scale else 1.0  # LN scale (PR #315)
         # parallel residuals (PR #1204): (sublayer, lane) write weights, flat: AdamW trains them as gains, not Muon
         self.lane_writes = nn.Parameter(torch.ones(4)) if 0 < cfg.parallel_start <= index else None
-        self.second_pass = SecondPass(cfg, has_attention) if cfg.recur_untie != "off" and index in recur_band(cfg) else None
+        untied = cfg.recur_untie != "off" and index in block_list(cfg.recur_layers)
+        self.second_pass = SecondPass(cfg, has_attention) if untied else None
 
     def mix(self, x: Tensor, x0: Tensor, weights: Tensor | None = None) -> Tensor:
         mix = (self.resid_mix if weights is None else weights).to(x.dtype)
@@ -588,7 +585,7 @@ class GPT(nn.Module):
         self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
         self.enrich = PreEnrich(cfg) if cfg.pre_enrich else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
-        self.recur_band = recur_band(cfg)  # checked with the config: consecutive, in range, before parallel lanes
+        self.recur_band = block_list(cfg.recur_layers)  # checked with the config: consecutive, in range, before parallel lanes
         self.recurrence_active = False  # depth recurrence (PR #1204) switches on after recur_start of training
         runs = cfg.num_layers + len(self.recur_band)  # the most block runs; the first half's outputs are skipped over
         self.skip_weights = nn.Parameter(torch.ones(runs // 2, cfg.model_dim)) if cfg.unet_skips else None
