@@ -1598,7 +1598,8 @@ class AgreedClock:
 class ScoreFirstTTT:
     """A learner for evaluate(): after each chunk of validation targets has been scored, the model's LoRA adapters
     take `steps` Adam steps on that chunk, so no token is ever scored by a model that has trained on it.
-    (Score-first TTT: the public record line's "legal TTT", PR #461 recipe, record PR #549.)
+    (Score-first TTT: the public record line's "legal TTT", PR #461 recipe, record PR #549.) weights="all" trains
+    every weight instead, with SGD and momentum 0.9 (as the public SP8192 records' score-first TTT does).
 
     The model provides its adapters: model.lora_parameters(), and for a model without any (the record preset)
     model.attach_adapters(rank, seed), which gives every block matrix fresh LoRA whose B starts at zero, so scores are
@@ -1609,15 +1610,16 @@ class ScoreFirstTTT:
     """
 
     def __init__(self, model, tokens: torch.Tensor, *, seq_len: int, steps: int, lr: float, lora_rank: int,
-                 batch_seqs: int = 8, rank: int = 0, world: int = 1, device="cpu"):
-        if not model.lora_parameters():
+                 weights: str = "lora", batch_seqs: int = 8, rank: int = 0, world: int = 1, device="cpu"):
+        if weights == "lora" and not model.lora_parameters():
             model.attach_adapters(lora_rank, seed=0)  # the same seed on every rank: the same adapters
-        self.params = model.lora_parameters()
+        self.params = list(model.parameters()) if weights == "all" else model.lora_parameters()
         model.requires_grad_(False)
         for p in self.params:
             p.requires_grad_(True)
             p.grad = torch.zeros_like(p)  # a rank with no sequence in a chunk still joins the all-reduce
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, betas=(0.9, 0.95))
+        self.optimizer = (torch.optim.SGD(self.params, lr=lr, momentum=0.9) if weights == "all" else
+                          torch.optim.Adam(self.params, lr=lr, betas=(0.9, 0.95)))
         self.model, self.tokens, self.seq_len, self.steps, self.batch_seqs = model, tokens.to(device), seq_len, steps, batch_seqs
         self.rank, self.world, self.device, self.seconds = rank, world, torch.device(device), 0.0
 
@@ -1947,10 +1949,13 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
           device="cpu", log=None, mix: dict | None = None, **settings) -> dict:
     """Evaluate a model (neural alone, or mixed with the score-first n-gram cache, with or without score-first
     test-time training of its adapters) on validation tokens, as its config says: model.cfg's eval_seq_len (or seq_len), eval_stride,
-    eval_batch_windows, eval_compile, eval_chunk_tokens, eval_audit, ngram_order, ttt_steps, ttt_lr, ttt_rank and ttt_doc_chunk,
-    any of which a keyword of the same name replaces. ttt_doc_chunk > 0 scores document by document (evaluate_documents:
-    no sliding windows, stride or compiled graph; TTT per document, or none with ttt_steps 0)."""
+    eval_batch_windows, eval_compile, eval_chunk_tokens, eval_audit, ngram_order, ttt_steps, ttt_lr, ttt_rank, ttt_weights and
+    ttt_doc_chunk, any of which a keyword of the same name replaces. ttt_doc_chunk > 0 scores document by document
+    (evaluate_documents: no sliding windows, stride or compiled graph; TTT per document, or none with ttt_steps 0)."""
     cfg = dataclasses.replace(model.cfg, **settings)
+    if cfg.ttt_doc_chunk > 0 and cfg.ttt_weights != "lora":
+        raise UsageError(f"ttt_weights={cfg.ttt_weights} with ttt_doc_chunk={cfg.ttt_doc_chunk}: per-document TTT trains "
+                         "adapters of its own for each document (ttt_weights=lora)")
     mixer = None
     if cfg.ngram_order > 0:
         blob = (artifact_tables or {}).get("ngram")
@@ -1967,8 +1972,8 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
             log(f"ttt per document: chunk={cfg.ttt_doc_chunk} steps={cfg.ttt_steps} lr={cfg.ttt_lr} adapter_params="
                 f"{result['adapter_params']} seconds={result['ttt_time_s']:.1f} of eval_time_s={result['eval_time_s']:.1f}")
         return result
-    ttt = [ScoreFirstTTT(model, val_tokens, seq_len=length, steps=cfg.ttt_steps, lr=cfg.ttt_lr,
-                         lora_rank=cfg.ttt_rank, rank=rank, world=world, device=device)] if cfg.ttt_steps > 0 else []
+    ttt = [ScoreFirstTTT(model, val_tokens, seq_len=length, steps=cfg.ttt_steps, lr=cfg.ttt_lr, lora_rank=cfg.ttt_rank,
+                         weights=cfg.ttt_weights, rank=rank, world=world, device=device)] if cfg.ttt_steps > 0 else []
     forward = compiled_logits(model, cfg.eval_batch_windows) if cfg.eval_compile else lambda x: model_logits(model, x)
     result = evaluate(forward, val_tokens, tables, length, cfg.eval_stride, budget_s=cfg.eval_budget_s,
                       batch_windows=cfg.eval_batch_windows, chunk_tokens=cfg.eval_chunk_tokens, mixer=mixer,
@@ -1976,8 +1981,9 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
     if ttt:
         result["ttt_time_s"] = ttt[0].seconds
         if log:
-            log(f"ttt steps={cfg.ttt_steps} lr={cfg.ttt_lr} adapter_params={sum(p.numel() for p in ttt[0].params)} "
-                f"seconds={ttt[0].seconds:.1f} of eval_time_s={result['eval_time_s']:.1f}")
+            trained = sum(p.numel() for p in ttt[0].params)
+            log(f"ttt steps={cfg.ttt_steps} lr={cfg.ttt_lr} " + (f"adapter_params={trained}" if cfg.ttt_weights == "lora" else
+                f"weights={cfg.ttt_weights} params={trained}") + f" seconds={ttt[0].seconds:.1f} of eval_time_s={result['eval_time_s']:.1f}")
     return result
 
 
@@ -2021,8 +2027,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--ttt-steps", type=int, help="score-first test-time training steps per chunk (default: the "
                         "artifact's ttt_steps; 0 = off)")
-    parser.add_argument("--ttt-lr", type=float, help="test-time training Adam learning rate (default: the artifact's)")
+    parser.add_argument("--ttt-lr", type=float, help="test-time training learning rate, Adam or SGD (default: the artifact's)")
     parser.add_argument("--ttt-rank", type=int, help="LoRA rank added for test-time training when the model has none")
+    parser.add_argument("--ttt-weights", choices=("lora", "all"), help="what test-time training trains: LoRA adapters "
+                        "(Adam) or every weight (SGD, momentum 0.9) (default: the artifact's ttt_weights)")
+    parser.add_argument("--chunk-tokens", type=int, metavar="N", help="targets per score-first chunk: the n-gram cache and "
+                        "TTT learn after each (default: the artifact's eval_chunk_tokens)")
     parser.add_argument("--ttt-doc-chunk", type=int, metavar="N", help="N > 0: score document by document, each with its "
                         "own adapters trained after every N scored tokens (default: the artifact's ttt_doc_chunk; 0 = "
                         "sliding windows over the stream, TTT on whole chunks)")
@@ -2037,7 +2047,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     ranges = {"top_p": "(0,1]", "temperature": "[0,inf)", "audit": "[0,inf)", "max_tokens": "[0,inf)", "seed": "[0,inf)",
               "batch_windows": "[1,inf)", "max_new_tokens": "[0,inf)", "no_repeat_ngram": "[0,inf)", "ngram_order": "[0,inf)",
-              "ttt_steps": "[0,inf)", "ttt_rank": "[1,inf)", "ttt_doc_chunk": "[0,inf)", "ttt_lr": "[0,inf)", "stride": "[1,inf)", "seq_len": "[1,inf)",
+              "ttt_steps": "[0,inf)", "ttt_rank": "[1,inf)", "ttt_doc_chunk": "[0,inf)", "chunk_tokens": "[1,inf)", "ttt_lr": "[0,inf)", "stride": "[1,inf)", "seq_len": "[1,inf)",
               "budget": "[0,inf)"}
     for name, spec in ranges.items():
         value = getattr(args, name)
@@ -2052,7 +2062,8 @@ def main(argv: list[str]) -> int:
     settings = {key: value for key, value in dict(
         data_dir=args.data_dir, tokenizer=args.tokenizer, eval_max_tokens=args.max_tokens, eval_stride=args.stride, eval_seq_len=args.seq_len,
         eval_batch_windows=args.batch_windows, eval_compile=args.compile, ngram_order=0 if args.no_ngram else args.ngram_order,
-        ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank, ttt_doc_chunk=args.ttt_doc_chunk, eval_budget_s=args.budget, eval_audit=args.audit).items()
+        ttt_steps=args.ttt_steps, ttt_lr=args.ttt_lr, ttt_rank=args.ttt_rank, ttt_weights=args.ttt_weights, ttt_doc_chunk=args.ttt_doc_chunk,
+        eval_chunk_tokens=args.chunk_tokens, eval_budget_s=args.budget, eval_audit=args.audit).items()
         if value is not None}
     cfg = dataclasses.replace(model.cfg, **settings)
     if not 1 <= cfg.eval_stride <= eval_window(cfg):

@@ -138,8 +138,9 @@ class Config:
     eval_budget_s: float = opt(540.0, "evaluation seconds it must end within (of the challenge's 600): when on pace to pass them, "
                                "the rest is scored without TTT, then at 2x the stride, as needed (0 = never)")
     ttt_steps: int = opt(2, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")
-    ttt_lr: float = opt(1e-3, "test-time training Adam learning rate")
+    ttt_lr: float = opt(1e-3, "test-time training learning rate (Adam for lora, SGD for all)")
     ttt_rank: int = opt(8, "LoRA rank added to every trained block matrix for test-time training when the model has none")
+    ttt_weights: str = opt("lora", "what test-time training trains: lora (adapters, Adam) | all (every weight, SGD with momentum 0.9)")
     ttt_doc_chunk: int = opt(0, "N > 0: score document by document, each with its own adapters trained after every N scored tokens (0 = the stream)")
     # records
     run_name: str = opt("", "record folder name (default: <preset>_seed<seed>)")
@@ -243,7 +244,8 @@ RANGES = {
     "[2,8]": "quant_bits mlp_quant_bits embed_quant_bits lora_quant_bits",  # stored as int8
     "(0,1]": "egt_hard_frac", "[2,inf)": "egt_samples"}
 CHOICES = {"device": "auto cuda cpu", "compile": "auto on off", "egt_mode": "off interleaved final",
-           "muon_ns_coefficients": "quintic polar_express", "train_order": "sequential shuffled", "recur_untie": "off gains mlp"}
+           "muon_ns_coefficients": "quintic polar_express", "train_order": "sequential shuffled", "recur_untie": "off gains mlp",
+           "ttt_weights": "lora all"}
 BLOCK_INDICES = re.compile(r"(\d+(,\d+)*)?")  # recur_layers, value_embed_layers: as in 4,5 ('' = none)
 RELATIONS = [  # (keys, holds, what it takes)
     ("vocab_size", lambda c: c.vocab_size <= 65536, "at most 65536 (shards hold uint16 token ids)"),
@@ -273,6 +275,7 @@ RELATIONS = [  # (keys, holds, what it takes)
      "blocks for depth recurrence to untie"),
     ("seq_len_schedule seq_len", lambda c: all(n > 0 and c.seq_len % n == 0 and 0 < u <= 1 for n, u in seq_len_stages(c)),
      "stage lengths that divide seq_len, each until a point within (0, 1] of the budget"),
+    ("ttt_weights ttt_doc_chunk", lambda c: c.ttt_weights == "lora" or not c.ttt_doc_chunk, "per-document adapters: lora"),
     ("run_name track", lambda c: all(re.fullmatch(r"\w[\w.-]*|", v) for v in (c.run_name, c.track)),
      "plain names (letters, digits, . _ -): they name folders")]
 

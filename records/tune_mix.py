@@ -1,16 +1,16 @@
 r"""records/tune_mix.py: choose the n-gram mixer's settings on held-out TRAINING text, never on validation tokens.
 
     python records/tune_mix.py ARTIFACT --data-dir D [--holdout-tokens N] [--grid KEY=V1,V2,...]... [--ttt-steps K]
-        [--out FOLDER]
+        [--ttt-weights lora|all] [--out FOLDER]
 
 Scores the artifact's model, mixed with the score-first n-gram cache exactly as eval_ngram.py scores it, on the last
 N tokens of the training split (eval_ngram.holdout_tokens: what a run with train_holdout_tokens=N never trained on),
 once for every combination of the grid and once with the defaults (eval_ngram.MIX_DEFAULTS and the artifact's
-ngram_order, ttt_lr and ttt_doc_chunk, which the grid may vary too: 0 scores with sliding windows over the stream, N > 0
-document by document with TTT after every N tokens of each). Prints the rows sorted by bpb, the defaults' row marked, and the
-best setting as eval_ngram.py arguments, as a MIX_DEFAULTS dict and as config keys; --out writes the table as
-tune_mix.md and tune_mix.json. Validation shards are never opened: a setting chosen
-by trying it on the validation tokens is fitted to them, and its score no longer measures anything.
+ngram_order, ttt_lr, eval_chunk_tokens and ttt_doc_chunk, which the grid may vary too; ttt_doc_chunk 0 scores with
+sliding windows over the stream, N > 0 document by document with TTT after every N tokens of each). Prints the rows
+sorted by bpb, the defaults' row marked, and the best setting as eval_ngram.py arguments, as a MIX_DEFAULTS dict and
+as config keys; --out writes the table as tune_mix.md and tune_mix.json. Validation shards are never opened: a
+setting chosen by trying it on the validation tokens is fitted to them, and its score no longer measures anything.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from eval_ngram import MIX_DEFAULTS, UsageError  # noqa: E402
 DEFAULT_GRID = {"gate_bias": [-8.0, -7.0, -6.0], "gate_order": [0.75, 1.0], "gate_entropy": [0.5, 1.0]}
 # Evaluation config keys the grid may vary beside the mixer weights: (type, smallest value, eval_ngram.py option).
 SETTINGS = {"ngram_order": (int, 2, "--ngram-order"), "ttt_lr": (float, 0.0, "--ttt-lr"),
-            "ttt_doc_chunk": (int, 0, "--ttt-doc-chunk")}
+            "ttt_doc_chunk": (int, 0, "--ttt-doc-chunk"), "eval_chunk_tokens": (int, 1, "--chunk-tokens")}
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
@@ -48,7 +48,7 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
         except ValueError:
             raise UsageError(f"--grid {item!r}: expected KEY=NUMBER,NUMBER,... with KEY one of "
                              f"{', '.join([*MIX_DEFAULTS, *SETTINGS])}, each key once (ngram_order: integers >= 2, "
-                             "ttt_lr: >= 0, ttt_doc_chunk: integers >= 0)") from None
+                             "ttt_lr: >= 0, ttt_doc_chunk: integers >= 0, eval_chunk_tokens: integers >= 1)") from None
     return grid or DEFAULT_GRID
 
 
@@ -109,6 +109,7 @@ def main(argv: list[str]) -> int:
                              f"(default grid: {DEFAULT_GRID})")
     parser.add_argument("--ngram-order", type=int, help="n-gram mixture order (default: the artifact's ngram_order)")
     parser.add_argument("--ttt-steps", type=int, default=0, help="score-first TTT steps per chunk (default 0: off, fast)")
+    parser.add_argument("--ttt-weights", choices=("lora", "all"), help="what TTT trains (default: the artifact's ttt_weights)")
     parser.add_argument("--stride", type=int, help="sliding-window stride (default: the artifact's eval_stride)")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--out", help="write tune_mix.md and tune_mix.json into this folder")
@@ -120,7 +121,8 @@ def main(argv: list[str]) -> int:
     model, meta, artifact_tables, _ = eval_ngram.load_artifact(args.artifact)
     cfg = artifact_cfg = model.cfg
     settings = {key: value for key, value in dict(data_dir=args.data_dir, tokenizer=args.tokenizer, eval_stride=args.stride,
-                                                  ngram_order=args.ngram_order, ttt_steps=args.ttt_steps).items()
+                                                  ngram_order=args.ngram_order, ttt_steps=args.ttt_steps,
+                                                  ttt_weights=args.ttt_weights).items()
                 if value is not None}
     cfg = dataclasses.replace(cfg, eval_audit=0, **settings)
     held_out = meta["config"].get("train_holdout_tokens", 0)  # artifacts packed before the key existed held out none
@@ -146,7 +148,7 @@ def main(argv: list[str]) -> int:
     base = defaults(cfg)
     rows = tune(model, tokens, tables, artifact_tables, grid, base, device=device, eval_audit=0, **settings)
     header = (f"Mixer settings for {args.artifact} on the last {holdout} training tokens of {cfg.data_dir} "
-              f"(ngram_order={cfg.ngram_order}, ttt_steps={cfg.ttt_steps}, stride={cfg.eval_stride}), best first:")
+              f"(ngram_order={cfg.ngram_order}, ttt_steps={cfg.ttt_steps}, ttt_weights={cfg.ttt_weights}, stride={cfg.eval_stride}), best first:")
     text = table(rows, header)
     best = rows[0]
     text += (f"\nbest as eval_ngram.py arguments: {arguments(best, defaults(artifact_cfg))}\nbest as MIX_DEFAULTS: {best['mix']}\n"
@@ -155,7 +157,7 @@ def main(argv: list[str]) -> int:
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         facts = {"artifact": args.artifact, "data_dir": cfg.data_dir, "holdout_tokens": holdout, "ngram_order": cfg.ngram_order,
-                 "ttt_steps": cfg.ttt_steps, "eval_stride": cfg.eval_stride, "grid": grid, "defaults": base, "rows": rows}
+                 "ttt_steps": cfg.ttt_steps, "ttt_weights": cfg.ttt_weights, "eval_stride": cfg.eval_stride, "grid": grid, "defaults": base, "rows": rows}
         eval_ngram.write_all_or_none(args.out, {"tune_mix.md": text, "tune_mix.json": json.dumps(facts, indent=2) + "\n"})
     return 0
 

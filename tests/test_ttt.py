@@ -5,12 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import eval_ngram
 from eval_ngram import ScoreFirstTTT, byte_tables, evaluate, score, write_shard
-from train_gpt import GPT, pack_model, resolve_config
+from train_gpt import GPT, ConfigError, pack_model, resolve_config
 from distributed import spawn_gloo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,10 +58,10 @@ class PeekingTrainer(ScoreFirstTTT):
         super().observe(start, min(end + CHUNK, self.tokens.numel()))
 
 
-def per_token_scores(tokens: torch.Tensor, learner_class=ScoreFirstTTT, preset: str = "record") -> torch.Tensor:
+def per_token_scores(tokens: torch.Tensor, learner_class=ScoreFirstTTT, preset: str = "record", weights: str = "lora") -> torch.Tensor:
     model = tiny_model(preset)
     recorder = ScoreRecorder(tokens.numel())
-    learner = learner_class(model, tokens, seq_len=SEQ, steps=2, lr=3e-2, lora_rank=4)
+    learner = learner_class(model, tokens, seq_len=SEQ, steps=2, lr=3e-2, lora_rank=4, weights=weights)
     evaluate(lambda x: model.forward_logits(x), tokens, TABLES, SEQ, STRIDE, batch_windows=16, chunk_tokens=CHUNK,
              mixer=recorder, learners=[learner])
     return recorder.scores
@@ -74,11 +75,12 @@ def changed_at(tokens: torch.Tensor, j: int) -> torch.Tensor:
 
 def test_changing_a_future_token_never_changes_an_earlier_score():
     tokens = repeating_stream()
-    for preset in ("record", "random_bases"):  # TTT adds its own LoRA; TTT trains the model's own adapters
-        base = per_token_scores(tokens, preset=preset)
+    # TTT adds its own LoRA; TTT trains the model's own adapters; TTT trains every weight
+    for preset, weights in (("record", "lora"), ("random_bases", "lora"), ("record", "all")):
+        base = per_token_scores(tokens, preset=preset, weights=weights)
         for j in (100, 301):
-            scores = per_token_scores(changed_at(tokens, j), preset=preset)
-            assert torch.equal(scores[1:j], base[1:j]), (preset, j)
+            scores = per_token_scores(changed_at(tokens, j), preset=preset, weights=weights)
+            assert torch.equal(scores[1:j], base[1:j]), (preset, weights, j)
             assert not torch.equal(scores[j + CHUNK:], base[j + CHUNK:])  # TTT carried the change forward
 
 
@@ -113,6 +115,19 @@ def test_ttt_adapts_to_the_validation_stream():
     plain = score(tiny_model(), tokens, TABLES)
     adapted = score(tiny_model(), tokens, TABLES, ttt_steps=2, ttt_lr=3e-2, ttt_rank=8)
     assert adapted["val_loss"] < plain["val_loss"] - 0.5
+    every_weight = score(tiny_model(), tokens, TABLES, ttt_steps=2, ttt_lr=0.1, ttt_weights="all")
+    assert every_weight["val_loss"] < plain["val_loss"] - 0.5
+
+
+def test_ttt_on_every_weight_trains_them_all_with_sgd_and_adds_no_adapters():
+    model = tiny_model()
+    ttt = ScoreFirstTTT(model, repeating_stream(), seq_len=SEQ, steps=1, lr=1e-2, lora_rank=4, weights="all")
+    assert not model.lora_parameters() and isinstance(ttt.optimizer, torch.optim.SGD)
+    assert [id(p) for p in ttt.params] == [id(p) for p in model.parameters()] and all(p.requires_grad for p in ttt.params)
+    with pytest.raises(eval_ngram.UsageError, match="per-document TTT trains adapters"):
+        score(tiny_model(), repeating_stream(), TABLES, ttt_steps=1, ttt_weights="all", ttt_doc_chunk=16)
+    with pytest.raises(ConfigError, match="ttt_weights='all' ttt_doc_chunk=16: needs per-document adapters"):
+        resolve_config("record", ["ttt_weights=all", "ttt_doc_chunk=16"])
 
 
 def test_ttt_composes_with_the_ngram_mixer():
@@ -140,10 +155,12 @@ def test_command_line_ttt_flags_reach_the_learner(tmp_path):
                                 "--data-dir", str(tmp_path), "--device", "cpu", "--no-ngram", *flags],
                                capture_output=True, text=True)
         assert child.returncode == 0, child.stderr
-        return float(child.stdout.split("val_loss=")[1].split()[0])
+        return float(child.stdout.split("val_loss=")[1].split()[0]), child.stdout
 
-    plain, adapted = cli_loss("--ttt-steps", "0"), cli_loss("--ttt-steps", "2", "--ttt-lr", "1e-2", "--ttt-rank", "4")
+    (plain, _), (adapted, _) = cli_loss("--ttt-steps", "0"), cli_loss("--ttt-steps", "2", "--ttt-lr", "1e-2", "--ttt-rank", "4")
     assert adapted < plain - 0.5
+    every_weight, out = cli_loss("--ttt-steps", "2", "--ttt-lr", "0.1", "--ttt-weights", "all")
+    assert every_weight < plain - 0.5 and f"weights=all params={sum(p.numel() for p in tiny_model().parameters())} " in out
 
 
 def ttt_score(rank: int = 0, world: int = 1):

@@ -72,6 +72,22 @@ def test_the_grid_can_vary_the_ngram_order_and_says_which_order_won(artifact, ca
     assert ("--ngram-order 2" in out.split("best as eval_ngram.py arguments: ")[1]) == (best == 2)
 
 
+def test_the_grid_can_vary_the_chunk_size_and_eval_ngram_takes_the_winner(artifact, capsys, tmp_path):
+    """Smaller chunks: the cache (and TTT) learn more often; the best size is printed as eval_ngram.py's option."""
+    assert tune_mix.main([artifact, "--grid", "eval_chunk_tokens=64,256", "--out", str(tmp_path)]) == 0  # the artifact's: 256
+    rows = json.loads((tmp_path / "tune_mix.json").read_text())["rows"]
+    assert sorted(row["settings"]["eval_chunk_tokens"] for row in rows) == [64, 256] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
+    best = rows[0]["settings"]["eval_chunk_tokens"]
+    assert ("--chunk-tokens 64" in capsys.readouterr().out.split("best as eval_ngram.py arguments: ")[1]) == (best == 64)
+    finals = []
+    for extra in ([], ["--chunk-tokens", "64"]):
+        assert eval_ngram.main([artifact, "--device", "cpu", "--audit", "0", *extra]) == 0
+        finals.append(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("final ")))
+    assert finals[0] != finals[1]  # the option reaches the scorer
+    with pytest.raises(eval_ngram.UsageError, match="--chunk-tokens 0: must be in"):
+        eval_ngram.main([artifact, "--chunk-tokens", "0"])
+
+
 def test_an_order_passed_on_the_command_line_is_in_the_printed_arguments(artifact, capsys):
     assert tune_mix.main([artifact, "--ngram-order", "2", "--grid", "gate_bias=-7"]) == 0  # the artifact's order: 3
     assert "best as eval_ngram.py arguments: --ngram-order 2" in capsys.readouterr().out
@@ -83,6 +99,17 @@ def test_the_grid_can_choose_between_stream_and_per_document_scoring(artifact, c
     assert sorted(row["settings"]["ttt_doc_chunk"] for row in rows) == [0, 16] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
     best = rows[0]["settings"]["ttt_doc_chunk"]
     assert ("--ttt-doc-chunk 16" in capsys.readouterr().out.split("best as eval_ngram.py arguments: ")[1]) == (best == 16)
+
+
+def test_ttt_on_every_weight_can_be_tuned_like_the_adapters(artifact, tmp_path):
+    scores = {}
+    for weights in ("lora", "all"):
+        assert tune_mix.main([artifact, "--ttt-steps", "1", "--ttt-weights", weights, "--grid", "ttt_lr=0.01",
+                              "--out", str(tmp_path / weights)]) == 0
+        facts = json.loads((tmp_path / weights / "tune_mix.json").read_text())
+        assert facts["ttt_weights"] == weights and f"ttt_weights={weights}," in (tmp_path / weights / "tune_mix.md").read_text()
+        scores[weights] = [row["val_bpb"] for row in facts["rows"] if row["settings"]["ttt_lr"] == 0.01]
+    assert scores["lora"] != scores["all"]  # the option reached the learner
 
 
 def test_a_ttt_rate_grid_without_test_time_training_is_refused(artifact):
