@@ -193,7 +193,7 @@ BASELINE_SHAPE = dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction
 PRESETS: dict[str, dict] = {
     # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth protocol, 300 s, held-out
     # packed bpb: MLP 3.25x beat 2.75x and 12 blocks, 1.2398 vs 1.2431, 1.2450 (records/bench/*recipe300s); value
-    # embeddings on blocks 9,10 with QK gain 5.25 beat neither, 1.2112 vs 1.2147 (records/bench/*mixed300s).
+    # embeddings on blocks 9,10 with QK gain 5.25 beat the preset without both, 1.2112 vs 1.2147 (*mixed300s).
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,
@@ -256,8 +256,7 @@ RELATIONS = [  # (keys, holds, what it takes)
     ("ngram_order eval_max_tokens train_holdout_tokens", lambda c: 1 not in (c.ngram_order, c.eval_max_tokens, c.train_holdout_tokens), "each 0 or >= 2"),
     ("ngram_cache_bytes ngram_order", lambda c: not c.ngram_cache_bytes or c.ngram_order >= 2, "an n-gram order >= 2"),
     ("egt_band_low egt_band_high", lambda c: c.egt_band_low < c.egt_band_high, "egt_band_low < egt_band_high"),
-    ("egt_critic_every num_layers", lambda c: c.egt_mode == "off" or c.egt_critic_every <= c.num_layers,
-     "a block for the first critic to read"),
+    ("egt_critic_every num_layers", lambda c: c.egt_mode == "off" or c.egt_critic_every <= c.num_layers, "a block for the first critic to read"),
     ("seed", lambda c: c.seed < 2 ** 63, "a seed below 2^63"),
     ("gptq_reserve_s max_wallclock_seconds", lambda c: c.gptq_reserve_s < c.max_wallclock_seconds or not (
         c.gptq_tokens and c.max_wallclock_seconds), "with gptq_tokens, a calibration reserve within the training budget"),
@@ -300,11 +299,12 @@ def check_config(cfg: Config) -> Config:
 
 
 def config_from_dict(values: dict) -> Config:
-    """A Config from JSON values (an artifact's), each of its field's type and range; keys it lacks keep defaults."""
+    """A Config from JSON values (an artifact's), each of its field's type and range; keys it lacks keep defaults, but
+    value embeddings stay off, as they were in artifacts packed before the key existed."""
     types = {f.name: {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}[f.type] for f in dataclasses.fields(Config)}
     for key in [k for k, v in values.items() if k in types and type(v) not in types[k]][:1]:
         raise ConfigError(f"{key}={values[key]!r}: expected a {types[key][-1].__name__}")
-    return check_config(Config(**{k: v for k, v in values.items() if k in types}))
+    return check_config(Config(**{"value_embed_layers": "", **{k: v for k, v in values.items() if k in types}}))
 
 
 def parse_value(field_type: str, key: str, text: str):
