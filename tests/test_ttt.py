@@ -163,22 +163,23 @@ def test_command_line_ttt_flags_reach_the_learner(tmp_path):
     assert every_weight < plain - 0.5 and f"weights=all params={sum(p.numel() for p in tiny_model().parameters())} " in out
 
 
-def ttt_score(rank: int = 0, world: int = 1):
+def ttt_score(rank: int = 0, world: int = 1, weights: str = "lora"):
     # one thread here (conftest) and in the ranks (spawn_gloo): the same float arithmetic, so only the rank split differs
     model = tiny_model()
-    result = score(model, repeating_stream(), TABLES, ttt_steps=2, ttt_lr=1e-2, rank=rank, world=world)
-    return result["val_loss"], [p.detach() for p in model.lora_parameters()]
+    result = score(model, repeating_stream(), TABLES, ttt_steps=2, ttt_lr=1e-2, ttt_weights=weights, rank=rank, world=world)
+    return result["val_loss"], [p.detach() for p in (model.parameters() if weights == "all" else model.lora_parameters())]
 
 
-def two_rank_worker(rank: int, world: int, out: str):
-    torch.save(ttt_score(rank, world), f"{out}{rank}.pt")
+def two_rank_worker(rank: int, world: int, out: str, weights: str):
+    torch.save(ttt_score(rank, world, weights), f"{out}{rank}.pt")
 
 
-def test_two_ranks_hold_the_same_adapters_and_score_like_one(tmp_path):
-    spawn_gloo(two_rank_worker, 2, tmp_path, str(tmp_path / "rank"))
-    (loss0, lora0), (loss1, lora1) = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    loss, _ = ttt_score()
-    assert all(torch.equal(a, b) for a, b in zip(lora0, lora1)) and loss0 == loss1
+@pytest.mark.parametrize("weights", ["lora", "all"])
+def test_two_ranks_hold_the_same_trained_weights_and_score_like_one(tmp_path, weights):
+    spawn_gloo(two_rank_worker, 2, tmp_path, str(tmp_path / "rank"), weights)
+    (loss0, trained0), (loss1, trained1) = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    loss, _ = ttt_score(weights=weights)
+    assert all(torch.equal(a, b) for a, b in zip(trained0, trained1)) and loss0 == loss1
     assert abs(loss0 - loss) < 1e-4  # only the order of the gradient sums differs
 
 
