@@ -1799,6 +1799,15 @@ def evaluate_documents(model, tokens: torch.Tensor, tables, *, bos: int, window:
 
 
 # ---------------------------------------------------------------- command line
+def card_name(index: int = 0) -> str:
+    """The GPU by name and UUID ("cpu" without one): two H200s read alike by name, and figures of different cards are
+    not comparable (records/bench.py --append refuses a table measured on another card)."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    return torch.cuda.get_device_name(index) + (f" (GPU-{uuid})" if uuid else "")
+
+
 def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process as torchrun started it, (0, 1, device) alone; with more than one
     process it joins the group (NCCL on CUDA, else gloo). device: auto (CUDA when visible) | cuda | cpu. fp32 matrix

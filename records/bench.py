@@ -39,8 +39,8 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from eval_ngram import (ArgumentParser, find_shards, load_sentencepiece, load_val_tokens, read_shard, run_script,  # noqa: E402
-                        unused_path, write_shard)
+from eval_ngram import (ArgumentParser, card_name, find_shards, load_sentencepiece, load_val_tokens, read_shard,  # noqa: E402
+                        run_script, unused_path, write_shard)
 
 FLASH_ATTN_FALLBACK = os.path.join(REPO, "records", "flash_attn_fallback")
 
@@ -618,10 +618,6 @@ def vocab_of(tokenizer: str) -> int | None:
     return int(load_sentencepiece(tokenizer).vocab_size())
 
 
-def gpu_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-
-
 def first_documents(data_dir: str, docs: int):
     """Validation tokens of the first `docs` whole documents (each starts with the BOS id export.json names)."""
     export = os.path.join(data_dir, "export.json")
@@ -684,7 +680,7 @@ def main(argv: list[str]) -> dict:
     tokenizer = args.tokenizer if args.tokenizer == "bytes" else os.path.abspath(args.tokenizer)
     settings = {"date": datetime.date.today().isoformat(), "protocol": "eval-only" if args.eval_only else args.protocol,
                 "seconds": args.seconds, "nproc": args.nproc, "seed": args.seed, "data_dir": os.path.abspath(args.data_dir),
-                "val_tokens": args.val_tokens, "val_docs": args.val_docs, "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": gpu_name(), "torch": torch.__version__}
+                "val_tokens": args.val_tokens, "val_docs": args.val_docs, "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": card_name(), "torch": torch.__version__}
     if args.eval_only:
         settings["artifact"] = os.path.abspath(args.eval_only)
     work_root = tempfile.mkdtemp(prefix="bench_")

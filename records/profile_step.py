@@ -109,7 +109,7 @@ def profile(argv: list[str]) -> dict:
     phases, blocking = host_table(prof, args.trace_steps)
     median = statistics.median(times)
     flops = train_gpt.flops_per_token(model, cfg.seq_len)
-    result = {"label": args.label or preset, "preset": preset, "overrides": overrides, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    result = {"label": args.label or preset, "preset": preset, "overrides": overrides, "gpu": eval_ngram.card_name(device.index or 0) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "params": sum(p.numel() for p in model.parameters()),
               "tokens_per_step": cfg.train_batch_tokens, "flops_per_token": flops,
               "attention": "FA3" if train_gpt.flash_attention_3 is not None else "SDPA",

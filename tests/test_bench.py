@@ -19,6 +19,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "records"))
 import bench
+import eval_ngram
 from eval_ngram import write_shard
 
 # Reads what challenge scripts read, checks the shards it was shown, prints challenge-style lines.
@@ -108,7 +109,7 @@ def test_peer_and_ours_rows_make_one_table(setup, capsys):
     assert (ours["val_bpb"], ours["artifact_bytes"], ours["peak_mem_mib"]) == (1.2, 3000, None)
     assert table["reference"] == "peer" and ours["ratio_bpb"] == pytest.approx(0.8)
     assert ours["ratio_tok_s"] == pytest.approx(ours["tok_s"] / peer["tok_s"])
-    assert table["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    assert table["gpu"] == eval_ngram.card_name()
     # saved with the logs; the markdown table is the last thing printed
     folder = tmp_path / "bench" / f"{table['date']}_t"
     md = (folder / "table.md").read_text()
@@ -116,6 +117,17 @@ def test_peer_and_ours_rows_make_one_table(setup, capsys):
     assert "| row | script | protocol notes | tokens/s | ms/step | steps | peak MiB | held-out bpb | val_bpb |" in md
     assert "protocol `wall`" in md and "seed 1337" in md and "GPU " in md
     assert capsys.readouterr().out.endswith(md)
+
+
+def test_a_card_is_named_by_its_uuid_so_rows_of_two_cards_never_share_a_table(monkeypatch):
+    assert eval_ngram.card_name() == "cpu" or torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "NVIDIA H200")
+    cards = []
+    for uuid in ("8adc1d21-ad89-525e-c0d0-b6846cc7cde4", "0b1e2c3d-0000-1111-2222-333344445555"):
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index, uuid=uuid: type("Props", (), {"uuid": uuid})())
+        cards.append(eval_ngram.card_name())
+    assert cards[0] == "NVIDIA H200 (GPU-8adc1d21-ad89-525e-c0d0-b6846cc7cde4)" and cards[0] != cards[1]
 
 
 def test_row_logs_are_named_with_plain_characters_only():
@@ -332,13 +344,16 @@ def test_peer_score_is_the_best_documented_final_line():
     assert parsed["tok_s"] == pytest.approx(524288 * 13780 / 600.038)
 
 
-def test_append_adds_rows_only_under_the_same_settings(setup):
+def test_append_adds_rows_only_under_the_same_settings_and_card(setup, monkeypatch):
     tmp_path, common = setup
     first = bench.main(["--ours", "smoke", "--name", "a", *common()])
     table = bench.main(["--ours", "smoke", "--name", "a", "--append", *common()])
     assert [r["label"] for r in table["rows"]] == ["smoke", "smoke#2"] and table["name"] == first["name"]
     with pytest.raises(bench.UsageError, match="seconds"):
         bench.main(["--ours", "smoke", "--name", "a", "--append", *common(seconds=2)])
+    monkeypatch.setattr(bench, "card_name", lambda: "NVIDIA H200 (GPU-another-card)")  # the next lease's machine
+    with pytest.raises(bench.UsageError, match="gpu="):
+        bench.main(["--ours", "smoke", "--name", "a", "--append", *common()])
 
 
 FAKE_EVAL = '''
