@@ -1,5 +1,5 @@
-"""The training engine and the record recipe's switches: batched Muon, grouped-query attention, rotary cache, depth
-recurrence, parallel residual lanes, LN scale, an attention-free first block, value embeddings."""
+"""The training engine and the record recipe's switches: batched Muon (and MuonEq-R), grouped-query attention, rotary
+cache, depth recurrence, parallel residual lanes, LN scale, an attention-free first block, value embeddings."""
 import pytest
 import torch
 import torch.nn.functional as F
