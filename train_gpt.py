@@ -299,12 +299,11 @@ def check_config(cfg: Config) -> Config:
 
 
 def config_from_dict(values: dict) -> Config:
-    """A Config from JSON values (an artifact's), each of its field's type and range; keys it lacks keep defaults, but
-    value embeddings stay off, as they were in artifacts packed before the key existed."""
+    """A Config from JSON values (an artifact's), each of its field's type and range; keys it lacks keep defaults."""
     types = {f.name: {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}[f.type] for f in dataclasses.fields(Config)}
     for key in [k for k, v in values.items() if k in types and type(v) not in types[k]][:1]:
         raise ConfigError(f"{key}={values[key]!r}: expected a {types[key][-1].__name__}")
-    return check_config(Config(**{"value_embed_layers": "", **{k: v for k, v in values.items() if k in types}}))
+    return check_config(Config(**{k: v for k, v in values.items() if k in types}))
 
 
 def parse_value(field_type: str, key: str, text: str):

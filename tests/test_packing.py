@@ -251,14 +251,6 @@ def test_the_artifact_size_adds_up_by_hand():
     assert header["payload_streams"][0][1] < 0.98 * len(lzma.compress(levels, preset=9))  # the Huffman stage wins
 
 
-def test_an_artifact_packed_before_value_embeddings_existed_loads_without_them():
-    model, cfg = tiny_model("value_embed_layers=")
-    state, meta = eval_ngram.unpack_artifact(train_gpt.pack_model(model, cfg, {"train_time_s": 0.0}))[:2]
-    del meta["config"]["value_embed_layers"]  # the config as packed then: the key did not exist
-    loaded = train_gpt.model_from_artifact(state, meta)
-    assert loaded.cfg.value_embed_layers == "" and loaded.value_embed is None and train_gpt.Config().value_embed_layers
-
-
 def test_an_artifact_of_an_older_format_names_its_format_and_what_to_use():
     text = json.dumps({"format": 3, "meta": {}}).encode()
     with pytest.raises(eval_ngram.ArtifactError, match="artifact format 3 is not 4: older code packed it"):
