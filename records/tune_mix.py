@@ -6,11 +6,12 @@ r"""records/tune_mix.py: choose the n-gram mixer's settings on held-out TRAINING
 Scores the artifact's model, mixed with the score-first n-gram cache exactly as eval_ngram.py scores it, on the last
 N tokens of the training split (eval_ngram.holdout_tokens: what a run with train_holdout_tokens=N never trained on),
 once for every combination of the grid and once with the defaults (eval_ngram.MIX_DEFAULTS and the artifact's
-ngram_order, ttt_lr, eval_chunk_tokens and ttt_doc_chunk, which the grid may vary too; ttt_doc_chunk 0 scores with
-sliding windows over the stream, N > 0 document by document with TTT after every N tokens of each). Prints the rows
-sorted by bpb, the defaults' row marked, and the best setting as eval_ngram.py arguments, as a MIX_DEFAULTS dict and
-as config keys; --out writes the table as tune_mix.md and tune_mix.json. Validation shards are never opened: a
-setting chosen by trying it on the validation tokens is fitted to them, and its score no longer measures anything.
+ngram_order, ttt_lr, eval_chunk_tokens, ttt_doc_chunk and eval_seq_len, which the grid may vary too; ttt_doc_chunk 0
+scores with sliding windows over the stream, N > 0 document by document with TTT after every N tokens of each;
+eval_seq_len is the window, the training length by default: longer reads more context than training had). Prints
+the rows sorted by bpb, the defaults' row marked, and the best setting as eval_ngram.py arguments, as a MIX_DEFAULTS
+dict and as config keys; --out writes the table as tune_mix.md and tune_mix.json. Validation shards are never opened:
+a setting chosen by trying it on the validation tokens is fitted to them, and its score no longer measures anything.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from eval_ngram import MIX_DEFAULTS, UsageError  # noqa: E402
 DEFAULT_GRID = {"gate_bias": [-8.0, -7.0, -6.0], "gate_order": [0.75, 1.0], "gate_entropy": [0.5, 1.0]}
 # Evaluation config keys the grid may vary beside the mixer weights: (type, smallest value, eval_ngram.py option).
 SETTINGS = {"ngram_order": (int, 2, "--ngram-order"), "ttt_lr": (float, 0.0, "--ttt-lr"),
-            "ttt_doc_chunk": (int, 0, "--ttt-doc-chunk"), "eval_chunk_tokens": (int, 1, "--chunk-tokens")}
+            "ttt_doc_chunk": (int, 0, "--ttt-doc-chunk"), "eval_chunk_tokens": (int, 1, "--chunk-tokens"),
+            "eval_seq_len": (int, 1, "--seq-len")}
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
@@ -48,13 +50,14 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
         except ValueError:
             raise UsageError(f"--grid {item!r}: expected KEY=NUMBER,NUMBER,... with KEY one of "
                              f"{', '.join([*MIX_DEFAULTS, *SETTINGS])}, each key once (ngram_order: integers >= 2, "
-                             "ttt_lr: >= 0, ttt_doc_chunk: integers >= 0, eval_chunk_tokens: integers >= 1)") from None
+                             "ttt_lr: >= 0, ttt_doc_chunk: integers >= 0, eval_chunk_tokens and eval_seq_len: integers >= 1)") from None
     return grid or DEFAULT_GRID
 
 
 def defaults(cfg) -> dict[str, float]:
-    """MIX_DEFAULTS with the SETTINGS as a config has them: the row every grid is compared with."""
-    return {**MIX_DEFAULTS, **{key: getattr(cfg, key) for key in SETTINGS}}
+    """MIX_DEFAULTS with the SETTINGS as a config has them (the window in tokens, also where eval_seq_len is 0 for the
+    training length): the row every grid is compared with."""
+    return {**MIX_DEFAULTS, **{key: getattr(cfg, key) for key in SETTINGS}, "eval_seq_len": eval_ngram.eval_window(cfg)}
 
 
 def combinations(grid: dict[str, list[float]], base: dict[str, float]) -> list[dict[str, float]]:

@@ -88,6 +88,25 @@ def test_the_grid_can_vary_the_chunk_size_and_eval_ngram_takes_the_winner(artifa
         eval_ngram.main([artifact, "--chunk-tokens", "0"])
 
 
+def test_the_grid_can_read_longer_windows_than_training_had_and_eval_ngram_takes_the_winner(artifact, capsys, tmp_path):
+    """The defaults' row is the training length (32 here) in tokens; a longer window gives every token more context."""
+    assert tune_mix.main([artifact, "--grid", "eval_seq_len=32,64", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "tune_mix.json").read_text())["rows"]
+    assert sorted(row["settings"]["eval_seq_len"] for row in rows) == [32, 64] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
+    assert [row["defaults"] for row in rows] == [row["settings"]["eval_seq_len"] == 32 for row in rows]
+    best = rows[0]["settings"]["eval_seq_len"]
+    out = capsys.readouterr().out
+    assert ("--seq-len 64" in out.split("best as eval_ngram.py arguments: ")[1]) == (best == 64)
+    assert f"eval_seq_len={best}\n" in out
+    finals = []
+    for extra in ([], ["--seq-len", "64"]):
+        assert eval_ngram.main([artifact, "--device", "cpu", "--audit", "0", *extra]) == 0
+        finals.append(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("final ")))
+    assert finals[0] != finals[1]  # the option reaches the scorer
+    with pytest.raises(eval_ngram.UsageError, match="--grid"):
+        tune_mix.parse_grid(["eval_seq_len=0,64"])
+
+
 def test_an_order_passed_on_the_command_line_is_in_the_printed_arguments(artifact, capsys):
     assert tune_mix.main([artifact, "--ngram-order", "2", "--grid", "gate_bias=-7"]) == 0  # the artifact's order: 3
     assert "best as eval_ngram.py arguments: --ngram-order 2" in capsys.readouterr().out
