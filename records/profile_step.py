@@ -45,7 +45,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, overrides
 
 
-def kernel_table(prof, steps: int, top: int = 15) -> tuple[list[dict], float]:
+def kernel_table(prof, steps: int, top: int = 30) -> tuple[list[dict], float]:
     """(top kernels by GPU time per step, GPU busy ms per step): device events from the profiler trace."""
     kernels: dict[str, list[float]] = {}
     for event in prof.events():
