@@ -28,6 +28,12 @@ def artifact(sp1024_shards, sp1024_model, tmp_path_factory) -> str:
     return glob.glob(os.path.join(records, "**", "artifact.pgolf"), recursive=True)[0]
 
 
+def final_line(artifact: str, capsys, *options: str) -> str:
+    """eval_ngram.py's `final ...` line for the artifact scored with these options."""
+    assert eval_ngram.main([artifact, "--device", "cpu", "--audit", "0", *options]) == 0
+    return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("final "))
+
+
 def test_a_grid_is_ranked_on_held_out_training_text_without_reading_validation(artifact, monkeypatch, capsys, tmp_path):
     def no_validation(*args, **kwargs):
         raise AssertionError("tune_mix read the validation tokens")
@@ -79,11 +85,7 @@ def test_the_grid_can_vary_the_chunk_size_and_eval_ngram_takes_the_winner(artifa
     assert sorted(row["settings"]["eval_chunk_tokens"] for row in rows) == [64, 256] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
     best = rows[0]["settings"]["eval_chunk_tokens"]
     assert ("--chunk-tokens 64" in capsys.readouterr().out.split("best as eval_ngram.py arguments: ")[1]) == (best == 64)
-    finals = []
-    for extra in ([], ["--chunk-tokens", "64"]):
-        assert eval_ngram.main([artifact, "--device", "cpu", "--audit", "0", *extra]) == 0
-        finals.append(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("final ")))
-    assert finals[0] != finals[1]  # the option reaches the scorer
+    assert final_line(artifact, capsys) != final_line(artifact, capsys, "--chunk-tokens", "64")  # the option reaches the scorer
     with pytest.raises(eval_ngram.UsageError, match="--chunk-tokens 0: must be in"):
         eval_ngram.main([artifact, "--chunk-tokens", "0"])
 
@@ -98,11 +100,7 @@ def test_the_grid_can_read_longer_windows_than_training_had_and_eval_ngram_takes
     out = capsys.readouterr().out
     assert ("--seq-len 64" in out.split("best as eval_ngram.py arguments: ")[1]) == (best == 64)
     assert f"eval_seq_len={best}\n" in out
-    finals = []
-    for extra in ([], ["--seq-len", "64"]):
-        assert eval_ngram.main([artifact, "--device", "cpu", "--audit", "0", *extra]) == 0
-        finals.append(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("final ")))
-    assert finals[0] != finals[1]  # the option reaches the scorer
+    assert final_line(artifact, capsys) != final_line(artifact, capsys, "--seq-len", "64")  # the option reaches the scorer
     with pytest.raises(eval_ngram.UsageError, match="--grid"):
         tune_mix.parse_grid(["eval_seq_len=0,64"])
 
