@@ -48,9 +48,9 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
             if grid[key][0] < low:
                 raise ValueError
         except ValueError:
+            bounds = ", ".join(f"{k}: {'integers ' if kind is int else ''}>= {low:g}" for k, (kind, low, _) in SETTINGS.items())
             raise UsageError(f"--grid {item!r}: expected KEY=NUMBER,NUMBER,... with KEY one of "
-                             f"{', '.join([*MIX_DEFAULTS, *SETTINGS])}, each key once (ngram_order: integers >= 2, "
-                             "ttt_lr: >= 0, ttt_doc_chunk: integers >= 0, eval_chunk_tokens and eval_seq_len: integers >= 1)") from None
+                             f"{', '.join([*MIX_DEFAULTS, *SETTINGS])}, each key once ({bounds})") from None
     return grid or DEFAULT_GRID
 
 
