@@ -48,7 +48,7 @@ class Config:
     vocab_size: int = opt(1024, "vocabulary size (256 for bytes)")
     seq_len: int = opt(2048, "training sequence length")
     seq_len_schedule: str = opt("", "shorter sequences early, LEN:UNTIL,... (e.g. 512:0.2,1024:0.4: 512 until 20% of the budget)")
-    train_batch_tokens: int = opt(786_432, "global batch in tokens per optimizer step")
+    train_batch_tokens: int = opt(524_288, "global batch in tokens per optimizer step")
     grad_accum_steps: int = opt(0, "micro-steps per step; 0 = 8 // world_size, so the global batch fits any GPU count")
     train_order: str = opt("shuffled", "training text order: sequential (shard order) | shuffled (seq_len windows, a seeded random order per epoch)")
     # model
@@ -91,8 +91,8 @@ class Config:
     muon_momentum_warmup: float = opt(0.25, "fraction of the budget over which Muon momentum warms up")
     muon_ns_steps: int = opt(5, "Newton-Schulz iterations")
     muon_ns_coefficients: str = opt("polar_express", "Newton-Schulz polynomials: quintic (one, repeated) | polar_express (one per step)")
-    muon_wd: float = opt(0.04, "decoupled weight decay for Muon matrices")
-    muon_row_norm: bool = opt(False, "scale every row of each Muon update to norm 1 before Newton-Schulz (MuonEq-R, public SP4096+ records): no output dominates")
+    muon_wd: float = opt(0.09, "decoupled weight decay for Muon matrices")
+    muon_row_norm: bool = opt(True, "scale every row of each Muon update to norm 1 before Newton-Schulz (MuonEq-R, public SP4096+ records): no output dominates")
     skip_weights_muon: bool = opt(True, "U-Net skip weights ([skips, width]) train with Muon and its decay; false: AdamW without decay, like the other gains")
     adam_wd: float = opt(0.04, "decoupled weight decay for AdamW embeddings")
     beta1: float = opt(0.9, "AdamW beta1")
@@ -188,17 +188,18 @@ BASELINE_SHAPE = dict(num_layers=9, mlp_mult=2.0, mlp_act="relu2", rope_fraction
                       pre_enrich=False, recur_layers="", parallel_start=0, ln_scale=False, layer0_attention=True, value_embed_layers="",
                       overtone_init=False, ema=False, quant_bits=8, mlp_quant_bits=8, matrix_lr=0.04, scalar_lr=0.04,
                       embed_lr=0.05, muon_momentum=0.95, muon_momentum_start=0.85, muon_ns_coefficients="quintic",
-                      muon_wd=0.0, adam_wd=0.0, grad_clip=0.0, warmdown_frac=0.2, train_order="sequential",
+                      muon_wd=0.0, muon_row_norm=False, adam_wd=0.0, grad_clip=0.0, warmdown_frac=0.2, train_order="sequential",
                       quant_clip_sigmas=0.0, gptq_tokens=0, qk_gain_init=1.5)
 PRESETS: dict[str, dict] = {
-    # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth protocol, 300 s, held-out
-    # packed bpb: MLP 3.25x beat 2.75x and 12 blocks, 1.2398 vs 1.2431, 1.2450 (records/bench/*recipe300s); value
-    # embeddings on blocks 9,10 with QK gain 5.25 beat the preset without both, 1.2112 vs 1.2147 (*mixed300s).
+    # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth, held-out packed bpb at
+    # 300 s: MLP 3.25x beat 2.75x and 12 blocks (records/bench/*recipe300s), value embeddings 9,10 + QK gain 5.25 -0.0035
+    # (*mixed300s); at 140 s, each alone: batch 524,288 -0.0078, MuonEq-R -0.0077, Muon decay 0.09 -0.0024 (*screen140s_v3).
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,
                       ln_scale=False, layer0_attention=True, muon_ns_coefficients="quintic", train_order="sequential",
-                      mlp_quant_bits=5, quant_clip_sigmas=0.0, gptq_tokens=0, value_embed_layers="", qk_gain_init=1.5),
+                      mlp_quant_bits=5, quant_clip_sigmas=0.0, gptq_tokens=0, value_embed_layers="", qk_gain_init=1.5,
+                      train_batch_tokens=786_432, muon_wd=0.04, muon_row_norm=False),
     "smoke": dict(data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
                   num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1, recur_layers="1,2", value_embed_layers="3",
                   parallel_start=3, bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0,
@@ -219,7 +220,7 @@ PRESETS: dict[str, dict] = {
     # presets). On the proxy (one H200, 300 s): 1.2087 vs record's 1.1983 on sp1024 (records/bench/*sp1024_vs_sp8192*).
     "sp8192": dict(vocab_size=8192, tokenizer="data/tokenizers/fineweb_8192_bpe.model", data_dir="data/datasets/fineweb10B_sp8192",
                    mlp_mult=3.5, quant_clip_sigmas=12.85, embed_clip_sigmas=20.0, gptq_tokens=262_144,
-                   recur_layers="3,4,5", recur_start=0.35, muon_wd=0.095, matrix_lr=0.022,
+                   recur_layers="3,4,5", recur_start=0.35, muon_wd=0.095, matrix_lr=0.022, train_batch_tokens=786_432,
                    ema_decay=0.9965, warmdown_frac=0.72),
 }
 

@@ -34,8 +34,9 @@ def test_muon_row_norm_makes_the_update_blind_to_the_scale_of_each_row():
         equal = [train_gpt.newton_schulz(x, 5, "polar_express", equal_rows=True) for x in (g, scaled)]
         plain = [train_gpt.newton_schulz(x, 5, "polar_express") for x in (g, scaled)]
         assert torch.allclose(*equal, atol=1e-4) and not torch.allclose(*plain, atol=1e-2)
-    model = train_gpt.GPT(tiny("muon_row_norm=true"))
-    assert train_gpt.build_optimizers(model, model.cfg, 0, 1)[1].equal_rows  # the config key reaches Muon
+    for on in (True, False):  # the config key reaches Muon
+        model = train_gpt.GPT(tiny(f"muon_row_norm={on}"))
+        assert train_gpt.build_optimizers(model, model.cfg, 0, 1)[1].equal_rows is on
 
 
 def test_muon_step_matches_the_unbatched_rule():
