@@ -6,7 +6,8 @@ r"""records/tune_mix.py: choose the n-gram mixer's settings on held-out TRAINING
 Scores the artifact's model, mixed with the score-first n-gram cache exactly as eval_ngram.py scores it, on the last
 N tokens of the training split (eval_ngram.holdout_tokens: what a run with train_holdout_tokens=N never trained on),
 once for every combination of the grid and once with the defaults (eval_ngram.MIX_DEFAULTS and the artifact's
-ngram_order, ttt_lr, eval_chunk_tokens, ttt_doc_chunk and eval_seq_len, which the grid may vary too; ttt_doc_chunk 0
+ngram_order, ttt_lr, ttt_rank, eval_chunk_tokens, ttt_doc_chunk and eval_seq_len, and --ttt-steps, 0 unless given,
+which the grid may vary too: more TTT steps per chunk cost evaluation time, so weigh a gain against it; ttt_doc_chunk 0
 scores with sliding windows over the stream, N > 0 document by document with TTT after every N tokens of each;
 eval_seq_len is the window, the training length by default: longer reads more context than training had). Prints
 the rows sorted by bpb, the defaults' row marked, and the best setting as eval_ngram.py arguments, as a MIX_DEFAULTS
@@ -30,9 +31,9 @@ from eval_ngram import MIX_DEFAULTS, UsageError  # noqa: E402
 # Around the defaults, the three gate weights that move the mixture most: 3 x 2 x 2 = 12 scorings.
 DEFAULT_GRID = {"gate_bias": [-8.0, -7.0, -6.0], "gate_order": [0.75, 1.0], "gate_entropy": [0.5, 1.0]}
 # Evaluation config keys the grid may vary beside the mixer weights: (type, smallest value, eval_ngram.py option).
-SETTINGS = {"ngram_order": (int, 2, "--ngram-order"), "ttt_lr": (float, 0.0, "--ttt-lr"),
-            "ttt_doc_chunk": (int, 0, "--ttt-doc-chunk"), "eval_chunk_tokens": (int, 1, "--chunk-tokens"),
-            "eval_seq_len": (int, 1, "--seq-len")}
+SETTINGS = {"ngram_order": (int, 2, "--ngram-order"), "ttt_lr": (float, 0.0, "--ttt-lr"), "ttt_steps": (int, 0, "--ttt-steps"),
+            "ttt_rank": (int, 1, "--ttt-rank"), "ttt_doc_chunk": (int, 0, "--ttt-doc-chunk"),
+            "eval_chunk_tokens": (int, 1, "--chunk-tokens"), "eval_seq_len": (int, 1, "--seq-len")}
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
@@ -135,9 +136,10 @@ def main(argv: list[str]) -> int:
         if value < low:
             raise UsageError(f"--{name} {value}: must be >= {low}" + (" (the artifact trained on its whole training "
                              "split: pass the number of tokens to hold out)" if name == "holdout-tokens" else ""))
-    if "ttt_lr" in grid and cfg.ttt_steps == 0:
-        raise UsageError("--grid ttt_lr=...: test-time training is off (--ttt-steps 0), so every rate would score alike; "
-                         "pass --ttt-steps K")
+    for key in ("ttt_lr", "ttt_rank"):
+        if key in grid and max(grid.get("ttt_steps", [cfg.ttt_steps])) == 0:
+            raise UsageError(f"--grid {key}=...: test-time training is off (--ttt-steps 0), so every value would score "
+                             "alike; pass --ttt-steps K or --grid ttt_steps=...")
     if holdout > held_out:
         print(f"warning: the artifact's run held out only the last {held_out} training tokens; it may have "
               f"trained on some of these {holdout}: settings tuned on them may favour the model over the cache", file=sys.stderr)

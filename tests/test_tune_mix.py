@@ -129,9 +129,23 @@ def test_ttt_on_every_weight_can_be_tuned_like_the_adapters(artifact, tmp_path):
     assert scores["lora"] != scores["all"]  # the option reached the learner
 
 
-def test_a_ttt_rate_grid_without_test_time_training_is_refused(artifact):
+def test_the_grid_can_vary_ttt_steps_and_rank_and_eval_ngram_takes_the_winner(artifact, capsys, tmp_path):
+    """The defaults' row has --ttt-steps' value (0: off); the rank only matters where TTT runs."""
+    assert tune_mix.main([artifact, "--grid", "ttt_steps=0,2", "--grid", "ttt_rank=2,4", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "tune_mix.json").read_text())["rows"]
+    scores = {(row["settings"]["ttt_steps"], row["settings"]["ttt_rank"]): row["val_bpb"] for row in rows}
+    assert len(scores) == 5  # the grid's four and the defaults' (0, 8)
+    assert scores[0, 8] == scores[0, 2] == scores[0, 4] != scores[2, 2] != scores[2, 4]
+    best = rows[0]["settings"]
+    out = capsys.readouterr().out.split("best as eval_ngram.py arguments: ")[1]
+    assert ("--ttt-steps 2" in out) == (best["ttt_steps"] == 2)
+    assert final_line(artifact, capsys, "--ttt-steps", "2", "--ttt-rank", "2") != final_line(artifact, capsys, "--ttt-steps", "2")
+
+
+@pytest.mark.parametrize("grid", [["ttt_lr=0.001,0.01"], ["ttt_rank=2,4"], ["ttt_steps=0", "ttt_lr=0.01"]])
+def test_a_ttt_grid_without_test_time_training_is_refused(artifact, grid):
     with pytest.raises(eval_ngram.UsageError, match="test-time training is off"):
-        tune_mix.main([artifact, "--grid", "ttt_lr=0.001,0.01"])
+        tune_mix.main([artifact, *[f"--grid={item}" for item in grid]])
 
 
 @pytest.mark.parametrize("item", ["ngram_order=1,3", "ngram_order=2.5", "ttt_lr=-1", "bogus=1", "gate_bias=x"])
