@@ -217,7 +217,7 @@ PRESETS: dict[str, dict] = {
     "egt": dict(egt_mode="interleaved"),
     "bytes": dict(vocab_size=256, tokenizer="bytes", data_dir="data/local/sample_bytes", train_holdout_tokens=4096, track="bytes"),
     # The SP8192 data of the public top records with their stack's settings on our engine (PR #1394, #1493; README:
-    # presets). On the proxy (one H200, 300 s): 1.2087 vs record's 1.1983 on sp1024 (records/bench/*sp1024_vs_sp8192*).
+    # presets). Proxy, one H200, 300 s, before MuonEq-R: 1.2087 vs record's 1.1983 on sp1024 (records/bench/*sp1024_vs_sp8192*).
     "sp8192": dict(vocab_size=8192, tokenizer="data/tokenizers/fineweb_8192_bpe.model", data_dir="data/datasets/fineweb10B_sp8192",
                    mlp_mult=3.5, quant_clip_sigmas=12.85, embed_clip_sigmas=20.0, gptq_tokens=262_144,
                    recur_layers="3,4,5", recur_start=0.35, muon_wd=0.095, matrix_lr=0.022, train_batch_tokens=786_432,
