@@ -78,7 +78,7 @@ def test_disk_and_memory_failures_are_user_errors_but_bugs_keep_their_traceback(
     ("quant_bits=1", r"quant_bits=1: must be in \[2,8\]"),
     ("warmdown_frac=1.5", r"warmdown_frac=1.5: must be in \[0,1\]"),
     ("num_heads=3", "model_dim=512 num_heads=3: needs model_dim = num_heads x an even head size"),
-    ("num_kv_heads=3", "num_heads=8 num_kv_heads=3"),
+    ("num_kv_heads=3", "num_heads=4 num_kv_heads=3"),
     ("ngram_order=1", "ngram_order=1"),
     ("train_holdout_tokens=1", "train_holdout_tokens=1: needs each 0 or >= 2"),  # was found after training, no record
     ("ngram_cache_bytes=100", None),  # fine: the record preset's ngram_order is 7
