@@ -1595,6 +1595,9 @@ class AgreedClock:
         return self.reading
 
 
+TTT_WEIGHTS = ("lora", "all")  # what score-first TTT trains: LoRA adapters (Adam) | every weight (SGD)
+
+
 class ScoreFirstTTT:
     """A learner for evaluate(): after each chunk of validation targets has been scored, the model's LoRA adapters
     take `steps` Adam steps on that chunk, so no token is ever scored by a model that has trained on it.
@@ -2038,7 +2041,7 @@ def main(argv: list[str]) -> int:
                         "artifact's ttt_steps; 0 = off)")
     parser.add_argument("--ttt-lr", type=float, help="test-time training learning rate, Adam or SGD (default: the artifact's)")
     parser.add_argument("--ttt-rank", type=int, help="LoRA rank added for test-time training when the model has none")
-    parser.add_argument("--ttt-weights", choices=("lora", "all"), help="what test-time training trains: LoRA adapters "
+    parser.add_argument("--ttt-weights", choices=TTT_WEIGHTS, help="what test-time training trains: LoRA adapters "
                         "(Adam) or every weight (SGD, momentum 0.9) (default: the artifact's ttt_weights)")
     parser.add_argument("--chunk-tokens", type=int, metavar="N", help="targets per score-first chunk: the n-gram cache and "
                         "TTT learn after each (default: the artifact's eval_chunk_tokens)")

@@ -247,7 +247,7 @@ RANGES = {
     "(0,1]": "egt_hard_frac", "[2,inf)": "egt_samples"}
 CHOICES = {"device": "auto cuda cpu", "compile": "auto on off", "egt_mode": "off interleaved final",
            "muon_ns_coefficients": "quintic polar_express", "train_order": "sequential shuffled", "recur_untie": "off gains mlp",
-           "ttt_weights": "lora all"}
+           "ttt_weights": " ".join(eval_ngram.TTT_WEIGHTS)}
 BLOCK_INDICES = re.compile(r"(\d+(,\d+)*)?")  # recur_layers, value_embed_layers: as in 4,5 ('' = none)
 RELATIONS = [  # (keys, holds, what it takes)
     ("vocab_size", lambda c: c.vocab_size <= 65536, "at most 65536 (shards hold uint16 token ids)"),

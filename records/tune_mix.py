@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
                              f"(default grid: {DEFAULT_GRID})")
     parser.add_argument("--ngram-order", type=int, help="n-gram mixture order (default: the artifact's ngram_order)")
     parser.add_argument("--ttt-steps", type=int, default=0, help="score-first TTT steps per chunk (default 0: off, fast)")
-    parser.add_argument("--ttt-weights", choices=("lora", "all"), help="what TTT trains (default: the artifact's ttt_weights)")
+    parser.add_argument("--ttt-weights", choices=eval_ngram.TTT_WEIGHTS, help="what TTT trains (default: the artifact's ttt_weights)")
     parser.add_argument("--stride", type=int, help="sliding-window stride (default: the artifact's eval_stride)")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--out", help="write tune_mix.md and tune_mix.json into this folder")
