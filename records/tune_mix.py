@@ -34,6 +34,7 @@ DEFAULT_GRID = {"gate_bias": [-8.0, -7.0, -6.0], "gate_order": [0.75, 1.0], "gat
 SETTINGS = {"ngram_order": (int, 2, "--ngram-order"), "ttt_lr": (float, 0.0, "--ttt-lr"), "ttt_steps": (int, 0, "--ttt-steps"),
             "ttt_rank": (int, 1, "--ttt-rank"), "ttt_doc_chunk": (int, 0, "--ttt-doc-chunk"),
             "eval_chunk_tokens": (int, 1, "--chunk-tokens"), "eval_seq_len": (int, 1, "--seq-len")}
+TTT_ONLY = ("ttt_lr", "ttt_rank")  # the SETTINGS that change nothing without test-time training
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
@@ -62,9 +63,17 @@ def defaults(cfg) -> dict[str, float]:
 
 
 def combinations(grid: dict[str, list[float]], base: dict[str, float]) -> list[dict[str, float]]:
-    """Every full setting of the grid (keys it leaves out as in `base`, the defaults), the defaults first and once."""
-    rows = [{**base, **dict(zip(grid, values))} for values in itertools.product(*grid.values())]
-    return [dict(base)] + [row for row in rows if row != base]
+    """Every full setting of the grid (keys it leaves out as in `base`, the defaults), the defaults first, each once.
+    Where a setting has no test-time training (ttt_steps 0), TTT's own keys take the defaults' values: any other value
+    would score the same, so the grid ttt_steps=0,2 x ttt_lr=a,b is three scorings, not four."""
+    rows = [dict(base)]
+    for values in itertools.product(*grid.values()):
+        row = {**base, **dict(zip(grid, values))}
+        if row["ttt_steps"] == 0:
+            row.update({key: base[key] for key in TTT_ONLY})
+        if row not in rows:
+            rows.append(row)
+    return rows
 
 
 def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[float]], base: dict[str, float], *,
@@ -136,7 +145,7 @@ def main(argv: list[str]) -> int:
         if value < low:
             raise UsageError(f"--{name} {value}: must be >= {low}" + (" (the artifact trained on its whole training "
                              "split: pass the number of tokens to hold out)" if name == "holdout-tokens" else ""))
-    for key in ("ttt_lr", "ttt_rank"):
+    for key in TTT_ONLY:
         if key in grid and max(grid.get("ttt_steps", [cfg.ttt_steps])) == 0:
             raise UsageError(f"--grid {key}=...: test-time training is off (--ttt-steps 0), so every value would score "
                              "alike; pass --ttt-steps K or --grid ttt_steps=...")

@@ -60,10 +60,17 @@ def test_a_grid_is_ranked_on_held_out_training_text_without_reading_validation(a
 
 
 def test_the_default_grid_is_small_and_holds_the_defaults():
-    base = {**eval_ngram.MIX_DEFAULTS, "ngram_order": 7, "ttt_lr": 1e-3}
+    base = {**eval_ngram.MIX_DEFAULTS, "ngram_order": 7, "ttt_lr": 1e-3, "ttt_rank": 8, "ttt_steps": 0}
     settings = tune_mix.combinations(tune_mix.parse_grid([]), base)
     assert len(settings) <= 12 and settings[0] == base
     assert len({json.dumps(s) for s in settings}) == len(settings)
+
+
+def test_settings_without_test_time_training_are_not_scored_once_per_ttt_value():
+    base = {**eval_ngram.MIX_DEFAULTS, "ngram_order": 7, "ttt_lr": 1e-3, "ttt_rank": 8, "ttt_steps": 0}
+    settings = tune_mix.combinations(tune_mix.parse_grid(["ttt_steps=0,2", "ttt_lr=0.01,0.02", "ttt_rank=4,8"]), base)
+    without = [s for s in settings if s["ttt_steps"] == 0]
+    assert without == [base] and len(settings) == 1 + 2 * 2  # the defaults, then steps 2 with each lr and rank
 
 
 def test_the_grid_can_vary_the_ngram_order_and_says_which_order_won(artifact, capsys, tmp_path):
@@ -130,12 +137,12 @@ def test_ttt_on_every_weight_can_be_tuned_like_the_adapters(artifact, tmp_path):
 
 
 def test_the_grid_can_vary_ttt_steps_and_rank_and_eval_ngram_takes_the_winner(artifact, capsys, tmp_path):
-    """The defaults' row has --ttt-steps' value (0: off); the rank only matters where TTT runs."""
+    """The defaults' row has --ttt-steps' value (0: off); the rank only matters where TTT runs, so without TTT it is
+    scored once, at the defaults' rank."""
     assert tune_mix.main([artifact, "--grid", "ttt_steps=0,2", "--grid", "ttt_rank=2,4", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "tune_mix.json").read_text())["rows"]
     scores = {(row["settings"]["ttt_steps"], row["settings"]["ttt_rank"]): row["val_bpb"] for row in rows}
-    assert len(scores) == 5  # the grid's four and the defaults' (0, 8)
-    assert scores[0, 8] == scores[0, 2] == scores[0, 4] != scores[2, 2] != scores[2, 4]
+    assert len(rows) == len(scores) == 3 and scores[2, 2] != scores[2, 4]  # (0, 8): the defaults'; (0, 2), (0, 4) alike
     best = rows[0]["settings"]
     out = capsys.readouterr().out.split("best as eval_ngram.py arguments: ")[1]
     assert ("--ttt-steps 2" in out) == (best["ttt_steps"] == 2)
