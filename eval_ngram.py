@@ -1222,6 +1222,17 @@ def _combine_ngrams(parts: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, tor
     return keys, counts, grams[first]
 
 
+def entropy_of(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of each row of log-probabilities [N, V] (float32, as the gates read it)."""
+    return -(logp.exp() * logp).sum(-1)
+
+
+def model_side(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the mixture reads of the model: log p_model(target) and the model's entropy, both float32."""
+    logp = torch.log_softmax(logits.float(), -1)
+    return logp.gather(1, targets[:, None]).squeeze(1), entropy_of(logp)
+
+
 class NGramMixer:
     """Score-first n-gram cache over a validation sequence, mixed into the model's distribution.
 
@@ -1283,11 +1294,10 @@ class NGramMixer:
             keys = hashes[n - 2][valid[n - 2]] * self.vocab_size + targets[valid[n - 2]]
             self._add_pairs(n, keys, torch.ones_like(keys))
 
-    def _mixing(self, logp: torch.Tensor, positions: torch.Tensor, aux: dict):
+    def _mixing(self, entropy: torch.Tensor, positions: torch.Tensor, aux: dict):
         """Per order: (context hashes, lam, context total), from nothing but what precedes each target."""
         w = self.weights
-        entropy = -(logp.exp() * logp).sum(-1).double()
-        gate_logit = w["gate_bias"] + w["gate_entropy"] * entropy
+        gate_logit = w["gate_bias"] + w["gate_entropy"] * entropy.double()
         if w["gate_enrich"]:
             if "enrich_delta" not in aux:
                 raise ValueError("gate_enrich is set but the model gave no enrich_delta (it has no pre-enrichment)")
@@ -1303,10 +1313,13 @@ class NGramMixer:
 
     def nll(self, logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor, aux: dict) -> torch.Tensor:
         """-log p(target) in nats under the mixed distribution (float64). Targets only select the value."""
-        targets = targets.to(self.device)
-        logp = torch.log_softmax(logits.float(), -1)
-        prob = logp.gather(1, targets[:, None]).squeeze(1).double().exp()
-        for n, context, lam, total in self._mixing(logp, positions, aux):
+        return self.target_nll(*model_side(logits, targets.to(self.device)), targets.to(self.device), positions, aux)
+
+    def target_nll(self, logp_target: torch.Tensor, entropy: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor,
+                   aux: dict) -> torch.Tensor:
+        """nll() from what it reads of the model: log p_model(target) and the model's entropy (model_side)."""
+        prob = logp_target.double().exp()
+        for n, context, lam, total in self._mixing(entropy, positions, aux):
             (count,) = _lookup(*self.pairs[n], context * self.vocab_size + targets)
             prob = (1 - lam) * prob + lam * count.double() / total
         return -prob.log()
@@ -1315,10 +1328,47 @@ class NGramMixer:
         """The whole mixed distribution [N, V] (float64): the same mixture as nll, for every token."""
         prob = torch.softmax(logits.double(), -1)
         every_token = torch.arange(self.vocab_size, device=self.device)
-        for n, context, lam, total in self._mixing(torch.log_softmax(logits.float(), -1), positions, aux):
+        for n, context, lam, total in self._mixing(entropy_of(torch.log_softmax(logits.float(), -1)), positions, aux):
             (counts,) = _lookup(*self.pairs[n], context[:, None] * self.vocab_size + every_token)
             prob = (1 - lam[:, None]) * prob + lam[:, None] * counts.double() / total[:, None]
         return prob
+
+
+class MixerTrace:
+    """Stands in for the mixer during one scoring pass: scores with the model alone and keeps what a mixer reads of
+    the model (each target's log-probability and the model's entropy, aux) and when it would have observed. replay()
+    then gives exactly the nll a real NGramMixer of any order and weights would have summed in that pass: test-time
+    training learns from tokens, never from the mixture, so the model's side of a pass is the same for every mixer
+    setting, and one pass serves a whole grid of them. One device, one rank."""
+
+    def __init__(self):
+        self.steps: list[tuple] = []
+
+    def nll(self, logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor, aux: dict) -> torch.Tensor:
+        logp_target, entropy = model_side(logits, targets)
+        self.steps.append((positions, targets, logp_target, entropy, aux))
+        return -logp_target.double()
+
+    def mixed_distribution(self, logits: torch.Tensor, positions: torch.Tensor, aux: dict) -> torch.Tensor:
+        return torch.softmax(logits.double(), -1)
+
+    def observe(self, start: int, end: int) -> None:
+        self.steps.append((start, end))
+
+    def replay(self, tokens: torch.Tensor, order: int, vocab_size: int, prior: NGramCounts | None = None,
+               **weighting_options) -> float:
+        """Total nll (nats) of the pass mixed by NGramMixer(tokens, order, ..., **weighting_options), summed as
+        Tally sums it (float64, batch by batch), so it equals that mixer's own pass to the last bit."""
+        device = self.steps[0][0].device if self.steps else torch.device("cpu")
+        mixer = NGramMixer(tokens, order, vocab_size, device, prior=prior, **weighting_options)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for step in self.steps:
+            if len(step) == 2:
+                mixer.observe(*step)
+            else:
+                positions, targets, logp_target, entropy, aux = step
+                total += mixer.target_nll(logp_target, entropy, targets, positions, aux).sum().double()
+        return total.item()
 
 
 # Training-time counts: every rank counts the n-grams of the batches it trained on, within a memory bound
@@ -1958,18 +2008,20 @@ def eval_window(cfg) -> int:
 
 
 def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | None = None, rank: int = 0, world: int = 1,
-          device="cpu", log=None, mix: dict | None = None, **settings) -> dict:
+          device="cpu", log=None, mix: dict | None = None, trace: MixerTrace | None = None, **settings) -> dict:
     """Evaluate a model (neural alone, or mixed with the score-first n-gram cache, with or without score-first
     test-time training of its adapters) on validation tokens, as its config says: model.cfg's eval_seq_len (or seq_len), eval_stride,
     eval_batch_windows, eval_compile, eval_chunk_tokens, eval_audit, ngram_order, ttt_steps, ttt_lr, ttt_rank, ttt_weights and
     ttt_doc_chunk, any of which a keyword of the same name replaces. ttt_doc_chunk > 0 scores document by document
-    (evaluate_documents: no sliding windows, stride or compiled graph; TTT per document, or none with ttt_steps 0)."""
+    (evaluate_documents: no sliding windows, stride or compiled graph; TTT per document, or none with ttt_steps 0).
+    A trace takes the mixer's place (whatever ngram_order says) and the score is the model's alone: trace.replay()
+    then scores the pass with any mixer."""
     cfg = dataclasses.replace(model.cfg, **settings)
     if cfg.ttt_doc_chunk > 0 and cfg.ttt_weights != "lora":
         raise UsageError(f"ttt_weights={cfg.ttt_weights} with ttt_doc_chunk={cfg.ttt_doc_chunk}: per-document TTT trains "
                          "adapters of its own for each document (ttt_weights=lora)")
-    mixer = None
-    if cfg.ngram_order > 0:
+    mixer = trace
+    if cfg.ngram_order > 0 and trace is None:
         blob = (artifact_tables or {}).get("ngram")
         prior = NGramCounts.from_bytes(blob, device) if blob else None
         mixer = NGramMixer(val_tokens.to(device), cfg.ngram_order, cfg.vocab_size, device, prior=prior, **(mix or {}))

@@ -1,5 +1,6 @@
 """records/tune_mix.py chooses the n-gram mixer's settings on the training split's held-out tail: it scores every
 combination of its grid there, ranks them, and never reads a validation token."""
+import copy
 import glob
 import json
 import os
@@ -47,7 +48,8 @@ def test_a_grid_is_ranked_on_held_out_training_text_without_reading_validation(a
     default = eval_ngram.MIX_DEFAULTS["gate_bias"]
     assert tune_mix.main([artifact, "--grid", f"gate_bias={default:g},-2", "--out", str(tmp_path)]) == 0
     data_dir = train_gpt.model_from_artifact(*eval_ngram.unpack_artifact(open(artifact, "rb").read())[:2]).cfg.data_dir
-    assert len(scored) == 2 and all(t.equal(eval_ngram.holdout_tokens(data_dir, HOLDOUT)) for t in scored)
+    # one model pass for both mixer settings (replayed from its trace), on the held-out tail
+    assert len(scored) == 1 and all(t.equal(eval_ngram.holdout_tokens(data_dir, HOLDOUT)) for t in scored)
     facts = json.loads((tmp_path / "tune_mix.json").read_text())
     rows = facts["rows"]
     assert [row["mix"]["gate_bias"] for row in rows] in ([default, -2.0], [-2.0, default])
@@ -71,6 +73,22 @@ def test_settings_without_test_time_training_are_not_scored_once_per_ttt_value()
     settings = tune_mix.combinations(tune_mix.parse_grid(["ttt_steps=0,2", "ttt_lr=0.01,0.02", "ttt_rank=4,8"]), base)
     without = [s for s in settings if s["ttt_steps"] == 0]
     assert without == [base] and len(settings) == 1 + 2 * 2  # the defaults, then steps 2 with each lr and rank
+
+
+@pytest.mark.parametrize("model_side", [dict(ttt_steps=0), dict(ttt_steps=1, ttt_lr=0.01), dict(ttt_steps=1, ttt_doc_chunk=16)])
+def test_a_replayed_mixer_scores_exactly_what_the_mixer_scores_in_its_own_pass(artifact, model_side):
+    """The stream and per-document scorers, with and without TTT: the trace's replay is the mixer's score, bit for bit."""
+    model, _, tables, _ = eval_ngram.load_artifact(artifact)
+    tokens = eval_ngram.holdout_tokens(model.cfg.data_dir, HOLDOUT).clone()
+    tokens[::500] = eval_ngram.text_codec(model.cfg.tokenizer)[2]  # six documents: the per-document scorer's cache learns
+    byte_tables = eval_ngram.byte_tables(model.cfg.tokenizer, model.cfg.vocab_size)
+    trace = eval_ngram.MixerTrace()
+    alone = eval_ngram.score(copy.deepcopy(model), tokens, byte_tables, artifact_tables=tables, trace=trace, **model_side)
+    for order, mix in ((3, {}), (2, {"gate_bias": -2.0, "beta": 0.5})):
+        mixed = eval_ngram.score(copy.deepcopy(model), tokens, byte_tables, artifact_tables=tables, ngram_order=order,
+                                 mix=mix, **model_side)
+        nll = trace.replay(tokens, order, model.cfg.vocab_size, **mix)
+        assert nll / alone["targets"] == mixed["val_loss"] != alone["val_loss"]
 
 
 def test_the_grid_can_vary_the_ngram_order_and_says_which_order_won(artifact, capsys, tmp_path):
