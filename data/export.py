@@ -1,6 +1,7 @@
 """data/export.py: turn real text into token shards in the challenge format.
 
-    python data/export.py TEXT... --tokenizer MODEL --out DIR [--val-fraction F | --val-files VAL...] [--shuffle-train SEED]
+    python data/export.py TEXT... --tokenizer MODEL --out DIR [--val-fraction F | --val-files VAL...]
+        [--shuffle-train SEED [--ordered-tail TOKENS]]
 
 Input files are UTF-8 text, plain or .xz, with documents separated by one blank line ("\\n\\n"), the format of
 ../shared/data/ and data/sample/. Each document is tokenized on its own and starts with BOS: sentencepiece's
@@ -8,7 +9,10 @@ bos_id (1 for sp1024), or 0 with `--tokenizer bytes` (token = UTF-8 byte value 1
 vocab 256). Output: DIR/<prefix>_train_NNNNNN.bin and DIR/<prefix>_val_NNNNNN.bin (see eval_ngram.write_shard),
 plus DIR/export.json describing what went in; export.json is written last, so its presence means a complete export.
 Training documents keep the order of the inputs unless --shuffle-train SEED shuffles them across all the files (as
-FineWeb's shards hold one kind of web text throughout); the val split keeps its order either way.
+FineWeb's shards hold one kind of web text throughout); the val split keeps its order either way. --ordered-tail
+TOKENS keeps the last training documents of the inputs, at least TOKENS tokens of them, out of the shuffle and in
+their order at the end of the training split: the held-out tail (train_holdout_tokens <= TOKENS) then reads like the
+val split, document after related document, which is what a score-first cache across documents learns from.
 """
 from __future__ import annotations
 
@@ -158,6 +162,18 @@ def encode_in_batches(docs: list[str], tokenizer, label: str, log):
                 f"{rate:.1f} M chars/s")
 
 
+def ordered_tail_size(docs: list[str], tokenizer, tokens: int) -> int:
+    """How many of the last documents it takes to hold at least `tokens` tokens (BOS included)."""
+    count = held = 0
+    while held < tokens:
+        if count == len(docs):
+            raise DataError(f"--ordered-tail {tokens:,}: the training documents hold only {held:,} tokens; "
+                            "ask for fewer or pass more text")
+        count += 1
+        held += tokenizer.encode_docs([docs[-count]]).size
+    return count
+
+
 def encode_split(docs: list[str], writer: ShardWriter, tokenizer, source: str, split: str, log) -> None:
     if docs:
         tokens_before = writer.tokens
@@ -168,14 +184,18 @@ def encode_split(docs: list[str], writer: ShardWriter, tokenizer, source: str, s
 
 def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[str] | None = None,
            val_fraction: float = 0.05, max_bytes: int | None = None, prefix: str = "fineweb",
-           shard_tokens: int = DEFAULT_SHARD_TOKENS, shuffle_seed: int | None = None, log=print) -> dict:
+           shard_tokens: int = DEFAULT_SHARD_TOKENS, shuffle_seed: int | None = None, ordered_tail: int = 0,
+           log=print) -> dict:
     """Tokenize the inputs into train/val shards in out_dir; returns what export.json records.
 
     Val split: with val_files, exactly those files; otherwise every k-th document of the inputs
     (k = round(1 / val_fraction)), counted across all files in order, so the split never changes between runs.
     With shuffle_seed, the training documents of all the inputs are held in memory, put in the random order that
-    seed draws, and written after the val split: text given corpus after corpus is then mixed in every shard.
+    seed draws, and written after the val split: text given corpus after corpus is then mixed in every shard; the
+    last documents that hold at least ordered_tail tokens stay out of the shuffle and follow it in input order.
     """
+    if ordered_tail and shuffle_seed is None:
+        raise DataError("--ordered-tail keeps a tail out of the shuffle: it needs --shuffle-train SEED")
     if val_files is None and not 0 < val_fraction <= 0.5:
         raise DataError(f"--val-fraction {val_fraction} is outside (0, 0.5]; pick e.g. 0.05")
     every = None if val_files else round(1 / val_fraction)
@@ -208,9 +228,11 @@ def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[s
         for split, split_docs in docs_by_split.items():
             encode_split(split_docs, writers[split], tokenizer, path, split, log)
     if held_train:
-        order = np.random.default_rng(shuffle_seed).permutation(len(held_train))
+        tail = ordered_tail_size(held_train, tokenizer, ordered_tail)
+        order = np.random.default_rng(shuffle_seed).permutation(len(held_train) - tail)
         encode_split([held_train[i] for i in order], writers["train"], tokenizer, f"{len(train_files)} file(s) shuffled "
                      f"with seed {shuffle_seed}", "train", log)
+        encode_split(held_train[len(held_train) - tail:], writers["train"], tokenizer, "the ordered tail", "train", log)
 
     for split, writer in writers.items():
         writer.close()
@@ -223,7 +245,8 @@ def export(train_files: list[str], out_dir: str, tokenizer, *, val_files: list[s
         "vocab_size": tokenizer.vocab_size,
         "bos_id": tokenizer.bos_id,
         "val_split": "val files" if every is None else f"every {every}th document",
-        "train_order": "input order" if shuffle_seed is None else f"documents shuffled with seed {shuffle_seed}",
+        "train_order": "input order" if shuffle_seed is None else f"documents shuffled with seed {shuffle_seed}" + (
+            f", then the last {ordered_tail:,}+ tokens' documents in input order" if ordered_tail else ""),
         "max_bytes_per_file": max_bytes,
         "inputs": {"train": list(train_files), "val": list(val_files or [])},
         "train": writers["train"].summary(),
@@ -262,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shuffle-train", type=int, metavar="SEED",
                         help="write the training documents of all the files in a random order drawn from SEED "
                              "(default: the order given); needs memory for all the training text")
+    parser.add_argument("--ordered-tail", type=int, default=0, metavar="TOKENS",
+                        help="with --shuffle-train: the last training documents, at least TOKENS tokens, stay in "
+                             "input order at the end of the training split (a held-out tail that reads like val)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="sentencepiece encoding threads (default: all cores)")
     args = parser.parse_args(argv)
@@ -271,12 +297,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--shard-tokens must be positive")
     if args.shuffle_train is not None and args.shuffle_train < 0:
         parser.error("--shuffle-train takes a seed >= 0")
+    if args.ordered_tail < 0:
+        parser.error("--ordered-tail takes a number of tokens >= 0")
 
     start = time.time()
     tokenizer = load_tokenizer(args.tokenizer, args.threads)
     info = export(args.text, args.out, tokenizer, val_files=args.val_files, val_fraction=args.val_fraction,
                   max_bytes=args.max_bytes, prefix=args.prefix, shard_tokens=args.shard_tokens,
-                  shuffle_seed=args.shuffle_train)
+                  shuffle_seed=args.shuffle_train, ordered_tail=args.ordered_tail)
     train, val = info["train"], info["val"]
     print(f"wrote {len(train['shards'])} train shards ({train['tokens']:,} tokens, {train['docs']} docs) and "
           f"{len(val['shards'])} val shards ({val['tokens']:,} tokens, {val['docs']} docs) to {args.out} "

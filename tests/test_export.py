@@ -140,6 +140,21 @@ def test_shuffle_train_mixes_the_files_documents_by_its_seed_and_leaves_the_val_
     assert run_cli([first, "--tokenizer", "bytes", "--out", tmp_path / "x", "--shuffle-train", "-1"]).startswith("error:")
 
 
+def test_an_ordered_tail_stays_out_of_the_shuffle_in_input_order_at_the_end(tmp_path):
+    first = write_corpus(tmp_path / "a.txt", [f"a{i}" for i in range(20)])
+    second = write_corpus(tmp_path / "b.txt", [f"b{i:02d}" for i in range(20)])  # 4 tokens each with BOS
+    common = [first, second, "--val-fraction", "0.1", "--tokenizer", "bytes", "--shuffle-train", "1"]
+    assert run_cli([*common, "--out", tmp_path / "tail", "--ordered-tail", "10"]) is None
+    docs = train_docs(tmp_path / "tail")
+    in_order = [f"a{i}" for i in range(20) if i % 10 != 9] + [f"b{i:02d}" for i in range(20) if i % 10 != 9]
+    assert docs[-3:] == ["b16", "b17", "b18"]  # b19 went to val; 3 documents of 4 tokens reach 10 tokens
+    assert sorted(docs[:-3]) == sorted(in_order[:-3]) and docs[:-3] != in_order[:-3]  # the rest: every other document, shuffled
+    order = json.loads((tmp_path / "tail" / "export.json").read_text())["train_order"]
+    assert order == "documents shuffled with seed 1, then the last 10+ tokens' documents in input order"
+    assert run_cli([*common, "--out", tmp_path / "x", "--ordered-tail", "1000"]).startswith("error: --ordered-tail 1,000: the training documents hold only")
+    assert run_cli([first, "--tokenizer", "bytes", "--out", tmp_path / "x", "--ordered-tail", "10"]).startswith("error: --ordered-tail keeps a tail")
+
+
 def test_max_bytes_reads_whole_documents_only_and_too_little_text_for_val_is_an_error(tmp_path):
     docs = ["first doc", "second doc", "third doc that the limit cuts"]
     text = write_corpus(tmp_path / "t.txt", docs)
