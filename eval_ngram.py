@@ -1117,6 +1117,10 @@ def audit_errors(distribution: torch.Tensor, targets: torch.Tensor, nll: torch.T
 # is known before the target: the order, the model's entropy and the pre-enrichment change. Each step mixes
 # two distributions that sum to 1 over the whole vocabulary, so every p_n does: normalized by construction.
 # Counts are exact per (context, next token); context totals are kept as exactly the sum of those counts.
+# With `recent` = w > 0, the n-grams of the chunk being scored that end before the target (already scored, in the
+# order of the text) join the counts with weight w: c = c_observed + w c_recent, C likewise, D counts the
+# continuations new to both; C is still the sum of c, so the mixture stays normalized, and nothing at or after
+# the target is read. w = 1 is the sequential cache, as if it learned after every token.
 # Only the context is hashed (to 63 - log2(V) bits, so hash * V + token fits an int64 key): a collision
 # merges two contexts into one whose counts still sum to its total.
 # Tables are sorted int64 keys searched with torch.searchsorted; updates are sort-based merges with integer
@@ -1131,6 +1135,8 @@ MIX_DEFAULTS = {
     "gate_order": 0.75,   # added per order above 2: longer matches are more specific
     "gate_entropy": 0.5,  # per nat of model entropy: an unsure model leans on the cache
     "gate_enrich": 0.0,   # per unit of pre-enrichment change (aux["enrich_delta"]); 0 ignores it
+    "recent": 0.0,        # weight of the n-grams of the chunk being scored that end before the target: 0 = the
+                          # cache learns after each chunk only, 1 = the sequential cache (every scored token at once)
 }
 _HASH_MULT = 0x9E3779B97F4A7C15 - (1 << 64)  # odd 64-bit constants as signed int64; torch wraps on overflow
 _MIX_MULT = 0xBF58476D1CE4E5B9 - (1 << 64)
@@ -1233,6 +1239,17 @@ def model_side(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tenso
     return logp.gather(1, targets[:, None]).squeeze(1), entropy_of(logp)
 
 
+def check_mix(options: dict[str, float]) -> None:
+    """Raise UsageError unless every key is a MIX_DEFAULTS key and every value one the mixture stays normalized with."""
+    unknown = set(options) - set(MIX_DEFAULTS)
+    if unknown:
+        raise UsageError(f"unknown n-gram weighting option(s) {sorted(unknown)}; known: {sorted(MIX_DEFAULTS)}")
+    bad = {k: v for k, v in options.items() if not math.isfinite(v) or (k == "beta" and v <= 0) or (k == "recent" and v < 0)}
+    if bad:  # beta <= 0 can push lam past 1 (negative probabilities) or to 1 (zero ones); a negative recent weight
+        # negative counts; inf/nan gates are no gates
+        raise UsageError(f"n-gram weighting {bad}: every option must be finite, beta > 0 and recent >= 0")
+
+
 class NGramMixer:
     """Score-first n-gram cache over a validation sequence, mixed into the model's distribution.
 
@@ -1242,19 +1259,14 @@ class NGramMixer:
 
     def __init__(self, val_tokens: torch.Tensor, order: int, vocab_size: int, device,
                  prior: NGramCounts | None = None, **weighting_options):
-        unknown = set(weighting_options) - set(MIX_DEFAULTS)
-        if unknown:
-            raise UsageError(f"unknown n-gram weighting option(s) {sorted(unknown)}; known: {sorted(MIX_DEFAULTS)}")
-        bad = {k: v for k, v in weighting_options.items() if not math.isfinite(v) or (k == "beta" and v <= 0)}
-        if bad:  # beta <= 0 can push lam past 1 (negative probabilities) or to 1 (zero ones); inf/nan gates are no gates
-            raise UsageError(f"n-gram weighting {bad}: every option must be finite and beta > 0")
+        check_mix(weighting_options)
         if order < 2:
             raise UsageError(f"n-gram order {order} must be at least 2 (or evaluate with --no-ngram)")
         self.tokens = val_tokens.to(device=device, dtype=torch.long)
         if len(self.tokens) and (int(self.tokens.min()) < 0 or int(self.tokens.max()) >= vocab_size):
             raise ValueError(f"validation tokens fall outside the vocabulary of {vocab_size}")
         self.order, self.vocab_size, self.device = order, vocab_size, torch.device(device)
-        self.bits = context_hash_bits(vocab_size)
+        self.bits, self.observed_to = context_hash_bits(vocab_size), 0
         self.weights = {**MIX_DEFAULTS, **weighting_options}
         empty = lambda dtype: torch.zeros(0, dtype=dtype, device=self.device)
         # per order n: pairs (context hash * V + token -> count), contexts (hash -> total, distinct)
@@ -1287,6 +1299,7 @@ class NGramMixer:
         """Add the n-grams whose last token is at val_tokens[start:end] (all of them already scored)."""
         if not 0 <= start <= end <= len(self.tokens):
             raise ValueError(f"observe({start}, {end}) is outside the {len(self.tokens)} validation tokens")
+        self.observed_to = max(self.observed_to, end)
         positions = torch.arange(start, end, device=self.device)
         hashes, valid = context_hashes(self.tokens, positions, self.order - 1, self.bits)
         targets = self.tokens[positions]
@@ -1295,21 +1308,54 @@ class NGramMixer:
             self._add_pairs(n, keys, torch.ones_like(keys))
 
     def _mixing(self, entropy: torch.Tensor, positions: torch.Tensor, aux: dict):
-        """Per order: (context hashes, lam, context total), from nothing but what precedes each target."""
+        """Per order: (context hashes, lam, context total, recent pairs or None), from nothing but what precedes each
+        target; recent pairs count (hash * V + token) keys at the offsets before a position (_Occurrences)."""
         w = self.weights
         gate_logit = w["gate_bias"] + w["gate_entropy"] * entropy.double()
         if w["gate_enrich"]:
             if "enrich_delta" not in aux:
                 raise ValueError("gate_enrich is set but the model gave no enrich_delta (it has no pre-enrichment)")
             gate_logit = gate_logit + w["gate_enrich"] * aux["enrich_delta"].double()
-        hashes, valid = context_hashes(self.tokens, positions.to(self.device), self.order - 1, self.bits)
+        positions = positions.to(self.device)
+        hashes, valid = context_hashes(self.tokens, positions, self.order - 1, self.bits)
+        recent = self._recent(positions) if w["recent"] and len(positions) else {}
         for n in range(2, self.order + 1):
             ctx_keys, ctx_values = self.contexts[n]
             total, distinct = (v.double() for v in _lookup(ctx_keys, ctx_values, hashes[n - 2]))
+            pairs = None
+            if n in recent:
+                pairs, contexts = recent[n]
+                seen, fresh = contexts.before(hashes[n - 2], positions - self.observed_to)
+                total, distinct = total + w["recent"] * seen, distinct + fresh
             total = torch.where(valid[n - 2], total, 0)
             gate = torch.sigmoid(gate_logit + w["gate_order"] * (n - 2))
             lam = gate * total / (total + w["beta"] * distinct).clamp(min=1e-300)
-            yield n, hashes[n - 2], lam, total.clamp(min=1)
+            yield n, hashes[n - 2], lam, torch.where(total > 0, total, 1), pairs
+
+    def _recent(self, positions: torch.Tensor) -> dict[int, tuple[_Occurrences, _Occurrences]]:
+        """Per order, the n-grams ending in [observed_to, last position): (pairs, contexts weighted by whether the
+        pair is new to the observed counts), each queried at a position's offset for what lies strictly before it."""
+        lo, hi = self.observed_to, int(positions.max()) + 1
+        if int(positions.min()) < lo:
+            raise ValueError(f"position {int(positions.min())} was observed already (up to {lo}): score before observing")
+        span = torch.arange(lo, hi, device=self.device)
+        hashes, valid = context_hashes(self.tokens, span, self.order - 1, self.bits)
+        recent = {}
+        for n in range(2, self.order + 1):
+            ok = valid[n - 2]
+            offsets, contexts = span[ok] - lo, hashes[n - 2][ok]
+            pair_keys = contexts * self.vocab_size + self.tokens[span[ok]]
+            pairs = _Occurrences(pair_keys, offsets, hi - lo)
+            (observed,) = _lookup(*self.pairs[n], pair_keys)
+            recent[n] = pairs, _Occurrences(contexts, offsets, hi - lo, weights=pairs.first & (observed == 0))
+        return recent
+
+    def _count(self, n: int, keys: torch.Tensor, pairs, offsets: torch.Tensor) -> torch.Tensor:
+        """c(v) of (context hash * V + token) keys: observed counts plus `recent` x those before each offset."""
+        (count,) = _lookup(*self.pairs[n], keys)
+        if pairs is None:
+            return count.double()
+        return count.double() + self.weights["recent"] * pairs.before(keys, offsets)[0]
 
     def nll(self, logits: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor, aux: dict) -> torch.Tensor:
         """-log p(target) in nats under the mixed distribution (float64). Targets only select the value."""
@@ -1319,19 +1365,47 @@ class NGramMixer:
                    aux: dict) -> torch.Tensor:
         """nll() from what it reads of the model: log p_model(target) and the model's entropy (model_side)."""
         prob = logp_target.double().exp()
-        for n, context, lam, total in self._mixing(entropy, positions, aux):
-            (count,) = _lookup(*self.pairs[n], context * self.vocab_size + targets)
-            prob = (1 - lam) * prob + lam * count.double() / total
+        offsets = positions.to(self.device) - self.observed_to
+        for n, context, lam, total, pairs in self._mixing(entropy, positions, aux):
+            prob = (1 - lam) * prob + lam * self._count(n, context * self.vocab_size + targets, pairs, offsets) / total
         return -prob.log()
 
     def mixed_distribution(self, logits: torch.Tensor, positions: torch.Tensor, aux: dict) -> torch.Tensor:
         """The whole mixed distribution [N, V] (float64): the same mixture as nll, for every token."""
         prob = torch.softmax(logits.double(), -1)
         every_token = torch.arange(self.vocab_size, device=self.device)
-        for n, context, lam, total in self._mixing(entropy_of(torch.log_softmax(logits.float(), -1)), positions, aux):
-            (counts,) = _lookup(*self.pairs[n], context[:, None] * self.vocab_size + every_token)
-            prob = (1 - lam[:, None]) * prob + lam[:, None] * counts.double() / total[:, None]
+        offsets = (positions.to(self.device) - self.observed_to)[:, None].expand(-1, self.vocab_size)
+        for n, context, lam, total, pairs in self._mixing(entropy_of(torch.log_softmax(logits.float(), -1)), positions, aux):
+            counts = self._count(n, context[:, None] * self.vocab_size + every_token, pairs, offsets)
+            prob = (1 - lam[:, None]) * prob + lam[:, None] * counts / total[:, None]
         return prob
+
+
+class _Occurrences:
+    """Keys met at increasing offsets of a span of `span` positions: for a query key and offset, how many of them
+    equal the key at offsets strictly before it, and the sum of a 0/1 weight over those."""
+
+    def __init__(self, keys: torch.Tensor, offsets: torch.Tensor, span: int, weights: torch.Tensor | None = None):
+        order = torch.sort(keys, stable=True).indices  # equal keys stay in offset order
+        self.keys, group, sizes = torch.unique_consecutive(keys[order], return_inverse=True, return_counts=True)
+        self.starts, self.stride = torch.cumsum(sizes, 0) - sizes, span + 1
+        self.sorted = group * self.stride + offsets[order]  # ascending: by key, then by offset
+        self.first = torch.zeros_like(keys, dtype=torch.bool)
+        self.first[order[self.starts]] = True  # each key's first occurrence in the span
+        counted = torch.zeros(1, dtype=torch.long, device=keys.device)
+        self.cumulative = None if weights is None else torch.cat([counted, torch.cumsum(weights[order].long(), 0)])
+
+    def before(self, queries: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if len(self.keys) == 0:
+            zero = torch.zeros(queries.shape, dtype=torch.float64, device=queries.device)
+            return zero, zero
+        at = torch.searchsorted(self.keys, queries).clamp(max=len(self.keys) - 1)
+        hit = self.keys[at] == queries
+        end = torch.searchsorted(self.sorted, at * self.stride + offsets)
+        start = self.starts[at]
+        count = torch.where(hit, end - start, 0).double()
+        weighted = None if self.cumulative is None else torch.where(hit, self.cumulative[end] - self.cumulative[start], 0).double()
+        return count, weighted
 
 
 class MixerTrace:

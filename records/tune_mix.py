@@ -52,10 +52,13 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
             grid[key] = sorted({kind(v) for v in values.split(",")})
             if grid[key][0] < low:
                 raise ValueError
+
         except ValueError:
             bounds = ", ".join(f"{k}: {'integers ' if kind is int else ''}>= {low:g}" for k, (kind, low, _) in SETTINGS.items())
             raise UsageError(f"--grid {item!r}: expected KEY=NUMBER,NUMBER,... with KEY one of "
                              f"{', '.join([*MIX_DEFAULTS, *SETTINGS])}, each key once ({bounds})") from None
+        for value in grid[key] if key in MIX_DEFAULTS else ():
+            eval_ngram.check_mix({key: value})  # before any scoring: a mixer it refuses would end the run late
     return grid or DEFAULT_GRID
 
 

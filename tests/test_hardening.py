@@ -159,9 +159,9 @@ def test_a_non_finite_score_is_never_recorded():
         eval_ngram.check_score({"val_bpb": float("nan"), "val_loss": float("nan")}, audited=False)
 
 
-@pytest.mark.parametrize("options", [{"beta": -0.5}, {"beta": 0.0}, {"gate_bias": float("inf")}, {"gate_order": float("nan")}])
+@pytest.mark.parametrize("options", [{"beta": -0.5}, {"beta": 0.0}, {"gate_bias": float("inf")}, {"gate_order": float("nan")}, {"recent": -1.0}])
 def test_the_mixer_refuses_options_that_can_make_a_probability_negative_or_zero(options):
-    with pytest.raises(eval_ngram.UsageError, match="finite and beta > 0"):
+    with pytest.raises(eval_ngram.UsageError, match="finite, beta > 0 and recent >= 0"):
         eval_ngram.NGramMixer(torch.arange(20) % 7, 3, 7, "cpu", **options)
 
 

@@ -42,14 +42,15 @@ def fast_scores(mixer: NGramMixer, logits, aux, chunks) -> torch.Tensor:
 
 
 def reference_scores(tokens, logits, aux, chunks, order, weights, prior_rows=()):
-    """The same mixture written plainly: exact context tuples, dicts of counts, a loop per token."""
+    """The same mixture written plainly: exact context tuples, dicts of counts, a loop per token; the chunk's own
+    n-grams before the target count `recent` times each."""
     w = {**MIX_DEFAULTS, **weights}
     counts = {n: defaultdict(lambda: defaultdict(int)) for n in range(2, order + 1)}
 
-    def count_ngrams_ending_at(seq, t):
+    def count_ngrams_ending_at(seq, t, into=counts):
         for n in range(2, order + 1):
             if t >= n - 1:
-                counts[n][tuple(seq[t - n + 1:t])][seq[t]] += 1
+                into[n][tuple(seq[t - n + 1:t])][seq[t]] += 1
 
     for row in prior_rows:
         for t in range(len(row)):
@@ -57,6 +58,7 @@ def reference_scores(tokens, logits, aux, chunks, order, weights, prior_rows=())
     seq = tokens.tolist()
     scores = []
     for start, end in chunks:
+        recent = {n: defaultdict(lambda: defaultdict(int)) for n in range(2, order + 1)}
         for p in range(start, end):
             row = logits[p].double().tolist()
             top = max(row)
@@ -67,8 +69,10 @@ def reference_scores(tokens, logits, aux, chunks, order, weights, prior_rows=())
             for n in range(2, order + 1):
                 if p < n - 1:
                     continue
-                continuations = counts[n][tuple(seq[p - n + 1:p])]
-                total, distinct = sum(continuations.values()), len(continuations)
+                context = tuple(seq[p - n + 1:p])
+                continuations = {v: counts[n][context].get(v, 0) + w["recent"] * recent[n][context].get(v, 0)
+                                 for v in {**counts[n][context], **recent[n][context]}}
+                total, distinct = sum(continuations.values()), sum(c > 0 for c in continuations.values())
                 if total == 0:
                     continue
                 logit = (w["gate_bias"] + w["gate_order"] * (n - 2) + w["gate_entropy"] * entropy
@@ -76,6 +80,7 @@ def reference_scores(tokens, logits, aux, chunks, order, weights, prior_rows=())
                 lam = total / (total + w["beta"] * distinct) / (1 + math.exp(-logit))
                 prob = (1 - lam) * prob + lam * continuations.get(seq[p], 0) / total
             scores.append(-math.log(prob))
+            count_ngrams_ending_at(seq, p, recent)
         for p in range(start, end):
             count_ngrams_ending_at(seq, p)
     return torch.tensor(scores, dtype=torch.float64)
@@ -90,6 +95,31 @@ def test_fast_mixture_matches_bruteforce_reference():
     # the cache must actually matter here, or the comparison proves little
     plain = -torch.log_softmax(logits.double(), -1).gather(1, tokens[:, None]).squeeze(1)
     assert (fast - plain).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("recent", [0.5, 1.0])
+def test_the_chunks_own_earlier_ngrams_count_as_the_reference_counts_them(recent):
+    tokens, logits, aux = random_run(7)
+    chunks, weights = chunk_bounds(len(tokens)), {**WEIGHTS, "recent": recent}
+    fast = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **weights), logits, aux, chunks)
+    assert torch.allclose(fast, reference_scores(tokens, logits, aux, chunks, ORDER, weights), rtol=0, atol=1e-6)
+    chunk_only = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **WEIGHTS), logits, aux, chunks)
+    assert (fast - chunk_only).abs().max() > 0.1
+
+
+def test_recent_weight_one_is_the_cache_that_learns_after_every_token():
+    tokens, logits, aux = random_run(8)
+    every_token = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **WEIGHTS), logits, aux, chunk_bounds(len(tokens), 1))
+    recent = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **WEIGHTS, recent=1.0), logits, aux, chunk_bounds(len(tokens)))
+    assert torch.allclose(recent, every_token, rtol=0, atol=1e-12)
+
+
+def test_with_recent_ngrams_an_already_observed_position_is_refused():
+    tokens, logits, aux = random_run(9)
+    mixer = NGramMixer(tokens, ORDER, VOCAB, "cpu", recent=1.0)
+    mixer.observe(0, 50)
+    with pytest.raises(ValueError, match="observed already"):
+        mixer.nll(logits[40:60], tokens[40:60], torch.arange(40, 60), {})
 
 
 def test_prior_from_training_counts_matches_reference_and_changes_scores():
@@ -109,9 +139,10 @@ def test_prior_from_training_counts_matches_reference_and_changes_scores():
     assert (mixer.mixed_distribution(logits, torch.arange(len(tokens)), aux).sum(-1) - 1).abs().max() < 1e-12
 
 
-def test_mixed_distribution_sums_to_one_at_every_position_and_agrees_with_nll():
+@pytest.mark.parametrize("recent", [0.0, 0.5, 1.0])
+def test_mixed_distribution_sums_to_one_at_every_position_and_agrees_with_nll(recent):
     tokens, logits, aux = random_run(3)
-    mixer = NGramMixer(tokens, 5, VOCAB, "cpu", **WEIGHTS)
+    mixer = NGramMixer(tokens, 5, VOCAB, "cpu", **WEIGHTS, recent=recent)
     for start, end in chunk_bounds(len(tokens), 50):
         positions = torch.arange(start, end)
         part = {k: v[start:end] for k, v in aux.items()}
@@ -123,17 +154,18 @@ def test_mixed_distribution_sums_to_one_at_every_position_and_agrees_with_nll():
         mixer.observe(start, end)
 
 
-def test_changing_future_tokens_never_changes_earlier_scores():
+@pytest.mark.parametrize("recent", [0.0, 1.0])
+def test_changing_future_tokens_never_changes_earlier_scores(recent):
     tokens, logits, aux = random_run(4)
-    chunks = chunk_bounds(len(tokens))
-    base = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **WEIGHTS), logits, aux, chunks)
+    chunks, weights = chunk_bounds(len(tokens)), {**WEIGHTS, "recent": recent}
+    base = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **weights), logits, aux, chunks)
     g = torch.Generator().manual_seed(5)
     for cut in (1, 36, 37, 38, 150, 399):
         changed = tokens.clone()
         changed[cut:] = torch.randint(VOCAB, (len(tokens) - cut,), generator=g)
         changed_logits = logits.clone()
         changed_logits[cut:] = torch.randn(len(tokens) - cut, VOCAB, generator=g)
-        scores = fast_scores(NGramMixer(changed, ORDER, VOCAB, "cpu", **WEIGHTS), changed_logits, aux, chunks)
+        scores = fast_scores(NGramMixer(changed, ORDER, VOCAB, "cpu", **weights), changed_logits, aux, chunks)
         assert torch.equal(scores[:cut], base[:cut])
         assert not torch.equal(scores[cut:], base[cut:])
 

@@ -179,6 +179,11 @@ def test_a_bad_grid_is_a_clear_error(item):
         tune_mix.parse_grid([item])
 
 
+def test_a_mixer_weight_the_mixer_would_refuse_is_refused_before_anything_is_scored():
+    with pytest.raises(eval_ngram.UsageError, match="recent >= 0"):
+        tune_mix.parse_grid(["recent=1,-1"])
+
+
 def test_an_artifact_packed_before_holdouts_existed_is_not_taken_to_have_one(artifact, monkeypatch):
     load = eval_ngram.load_artifact
 
