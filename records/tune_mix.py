@@ -84,7 +84,8 @@ def combinations(grid: dict[str, list[float]], base: dict[str, float]) -> list[d
 
 def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[float]], base: dict[str, float], *,
          device="cpu", log=print, **settings) -> list[dict]:
-    """One row per combination ({"mix", "settings", "val_bpb", "val_loss", "defaults"}), sorted by val_bpb; base holds
+    """One row per combination ({"mix", "settings", "val_bpb", "val_loss", "model_alone_bpb": the same pass without the
+    cache, "defaults"}), sorted by val_bpb; base holds
     MIX_DEFAULTS and the SETTINGS as the artifact has them; settings are eval_ngram.score's config keywords. The model
     scores once per setting of the keys other than the mixer's (MODEL_SIDE; each pass starts from the artifact's
     model: TTT changes its adapters); every mixer setting of that pass is then replayed from its trace."""
@@ -100,11 +101,11 @@ def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[floa
             trace = eval_ngram.MixerTrace()
             result = eval_ngram.score(copy.deepcopy(model), tokens, tables, artifact_tables=artifact_tables, device=device,
                                       trace=trace, eval_budget_s=0.0, **{**settings, **chosen})  # every row scored in full
-            passes[side] = trace, result["targets"], result["bytes"]
-        trace, targets, n_bytes = passes[side]
+            passes[side] = trace, result["targets"], result["bytes"], result["val_bpb"]
+        trace, targets, n_bytes, alone = passes[side]
         nll = trace.replay(tokens.to(device), int(chosen["ngram_order"]), model.cfg.vocab_size, prior=prior, **mix)
         rows.append({"mix": mix, "settings": chosen, "val_bpb": nll / math.log(2) / n_bytes, "val_loss": nll / targets,
-                     "defaults": setting == base})
+                     "model_alone_bpb": alone, "defaults": setting == base})
         log(f"{len(rows)}/{len(settings_to_try)} {arguments(rows[-1], base)} val_bpb={rows[-1]['val_bpb']:.6f} "
             f"seconds={time.perf_counter() - started:.1f}")
     return sorted(rows, key=lambda row: row["val_bpb"])
@@ -117,12 +118,13 @@ def arguments(row: dict, base: dict[str, float]) -> str:
 
 
 def table(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| rank | val_bpb | vs defaults | " + " | ".join([*MIX_DEFAULTS, *SETTINGS]) + " |",
-             "|---" * (len(MIX_DEFAULTS) + len(SETTINGS) + 3) + "|"]
+    lines = [header, "", "| rank | val_bpb | vs defaults | vs model alone | " + " | ".join([*MIX_DEFAULTS, *SETTINGS]) + " |",
+             "|---" * (len(MIX_DEFAULTS) + len(SETTINGS) + 4) + "|"]
     defaults_bpb = next(row["val_bpb"] for row in rows if row["defaults"])
     for i, row in enumerate(rows, 1):
         mark = " (defaults)" if row["defaults"] else ""
         lines.append(f"| {i}{mark} | {row['val_bpb']:.6f} | {row['val_bpb'] - defaults_bpb:+.6f} | "
+                     f"{row['val_bpb'] - row['model_alone_bpb']:+.6f} | "
                      + " | ".join(f"{v:g}" for v in [*row["mix"].values(), *row["settings"].values()]) + " |")
     return "\n".join(lines) + "\n"
 

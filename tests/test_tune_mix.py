@@ -54,6 +54,11 @@ def test_a_grid_is_ranked_on_held_out_training_text_without_reading_validation(a
     rows = facts["rows"]
     assert [row["mix"]["gate_bias"] for row in rows] in ([default, -2.0], [-2.0, default])
     assert rows[0]["val_bpb"] <= rows[1]["val_bpb"] and rows[0]["val_bpb"] != rows[1]["val_bpb"]
+    # the pass without the cache, so a table says whether mixing helps at all
+    model = eval_ngram.load_artifact(artifact)[0]
+    alone = score(model, scored[0], eval_ngram.byte_tables(model.cfg.tokenizer, model.cfg.vocab_size), ngram_order=0)
+    assert rows[0]["model_alone_bpb"] == rows[1]["model_alone_bpb"] == pytest.approx(alone["val_bpb"], abs=1e-6)
+    assert f"| {rows[0]['val_bpb'] - rows[0]['model_alone_bpb']:+.6f} |" in (tmp_path / "tune_mix.md").read_text()
     assert [row["defaults"] for row in rows] == [row["mix"]["gate_bias"] == default for row in rows]
     out = capsys.readouterr().out
     assert out.endswith((tmp_path / "tune_mix.md").read_text()) and "2/2 " in out
