@@ -1245,8 +1245,8 @@ def check_mix(options: dict[str, float]) -> None:
     if unknown:
         raise UsageError(f"unknown n-gram weighting option(s) {sorted(unknown)}; known: {sorted(MIX_DEFAULTS)}")
     bad = {k: v for k, v in options.items() if not math.isfinite(v) or (k == "beta" and v <= 0) or (k == "recent" and v < 0)}
-    if bad:  # beta <= 0 can push lam past 1 (negative probabilities) or to 1 (zero ones); a negative recent weight
-        # negative counts; inf/nan gates are no gates
+    if bad:  # beta <= 0 can push lam past 1 (negative probabilities) or to 1 (zero ones), a negative recent weight
+        # counts below zero; inf/nan gates are no gates
         raise UsageError(f"n-gram weighting {bad}: every option must be finite, beta > 0 and recent >= 0")
 
 
@@ -1433,7 +1433,7 @@ class MixerTrace:
                **weighting_options) -> float:
         """Total nll (nats) of the pass mixed by NGramMixer(tokens, order, ..., **weighting_options), summed as
         Tally sums it (float64, batch by batch), so it equals that mixer's own pass to the last bit."""
-        device = self.steps[0][0].device if self.steps else torch.device("cpu")
+        device = next((step[0].device for step in self.steps if len(step) != 2), torch.device("cpu"))
         mixer = NGramMixer(tokens, order, vocab_size, device, prior=prior, **weighting_options)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for step in self.steps:
