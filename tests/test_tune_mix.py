@@ -4,6 +4,7 @@ import copy
 import glob
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -94,6 +95,13 @@ def test_a_replayed_mixer_scores_exactly_what_the_mixer_scores_in_its_own_pass(a
                                  mix=mix, **model_side)
         nll = trace.replay(tokens, order, model.cfg.vocab_size, **mix)
         assert nll / alone["targets"] == mixed["val_loss"] != alone["val_loss"]
+
+
+def test_eval_ngram_takes_a_recent_weight_and_its_audit_passes(artifact, capsys):
+    assert eval_ngram.main([artifact, "--device", "cpu", "--audit", "16", "--mix", "recent=1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^audit positions=\d+ .* PASS$", out, re.M), out
+    assert final_line(artifact, capsys, "--mix", "recent=1") != final_line(artifact, capsys)  # it reaches the scorer
 
 
 def test_the_grid_can_vary_the_ngram_order_and_says_which_order_won(artifact, capsys, tmp_path):
