@@ -2081,6 +2081,12 @@ def eval_window(cfg) -> int:
     return cfg.eval_seq_len or cfg.seq_len
 
 
+def ngram_prior(artifact_tables: dict | None, device) -> NGramCounts | None:
+    """The training-time n-gram counts an artifact packed (ngram_cache_bytes), or None."""
+    blob = (artifact_tables or {}).get("ngram")
+    return NGramCounts.from_bytes(blob, device) if blob else None
+
+
 def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | None = None, rank: int = 0, world: int = 1,
           device="cpu", log=None, mix: dict | None = None, trace: MixerTrace | None = None, **settings) -> dict:
     """Evaluate a model (neural alone, or mixed with the score-first n-gram cache, with or without score-first
@@ -2096,9 +2102,8 @@ def score(model, val_tokens: torch.Tensor, tables, *, artifact_tables: dict | No
                          "adapters of its own for each document (ttt_weights=lora)")
     mixer = trace
     if cfg.ngram_order > 0 and trace is None:
-        blob = (artifact_tables or {}).get("ngram")
-        prior = NGramCounts.from_bytes(blob, device) if blob else None
-        mixer = NGramMixer(val_tokens.to(device), cfg.ngram_order, cfg.vocab_size, device, prior=prior, **(mix or {}))
+        mixer = NGramMixer(val_tokens.to(device), cfg.ngram_order, cfg.vocab_size, device,
+                           prior=ngram_prior(artifact_tables, device), **(mix or {}))
     length = eval_window(cfg)
     if cfg.ttt_doc_chunk > 0:
         result = evaluate_documents(model, val_tokens, tables, bos=text_codec(cfg.tokenizer)[2], window=length,

@@ -52,7 +52,6 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
             grid[key] = sorted({kind(v) for v in values.split(",")})
             if grid[key][0] < low:
                 raise ValueError
-
         except ValueError:
             bounds = ", ".join(f"{k}: {'integers ' if kind is int else ''}>= {low:g}" for k, (kind, low, _) in SETTINGS.items())
             raise UsageError(f"--grid {item!r}: expected KEY=NUMBER,NUMBER,... with KEY one of "
@@ -84,15 +83,13 @@ def combinations(grid: dict[str, list[float]], base: dict[str, float]) -> list[d
 
 def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[float]], base: dict[str, float], *,
          device="cpu", log=print, **settings) -> list[dict]:
-    """One row per combination ({"mix", "settings", "val_bpb", "val_loss", "model_alone_bpb": the same pass without the
-    cache, "defaults"}), sorted by val_bpb; base holds
-    MIX_DEFAULTS and the SETTINGS as the artifact has them; settings are eval_ngram.score's config keywords. The model
-    scores once per setting of the keys other than the mixer's (MODEL_SIDE; each pass starts from the artifact's
-    model: TTT changes its adapters); every mixer setting of that pass is then replayed from its trace."""
+    """One row per combination ({"mix", "settings", "val_bpb", "val_loss", "model_alone_bpb": the same pass without
+    the cache, "defaults"}), sorted by val_bpb; base holds MIX_DEFAULTS and the SETTINGS as the artifact has them;
+    settings are eval_ngram.score's config keywords. The model scores once per setting of the keys other than the
+    mixer's (MODEL_SIDE; each pass starts from the artifact's model: TTT changes its adapters); every mixer setting
+    of that pass is then replayed from its trace."""
     rows, settings_to_try = [], combinations(grid, base)
-    blob = (artifact_tables or {}).get("ngram")
-    prior = eval_ngram.NGramCounts.from_bytes(blob, device) if blob else None
-    passes = {}
+    prior, tokens_dev, passes = eval_ngram.ngram_prior(artifact_tables, device), tokens.to(device), {}
     for setting in settings_to_try:
         started = time.perf_counter()
         mix, chosen = {k: setting[k] for k in MIX_DEFAULTS}, {k: setting[k] for k in SETTINGS}
@@ -100,10 +97,10 @@ def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[floa
         if side not in passes:
             trace = eval_ngram.MixerTrace()
             result = eval_ngram.score(copy.deepcopy(model), tokens, tables, artifact_tables=artifact_tables, device=device,
-                                      trace=trace, eval_budget_s=0.0, **{**settings, **chosen})  # every row scored in full
+                                      trace=trace, eval_budget_s=0.0, **{**settings, **chosen})  # every pass scored in full
             passes[side] = trace, result["targets"], result["bytes"], result["val_bpb"]
         trace, targets, n_bytes, alone = passes[side]
-        nll = trace.replay(tokens.to(device), int(chosen["ngram_order"]), model.cfg.vocab_size, prior=prior, **mix)
+        nll = trace.replay(tokens_dev, int(chosen["ngram_order"]), model.cfg.vocab_size, prior=prior, **mix)
         rows.append({"mix": mix, "settings": chosen, "val_bpb": nll / math.log(2) / n_bytes, "val_loss": nll / targets,
                      "model_alone_bpb": alone, "defaults": setting == base})
         log(f"{len(rows)}/{len(settings_to_try)} {arguments(rows[-1], base)} val_bpb={rows[-1]['val_bpb']:.6f} "
