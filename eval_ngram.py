@@ -1268,6 +1268,7 @@ class NGramMixer:
         self.order, self.vocab_size, self.device = order, vocab_size, torch.device(device)
         self.bits, self.observed_to = context_hash_bits(vocab_size), 0
         self.weights = {**MIX_DEFAULTS, **weighting_options}
+        self.chunk_span, self.recent_built = 0, None  # _recent's tables, kept until the next observe()
         empty = lambda dtype: torch.zeros(0, dtype=dtype, device=self.device)
         # per order n: pairs (context hash * V + token -> count), contexts (hash -> total, distinct)
         self.pairs = {n: (empty(torch.long), [empty(torch.int32)]) for n in range(2, order + 1)}
@@ -1299,7 +1300,7 @@ class NGramMixer:
         """Add the n-grams whose last token is at val_tokens[start:end] (all of them already scored)."""
         if not 0 <= start <= end <= len(self.tokens):
             raise ValueError(f"observe({start}, {end}) is outside the {len(self.tokens)} validation tokens")
-        self.observed_to = max(self.observed_to, end)
+        self.observed_to, self.chunk_span, self.recent_built = max(self.observed_to, end), end - start, None
         positions = torch.arange(start, end, device=self.device)
         hashes, valid = context_hashes(self.tokens, positions, self.order - 1, self.bits)
         targets = self.tokens[positions]
@@ -1333,11 +1334,20 @@ class NGramMixer:
             yield n, hashes[n - 2], lam, torch.where(total > 0, total, 1), pairs
 
     def _recent(self, positions: torch.Tensor) -> dict[int, tuple[_Occurrences, _Occurrences]]:
-        """Per order, the n-grams ending in [observed_to, last position): (pairs, contexts weighted by whether the
-        pair is new to the observed counts), each queried at a position's offset for what lies strictly before it."""
-        lo, hi = self.observed_to, int(positions.max()) + 1
+        """Per order, the n-grams ending in [observed_to, hi): (pairs, contexts weighted by whether the pair is new
+        to the observed counts), each queried at a position's offset for what lies strictly before it, so n-grams
+        at or after a position never count for it, however far hi reaches. hi covers the batch's last position and
+        as many tokens as the last observe() added: the tables are built once per chunk, not once per batch (on 8
+        GPUs each rank would otherwise rebuild them for each of its batches), until the next observe()."""
+        lo, needed = self.observed_to, int(positions.max()) + 1
         if int(positions.min()) < lo:
             raise ValueError(f"position {int(positions.min())} was observed already (up to {lo}): score before observing")
+        if self.recent_built is None or self.recent_built[0] < needed:
+            hi = min(len(self.tokens), max(needed, lo + self.chunk_span))
+            self.recent_built = (hi, self._recent_tables(lo, hi))
+        return self.recent_built[1]
+
+    def _recent_tables(self, lo: int, hi: int) -> dict[int, tuple[_Occurrences, _Occurrences]]:
         span = torch.arange(lo, hi, device=self.device)
         hashes, valid = context_hashes(self.tokens, span, self.order - 1, self.bits)
         recent = {}

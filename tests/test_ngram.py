@@ -11,7 +11,7 @@ from eval_ngram import (MIX_DEFAULTS, ArtifactError, NGramCounts, NGramMixer, de
 from distributed import spawn_gloo
 
 VOCAB, ORDER = 6, 4
-WEIGHTS = {"beta": 0.7, "gate_bias": -1.0, "gate_order": 0.4, "gate_entropy": 0.3, "gate_enrich": 0.5}
+WEIGHTS = {"beta": 0.7, "gate_bias": -1.0, "gate_order": 0.4, "gate_entropy": 0.3, "gate_enrich": 0.5, "recent": 0.0}  # the cache learns after each chunk
 
 
 def random_run(seed: int, length: int = 400, vocab: int = VOCAB):
@@ -110,8 +110,31 @@ def test_the_chunks_own_earlier_ngrams_count_as_the_reference_counts_them(recent
 def test_recent_weight_one_is_the_cache_that_learns_after_every_token():
     tokens, logits, aux = random_run(8)
     every_token = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **WEIGHTS), logits, aux, chunk_bounds(len(tokens), 1))
-    recent = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **WEIGHTS, recent=1.0), logits, aux, chunk_bounds(len(tokens)))
+    recent = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **{**WEIGHTS, "recent": 1.0}), logits, aux, chunk_bounds(len(tokens)))
     assert torch.allclose(recent, every_token, rtol=0, atol=1e-12)
+
+
+def test_recent_ngrams_score_the_same_whatever_batches_a_chunk_is_scored_in(monkeypatch):
+    """Ranks score a chunk's windows in interleaved batches, each batch's positions spread over the chunk; the
+    chunk's recent n-grams are counted once per chunk (after the first) and every batch order scores alike."""
+    tokens, logits, aux = random_run(10)
+    weights = {**WEIGHTS, "recent": 1.0}
+    whole = fast_scores(NGramMixer(tokens, ORDER, VOCAB, "cpu", **weights), logits, aux, chunk_bounds(len(tokens)))
+    mixer = NGramMixer(tokens, ORDER, VOCAB, "cpu", **weights)
+    builds = []
+    build = mixer._recent_tables
+    monkeypatch.setattr(mixer, "_recent_tables", lambda lo, hi: builds.append((lo, hi)) or build(lo, hi))
+    batched = torch.zeros(len(tokens), dtype=torch.float64)
+    for start, end in chunk_bounds(len(tokens)):
+        rank_batches = [torch.arange(start + r, end, 3)[b:b + 4] for r in range(3) for b in range(0, 13, 4)]
+        for positions in reversed(rank_batches) if start % 2 else rank_batches:
+            if len(positions):
+                part = {k: v[positions] for k, v in aux.items()}
+                batched[positions] = mixer.nll(logits[positions], tokens[positions], positions, part)
+        mixer.observe(start, end)
+    assert torch.allclose(batched, whole, rtol=0, atol=1e-12)
+    chunks = chunk_bounds(len(tokens))
+    assert [lo for lo, _ in builds[-(len(chunks) - 1):]] == [start for start, _ in chunks[1:]]  # one build per later chunk
 
 
 def test_with_recent_ngrams_an_already_observed_position_is_refused():
@@ -142,7 +165,7 @@ def test_prior_from_training_counts_matches_reference_and_changes_scores():
 @pytest.mark.parametrize("recent", [0.0, 0.5, 1.0])
 def test_mixed_distribution_sums_to_one_at_every_position_and_agrees_with_nll(recent):
     tokens, logits, aux = random_run(3)
-    mixer = NGramMixer(tokens, 5, VOCAB, "cpu", **WEIGHTS, recent=recent)
+    mixer = NGramMixer(tokens, 5, VOCAB, "cpu", **{**WEIGHTS, "recent": recent})
     for start, end in chunk_bounds(len(tokens), 50):
         positions = torch.arange(start, end)
         part = {k: v[start:end] for k, v in aux.items()}
