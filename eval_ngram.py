@@ -1128,14 +1128,16 @@ def audit_errors(distribution: torch.Tensor, targets: torch.Tensor, nll: torch.T
 
 # Chosen with records/tune_mix.py on the 262,144 held-out training tokens of a `record` run, never on validation
 # tokens (records/bench/2026-12-01_shuffled_order_h200): gate_bias -7 beat -6 by 0.005 bpb there, at the edge of
-# that grid; the other weights are the values of 2026-11-26, which that grid kept.
+# that grid; the other weights are the values of 2026-11-26, which that grid kept. recent 1 (the sequential cache) beat
+# 0 by 0.0081 bpb on the held-out tail in document order of a 300 s `record` run, with 2-step TTT, where the grid
+# also kept gate_bias -7; order 9 added 0.0016 more, under the 0.002 bar (records/bench/2026-12-02_pair300s_ordered).
 MIX_DEFAULTS = {
     "beta": 1.0,          # Witten-Bell: pseudo-count per distinct continuation given to the lower order
     "gate_bias": -7.0,    # gate logit at order 2 for a model with zero entropy
     "gate_order": 0.75,   # added per order above 2: longer matches are more specific
     "gate_entropy": 0.5,  # per nat of model entropy: an unsure model leans on the cache
     "gate_enrich": 0.0,   # per unit of pre-enrichment change (aux["enrich_delta"]); 0 ignores it
-    "recent": 0.0,        # weight of the n-grams of the chunk being scored that end before the target: 0 = the
+    "recent": 1.0,        # weight of the n-grams of the chunk being scored that end before the target: 0 = the
                           # cache learns after each chunk only, 1 = the sequential cache (every scored token at once)
 }
 _HASH_MULT = 0x9E3779B97F4A7C15 - (1 << 64)  # odd 64-bit constants as signed int64; torch wraps on overflow

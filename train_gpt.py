@@ -134,7 +134,7 @@ class Config:
     ngram_cache_bytes: int = opt(0, "bytes of training-time n-gram counts (order ngram_order) packed into the artifact; 0 = off")
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
     lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8, entropy-coded)")
-    eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk (the n-gram cache and TTT learn after each)")
+    eval_chunk_tokens: int = opt(65536, "validation targets per score-first chunk: TTT learns after each (the n-gram cache after every token: MIX_DEFAULTS recent)")
     eval_budget_s: float = opt(540.0, "evaluation seconds it must end within (of the challenge's 600): when on pace to pass them, "
                                "the rest is scored without TTT, then at 2x the stride, as needed (0 = never)")
     ttt_steps: int = opt(2, "score-first test-time training: adapter steps on each validation chunk after scoring it (0 = off)")

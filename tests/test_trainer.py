@@ -472,5 +472,5 @@ def test_the_training_time_ngram_cache_is_packed_whole_and_primes_the_mixer(sp10
     common = dict(eval_stride=16, ngram_order=3, eval_audit=16, eval_chunk_tokens=500, ttt_steps=0)
     primed = eval_ngram.score(unpacked, val, byte_tables, artifact_tables=tables, **common)
     cold = eval_ngram.score(unpacked, val, byte_tables, artifact_tables={}, **common)
-    assert primed["val_loss"] < cold["val_loss"] - 0.05  # the counts of text like this one help from its first token
+    assert primed["val_loss"] < cold["val_loss"] - 0.02  # the counts of text like this one help from its first token
     assert primed["audit_count"] > 0 and primed["audit_max_err"] < 1e-6
