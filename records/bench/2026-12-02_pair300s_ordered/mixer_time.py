@@ -6,7 +6,6 @@ sys.path.insert(0, ".")
 import eval_ngram as e
 data, n, world, recent, order = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 tokens = e.load_val_tokens(data)[:n].long()
-torch.manual_seed(0)
 mixer = e.NGramMixer(tokens, order, 1024, "cpu", recent=recent)
 g = torch.Generator().manual_seed(0)
 logp, entropy = -torch.rand(n, generator=g) * 5, torch.rand(n, generator=g) * 4
