@@ -48,7 +48,7 @@ class Config:
     vocab_size: int = opt(1024, "vocabulary size (256 for bytes)")
     seq_len: int = opt(2048, "training sequence length")
     seq_len_schedule: str = opt("", "shorter sequences early, LEN:UNTIL,... (e.g. 512:0.2,1024:0.4: 512 until 20% of the budget)")
-    train_batch_tokens: int = opt(524_288, "global batch in tokens per optimizer step")
+    train_batch_tokens: int = opt(786_432, "global batch in tokens per optimizer step")
     grad_accum_steps: int = opt(0, "micro-steps per step; 0 = 8 // world_size, so the global batch fits any GPU count")
     train_order: str = opt("shuffled", "training text order: sequential (shard order) | shuffled (seq_len windows, a seeded random order per epoch)")
     # model
@@ -193,14 +193,14 @@ BASELINE_SHAPE = dict(num_layers=9, num_heads=8, num_kv_heads=4, mlp_mult=2.0, m
 PRESETS: dict[str, dict] = {
     # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth, held-out packed bpb: at
     # 300 s MLP 3.25x beat 2.75x and 12 blocks (records/bench/*recipe300s), value embeddings 9,10 + QK gain 5.25 -0.0035
-    # (*mixed300s); at 140 s, each alone: batch 524,288 -0.0078, MuonEq-R -0.0077, Muon decay 0.09 -0.0024
-    # (*screen140s_v3), then 4 query / 2 kv heads of 128 (8/4 of 64 before) -0.0059 at 3% less time a step (*screen140s_v4).
+    # (*mixed300s), batch 786,432 -0.0033 vs 524,288 at equal tokens (*ab300s); at 140 s MuonEq-R -0.0077, Muon decay
+    # 0.09 -0.0024 (*screen140s_v3), 4 query / 2 kv heads of 128 (8/4 of 64) -0.0059, 3% faster (*screen140s_v4).
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,
                       ln_scale=False, layer0_attention=True, muon_ns_coefficients="quintic", train_order="sequential",
                       mlp_quant_bits=5, quant_clip_sigmas=0.0, gptq_tokens=0, value_embed_layers="", qk_gain_init=1.5,
-                      train_batch_tokens=786_432, muon_wd=0.04, muon_row_norm=False, num_heads=8, num_kv_heads=4),
+                      muon_wd=0.04, muon_row_norm=False, num_heads=8, num_kv_heads=4),
     "smoke": dict(data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
                   num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1, recur_layers="1,2", value_embed_layers="3",
                   parallel_start=3, bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0,
@@ -221,7 +221,7 @@ PRESETS: dict[str, dict] = {
     # presets). Proxy, one H200, 300 s, before MuonEq-R: 1.2087 vs record's 1.1983 on sp1024 (records/bench/*sp1024_vs_sp8192*).
     "sp8192": dict(vocab_size=8192, tokenizer="data/tokenizers/fineweb_8192_bpe.model", data_dir="data/datasets/fineweb10B_sp8192",
                    mlp_mult=3.5, quant_clip_sigmas=12.85, embed_clip_sigmas=20.0, gptq_tokens=262_144,
-                   recur_layers="3,4,5", recur_start=0.35, muon_wd=0.095, matrix_lr=0.022, train_batch_tokens=786_432,
+                   recur_layers="3,4,5", recur_start=0.35, muon_wd=0.095, matrix_lr=0.022,
                    ema_decay=0.9965, warmdown_frac=0.72, num_heads=8, num_kv_heads=4),
 }
 

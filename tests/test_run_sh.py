@@ -93,11 +93,11 @@ def test_gpu_mode_without_fineweb_says_why_and_runs_the_record_architecture_on_l
     assert "run.sh: no FineWeb record attempt: FineWeb sp1024 is neither in data/datasets/fineweb10B_sp1024" in out
     assert "python data/fineweb.py --variant sp1024 --train-shards 80" in out
     assert "run.sh: mode local-gpu: the record architecture on 1 GPU(s) and local text" in out
-    # one of eight GPUs of a real run: the record preset's 524,288-token batch / 8, no accumulation; the user's
+    # one of eight GPUs of a real run: the record preset's 786,432-token batch / 8, no accumulation; the user's
     # key=value words come last and win
     command = next(line for line in out.splitlines() if line.startswith("run.sh: ") and " train_gpt.py " in line)
     assert re.search(r" train_gpt\.py track=local_gpu data_dir=data/local/\w+_max200000 tokenizer=\S+ vocab_size=\d+ "
-                     r"max_wallclock_seconds=2 train_batch_tokens=65536 grad_accum_steps=1 eval_max_tokens=2048 "
+                     r"max_wallclock_seconds=2 train_batch_tokens=98304 grad_accum_steps=1 eval_max_tokens=2048 "
                      r"records_dir=\S+ num_layers=2 ", command), command
     assert re.search(r"^warmup compile_steps=2 seconds=\S+ \(not counted\)$", out, re.M)  # compiled outside the clock
     assert re.search(r"^step=\d+ train_loss=\S+ .* elapsed_s=\S+ eta_s=\S+$", out, re.M)
