@@ -161,6 +161,7 @@ class Bench:
     row_timeout: float
     work_root: str                 # temporary: peers' checkpoints and our record folders
     out_dir: str
+    train_tokens: int = 0          # > 0: each of our rows trains exactly this many tokens (iterations = it / the row's batch)
 
 
 def launcher(nproc: int) -> list[str]:
@@ -278,6 +279,13 @@ def plan_ours(spec: RowSpec, bench: Bench, workdir: str) -> tuple[list[str], dic
         batch = int(config["train_batch_tokens"])
         keys.update(train_batch_tokens=str(batch * bench.nproc // 8), grad_accum_steps="1")
         notes.append(f"train_batch_tokens {batch}->{keys['train_batch_tokens']}, grad_accum_steps=1")
+    if bench.train_tokens:
+        batch = int(keys.get("train_batch_tokens") or resolved_config(
+            bench, ["--preset", spec.target, *(f"{k}={v}" for k, v in keys.items())])["train_batch_tokens"])
+        if bench.train_tokens % batch:
+            raise UsageError(f"--train-tokens {bench.train_tokens} is not a whole number of this row's {batch}-token steps")
+        keys["iterations"] = str(bench.train_tokens // batch)
+        notes.append(f"iterations={keys['iterations']} (--train-tokens {bench.train_tokens:,})")
     args = ["--preset", spec.target, *(f"{k}={v}" for k, v in keys.items())]
     return launcher(bench.nproc) + [bench.ours_script, *args], {}, notes
 
@@ -314,6 +322,9 @@ def run_row(spec: RowSpec, index: int, bench: Bench) -> dict:
         row.update(status="failed", error=f"exit {code}: {last_error_line(lines)}")
     elif metrics.get("val_bpb") is None:
         row.update(status="failed", error="finished without a final score line")
+    elif bench.train_tokens and spec.kind == "ours" and metrics.get("steps", 0) < metrics.get("iterations", 0):
+        row.update(status="failed", error=f"the {bench.seconds:g} s budget ended it at step {metrics['steps']} before its "
+                   f"{metrics['iterations']} steps of --train-tokens: it trained fewer tokens; raise --seconds")
     else:
         row["status"] = "ok"
     return row
@@ -389,7 +400,9 @@ def parse_ours_log(lines: list[str]) -> dict:
     out: dict = {"eval_budget_steps": []}
     for line in lines:
         try:
-            if line.startswith("step="):
+            if line.startswith("config {"):  # the resolved config: the step cap, checked against the steps run
+                out["iterations"] = int(json.loads(line.removeprefix("config "))["iterations"])
+            elif line.startswith("step="):
                 kv = key_values(line)
                 out.update(steps=int(kv["step"]), tok_s=float(kv["tok_s"]), ms_step=float(kv["ms_step"]))
             elif line.startswith("train_done "):
@@ -405,7 +418,7 @@ def parse_ours_log(lines: list[str]) -> dict:
                 kv = key_values(line)
                 out.update(val_bpb=float(kv["val_bpb"]), val_loss=float(kv["val_loss"]), artifact_bytes=int(kv["bytes_total"]),
                            train_time_s=float(kv["train_time_s"]), eval_time_s=float(kv["eval_time_s"]))
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, TypeError):
             continue
     return out
 
@@ -463,6 +476,10 @@ def markdown(table: dict) -> str:
     else:
         lines += [f"- protocol `{table['protocol']}`: {PROTOCOLS[table['protocol']]}",
                   f"- training wall-clock {table['seconds']:g} s per row, {table['nproc']} process(es), seed {table['seed']}"]
+        if table.get("train_tokens"):
+            lines.append(f"- each of our rows trains exactly {table['train_tokens']:,} tokens (`iterations` = tokens / its "
+                         "batch; the wall-clock only bounds it): rows of other tables with the same tokens compare too, "
+                         "whatever card ran them")
     val = (f"the first {table['val_tokens']:,} val tokens" if table.get("val_tokens") else
            f"the first {table['val_docs']:,} val documents" if table.get("val_docs") else "all val tokens")
     lines += [f"- data {table['data_dir']} ({val}); tokenizer {table['tokenizer']} (vocab {table['vocab_size']})",
@@ -575,6 +592,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--val-docs", type=int, default=0, metavar="N", help="every row scores only the first N whole "
                    "validation documents: the same text under any tokenizer (sp1024 vs sp8192 rows compare)")
     p.add_argument("--nproc", type=int, default=1, help="GPUs per row (torchrun when > 1)")
+    p.add_argument("--train-tokens", type=int, default=0, metavar="N", help="each of our rows trains exactly N tokens "
+                   "(iterations = N / its batch; a row that --seconds stops first fails): rows of different machines "
+                   "then compare at equal tokens")
     p.add_argument("--name", default=None, help="table name (default: <protocol><seconds>s or eval)")
     p.add_argument("--out", default=os.path.join(REPO, "records", "bench"), help="parent folder of <date>_<name>/")
     p.add_argument("--append", action="store_true", help="add rows to today's table of this --name")
@@ -656,7 +676,7 @@ def open_table(args, settings: dict) -> tuple[dict, str]:
             raise UsageError(f"--append: no table at {path}; run once without --append to start it")
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
-        for key in ("protocol", "seconds", "nproc", "seed", "data_dir", "val_tokens", "val_docs", "tokenizer", "gpu"):
+        for key in ("protocol", "seconds", "nproc", "seed", "data_dir", "val_tokens", "val_docs", "tokenizer", "gpu", "train_tokens"):
             if table.get(key) != settings[key]:
                 raise UsageError(f"--append: {path} has {key}={table.get(key)!r} but this run has {settings[key]!r}; "
                                  "rows are only comparable under one setting, so start a new --name")
@@ -675,12 +695,16 @@ def main(argv: list[str]) -> dict:
     if args.tokenizer != "bytes" and not os.path.isfile(args.tokenizer):
         raise UsageError(f"--tokenizer {args.tokenizer} does not exist; pass the .model the shards were made with (or bytes)")
     specs = [parse_row_spec(kind, text) for kind, text in args.rows]
+    if args.train_tokens < 0:
+        raise UsageError(f"--train-tokens {args.train_tokens}: a number of tokens is at least 1 (0 = no cap)")
+    if args.train_tokens and any(s.kind == "peer" for s in specs):
+        raise UsageError("--train-tokens caps our rows only (a peer's schedule is its own): bench peers in a table without it")
     if any(s.kind == "ours" for s in specs) and not os.path.isfile(args.ours_script):
         raise UsageError(f"our trainer {args.ours_script} is missing; pass --ours-script PATH")
     tokenizer = args.tokenizer if args.tokenizer == "bytes" else os.path.abspath(args.tokenizer)
     settings = {"date": datetime.date.today().isoformat(), "protocol": "eval-only" if args.eval_only else args.protocol,
                 "seconds": args.seconds, "nproc": args.nproc, "seed": args.seed, "data_dir": os.path.abspath(args.data_dir),
-                "val_tokens": args.val_tokens, "val_docs": args.val_docs, "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": card_name(), "torch": torch.__version__}
+                "val_tokens": args.val_tokens, "val_docs": args.val_docs, "train_tokens": args.train_tokens, "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": card_name(), "torch": torch.__version__}
     if args.eval_only:
         settings["artifact"] = os.path.abspath(args.eval_only)
     work_root = tempfile.mkdtemp(prefix="bench_")
@@ -693,7 +717,7 @@ def main(argv: list[str]) -> dict:
         bench = Bench(args.protocol, args.seconds, args.nproc, args.seed,  # with --val-tokens, ours reads the subset too
                       peer_data if args.val_tokens or args.val_docs else settings["data_dir"], settings["tokenizer"],
                       settings["vocab_size"], peer_data, os.path.abspath(args.ours_script),
-                      args.row_timeout or args.seconds + 1200, work_root, out_dir)
+                      args.row_timeout or args.seconds + 1200, work_root, out_dir, args.train_tokens)
         print(f"bench {table['name']}: {settings['protocol']}, {args.seconds:g} s per row, seed {args.seed}, "
               f"GPU {settings['gpu']}, data {settings['data_dir']} ({n_train} train / {n_val} val shards) -> {out_dir}",
               flush=True)

@@ -58,8 +58,10 @@ if "--print-config" in sys.argv:
     print(json.dumps({"train_batch_tokens": int(keys.get("train_batch_tokens", 786432))}))
     sys.exit(0)
 print("keys " + json.dumps(keys))
+iterations = int(keys.get("iterations", 20000))
+print("config " + json.dumps({"iterations": iterations}))
 start, step = time.perf_counter(), 0
-while time.perf_counter() - start < float(keys["max_wallclock_seconds"]):
+while time.perf_counter() - start < float(keys["max_wallclock_seconds"]) and step < iterations:
     time.sleep(0.01)
     step += 1
 s = time.perf_counter() - start
@@ -181,6 +183,29 @@ def test_eighth_divides_the_batch_and_removes_accumulation(setup):
     assert any(n.startswith("patched copy: grad_accum_steps=1") for n in peer["notes"])
     keys = json.loads(log_of(table, ours, tmp_path).split("keys ", 1)[1].splitlines()[0])
     assert (keys["train_batch_tokens"], keys["grad_accum_steps"]) == ("98304", "1")  # 786432 / 8
+
+
+def test_train_tokens_caps_each_of_our_rows_at_the_same_tokens_whatever_its_batch(setup):
+    tmp_path, common = setup
+    # eighth: 786,432 / 8 = 98,304 tokens a step; half that batch takes twice the steps for the same tokens
+    table = bench.main(["--protocol", "eighth", "--train-tokens", str(98304 * 3), "--ours", "record",
+                        "--ours", "half=record:train_batch_tokens=393216", *common(seconds=30)])
+    steps = [json.loads(log_of(table, row, tmp_path).split("keys ", 1)[1].splitlines()[0])["iterations"] for row in table["rows"]]
+    assert steps == ["3", "6"] and [row["steps"] for row in table["rows"]] == [3, 6]
+    assert all(row["status"] == "ok" for row in table["rows"])  # both stopped at the cap, long before 30 s
+    md = (tmp_path / "bench" / f"{table['date']}_{table['name']}" / "table.md").read_text()
+    assert "each of our rows trains exactly 294,912 tokens" in md
+
+
+def test_train_tokens_fails_a_row_the_budget_stops_first_or_that_cannot_split_them(setup):
+    tmp_path, common = setup
+    table = bench.main(["--protocol", "eighth", "--train-tokens", str(98304 * 10**6), "--ours", "record",
+                        "--ours", "odd=record:train_batch_tokens=786440", *common(seconds=0.3)])
+    short, odd = table["rows"]
+    assert short["status"] == "failed" and "before its 1000000 steps of --train-tokens" in short["error"]
+    assert odd["status"] == "failed" and "not a whole number of this row's 98305-token steps" in odd["error"]
+    with pytest.raises(bench.UsageError, match="caps our rows only"):
+        bench.main(["--train-tokens", "98304", "--peer", str(tmp_path / "peer.py"), *common()])
 
 
 def make_bench(tmp_path, protocol, seconds, nproc=1):
