@@ -416,6 +416,7 @@ def test_our_real_smoke_preset_and_a_peer_share_a_table(setup, byte_shards):
     assert smoke["steps"] >= 1 and 0 < smoke["val_bpb"] < 20 and 0 < smoke["artifact_bytes"] < 16_000_000
     assert smoke["eval_time_s"] is not None and smoke["ratio_bpb"] == pytest.approx(smoke["val_bpb"] / 1.5)
     assert 0 < smoke["heldout_bpb"] < 20 and "heldout_bpb" not in peer  # what settings are chosen on: ours only
+    assert smoke["iterations"] == 400  # the step cap, read from the trainer's config line (what --train-tokens checks)
     folder = tmp_path / "bench" / f"{table['date']}_{table['name']}"
     header, _, peer_line, smoke_line = [line.split(" | ") for line in (folder / "table.md").read_text().splitlines()
                                         if line.startswith("|")]
