@@ -274,19 +274,19 @@ def plan_ours(spec: RowSpec, bench: Bench, workdir: str) -> tuple[list[str], dic
     notes = [f"preset {spec.target}"] + (["overrides " + ",".join(f"{k}={v}" for k, v in spec.overrides.items())]
                                          if spec.overrides else [])
     keys["max_wallclock_seconds"] = f"{bench.seconds:g}"
+    trainer_args = lambda: ["--preset", spec.target, *(f"{k}={v}" for k, v in keys.items())]
+    if bench.protocol == "eighth" or bench.train_tokens:  # both need the row's batch: one --print-config
+        batch = int(resolved_config(bench, trainer_args())["train_batch_tokens"])
     if bench.protocol == "eighth":
-        config = resolved_config(bench, ["--preset", spec.target, *(f"{k}={v}" for k, v in keys.items())])
-        batch = int(config["train_batch_tokens"])
         keys.update(train_batch_tokens=str(batch * bench.nproc // 8), grad_accum_steps="1")
         notes.append(f"train_batch_tokens {batch}->{keys['train_batch_tokens']}, grad_accum_steps=1")
+        batch = int(keys["train_batch_tokens"])
     if bench.train_tokens:
-        batch = int(keys.get("train_batch_tokens") or resolved_config(
-            bench, ["--preset", spec.target, *(f"{k}={v}" for k, v in keys.items())])["train_batch_tokens"])
         if bench.train_tokens % batch:
             raise UsageError(f"--train-tokens {bench.train_tokens} is not a whole number of this row's {batch}-token steps")
         keys["iterations"] = str(bench.train_tokens // batch)
         notes.append(f"iterations={keys['iterations']} (--train-tokens {bench.train_tokens:,})")
-    args = ["--preset", spec.target, *(f"{k}={v}" for k, v in keys.items())]
+    args = trainer_args()
     return launcher(bench.nproc) + [bench.ours_script, *args], {}, notes
 
 
