@@ -99,7 +99,7 @@ class Config:
     beta2: float = opt(0.95, "AdamW beta2")
     grad_clip: float = opt(0.3, "global gradient-norm clip (0 = off)")
     warmup_steps: int = opt(20, "linear learning-rate warm-up steps")
-    warmdown_frac: float = opt(0.5, "final fraction of the budget (time or steps) with linearly decaying LR")
+    warmdown_frac: float = opt(0.72, "final fraction of the budget (time or steps) with linearly decaying LR")
     lr_floor: float = opt(0.0, "where warm-down ends, as a fraction of the peak learning rate")
     ema: bool = opt(True, "keep an EMA of the weights on the GPU; pack and evaluate the EMA")
     ema_decay: float = opt(0.997, "EMA decay; warms up as min(decay, (1+t)/(10+t)) so short runs work")
@@ -191,16 +191,16 @@ BASELINE_SHAPE = dict(num_layers=9, num_heads=8, num_kv_heads=4, mlp_mult=2.0, m
                       muon_wd=0.0, muon_row_norm=False, adam_wd=0.0, grad_clip=0.0, warmdown_frac=0.2, train_order="sequential",
                       quant_clip_sigmas=0.0, gptq_tokens=0, qk_gain_init=1.5)
 PRESETS: dict[str, dict] = {
-    # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth, held-out packed bpb: at
-    # 300 s MLP 3.25x beat 2.75x and 12 blocks (records/bench/*recipe300s), value embeddings 9,10 + QK gain 5.25 -0.0035
-    # (*mixed300s), batch 786,432 -0.0033 vs 524,288 at equal tokens (*ab300s); at 140 s MuonEq-R -0.0077, Muon decay
-    # 0.09 -0.0024 (*screen140s_v3), 4 query / 2 kv heads of 128 (8/4 of 64) -0.0059, 3% faster (*screen140s_v4).
+    # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth, held-out packed bpb, at
+    # 300 s: MLP 3.25x beat 2.75x and 12 blocks (records/bench/*recipe300s), value embeddings 9,10 + QK gain 5.25 -0.0035
+    # (*mixed300s), batch 786,432 -0.0033 vs 524,288 (*ab300s), warm-down 0.72 -0.0082 vs 0.5 (*warmdown300s); at 140 s:
+    # MuonEq-R -0.0077, Muon decay 0.09 -0.0024 (*screen140s_v3), 4 query / 2 kv heads of 128 -0.0059 (*screen140s_v4).
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,
                       ln_scale=False, layer0_attention=True, muon_ns_coefficients="quintic", train_order="sequential",
                       mlp_quant_bits=5, quant_clip_sigmas=0.0, gptq_tokens=0, value_embed_layers="", qk_gain_init=1.5,
-                      muon_wd=0.04, muon_row_norm=False, num_heads=8, num_kv_heads=4),
+                      muon_wd=0.04, muon_row_norm=False, num_heads=8, num_kv_heads=4, warmdown_frac=0.5),
     "smoke": dict(data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
                   num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1, recur_layers="1,2", value_embed_layers="3",
                   parallel_start=3, bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0,
@@ -222,7 +222,7 @@ PRESETS: dict[str, dict] = {
     "sp8192": dict(vocab_size=8192, tokenizer="data/tokenizers/fineweb_8192_bpe.model", data_dir="data/datasets/fineweb10B_sp8192",
                    mlp_mult=3.5, quant_clip_sigmas=12.85, embed_clip_sigmas=20.0, gptq_tokens=262_144,
                    recur_layers="3,4,5", recur_start=0.35, muon_wd=0.095, matrix_lr=0.022,
-                   ema_decay=0.9965, warmdown_frac=0.72, num_heads=8, num_kv_heads=4),
+                   ema_decay=0.9965, num_heads=8, num_kv_heads=4),
 }
 
 
