@@ -8,8 +8,9 @@ r"""records/bench.py: peer scripts against our presets, on the same shards, GPU,
 A row is `--peer [LABEL=]SCRIPT[:ENV=V,...]` (a script in the public challenge's style, configured by
 environment variables) or `--ours [LABEL=]PRESET[:key=v,...]` (train_gpt.py with that preset and overrides).
 Overrides describe the real 8xH100, 10-minute configuration; the protocol then adapts batch and schedules
-exactly as it does for defaults. Rows run one after the other, in command-line order. After every row the
-table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/, so a run cut
+exactly as it does for defaults. Rows run one after the other, in command-line order (with `--train-tokens`,
+`--concurrent K` runs K of them at once on the same GPUs: what such a row computes does not depend on its speed,
+and the compilation and scoring of one overlap the training of another). After every row the table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/, so a run cut
 short keeps what it measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU call).
 The first peer row that finished is the reference for the ratio columns. A row that crashes, times out or
 prints no score stays in the table as failed, with its last error line. A row whose bench was cut off before
@@ -20,6 +21,7 @@ Read top to bottom: protocols, row specs, running a row, reading logs, the table
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import importlib.util
 import json
@@ -162,6 +164,7 @@ class Bench:
     work_root: str                 # temporary: peers' checkpoints and our record folders
     out_dir: str
     train_tokens: int = 0          # > 0: each of our rows trains exactly this many tokens (iterations = it / the row's batch)
+    concurrent: int = 1            # rows running at once (> 1 only with train_tokens)
 
 
 def launcher(nproc: int) -> list[str]:
@@ -170,8 +173,21 @@ def launcher(nproc: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
 
 
-def run_logged(cmd: list[str], env_updates: dict[str, str], cwd: str, log_path: str, timeout_s: float) -> tuple[int, list[str], bool, float]:
-    """Run cmd, streaming its output to the console and to log_path; kill its process group after timeout_s.
+RUNNING: set[subprocess.Popen] = set()  # the rows' processes now running, for the bench to take down when it stops
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a row's whole process group (torchrun's workers, compile workers)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it finished just now
+        pass
+
+
+def run_logged(cmd: list[str], env_updates: dict[str, str], cwd: str, log_path: str, timeout_s: float,
+               echo_prefix: str = "") -> tuple[int, list[str], bool, float]:
+    """Run cmd, streaming its output to the console (each line after echo_prefix) and to log_path; kill its
+    process group after timeout_s.
 
     Returns (exit code, output lines, timed out, seconds).
     """
@@ -182,26 +198,25 @@ def run_logged(cmd: list[str], env_updates: dict[str, str], cwd: str, log_path: 
         log.write("$ " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env_updates.items()) + " " + shlex.join(cmd) + "\n")
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", start_new_session=True)
+        RUNNING.add(proc)
 
         def kill():
             timed_out.set()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:  # it finished just now
-                pass
+            kill_group(proc)
 
         timer = threading.Timer(timeout_s, kill)
         timer.start()
         try:
             for line in proc.stdout:
-                sys.stdout.write(line)
+                sys.stdout.write(echo_prefix + line)
                 log.write(line)
                 lines.append(line.rstrip("\n"))
             code = proc.wait()
         finally:
             timer.cancel()
+            RUNNING.discard(proc)
             if proc.poll() is None:  # interrupted: take the row's processes down with us
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_group(proc)
     return code, lines, timed_out.is_set(), time.time() - started
 
 
@@ -313,7 +328,8 @@ def run_row(spec: RowSpec, index: int, bench: Bench) -> dict:
             f.write(f"not started: {error}\n")
         return {**row, "status": "failed", "error": str(error), "notes": []}
     code, lines, timed_out, wall_s = run_logged(cmd, env, workdir if spec.kind == "peer" else REPO,
-                                                os.path.join(bench.out_dir, log_name), bench.row_timeout)
+                                                os.path.join(bench.out_dir, log_name), bench.row_timeout,
+                                                f"[{spec.label}] " if bench.concurrent > 1 else "")
     metrics = LOG_PARSERS[spec.kind](lines)
     row.update(metrics, notes=notes, command=shlex.join(cmd), env=env, exit_code=code, wall_s=round(wall_s, 1))
     if timed_out:
@@ -480,6 +496,9 @@ def markdown(table: dict) -> str:
             lines.append(f"- each of our rows trains exactly {table['train_tokens']:,} tokens (`iterations` = tokens / its "
                          "batch; the wall-clock only bounds it): rows of other tables with the same tokens compare too, "
                          "whatever card ran them")
+        if table.get("concurrent", 1) > 1:
+            lines.append(f"- rows ran {table['concurrent']} at a time on the same GPU(s): their tokens/s, ms/step and eval s "
+                         "are shared-GPU figures, not speeds (the scores are what they would be alone)")
     val = (f"the first {table['val_tokens']:,} val tokens" if table.get("val_tokens") else
            f"the first {table['val_docs']:,} val documents" if table.get("val_docs") else "all val tokens")
     lines += [f"- data {table['data_dir']} ({val}); tokenizer {table['tokenizer']} (vocab {table['vocab_size']})",
@@ -595,6 +614,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--train-tokens", type=int, default=0, metavar="N", help="each of our rows trains exactly N tokens "
                    "(iterations = N / its batch; a row that --seconds stops first fails): rows of different machines "
                    "then compare at equal tokens")
+    p.add_argument("--concurrent", type=int, default=1, metavar="K", help="with --train-tokens: run K rows at once on "
+                   "the same GPUs (give --seconds room for the sharing; a row the budget stops first still fails)")
     p.add_argument("--name", default=None, help="table name (default: <protocol><seconds>s or eval)")
     p.add_argument("--out", default=os.path.join(REPO, "records", "bench"), help="parent folder of <date>_<name>/")
     p.add_argument("--append", action="store_true", help="add rows to today's table of this --name")
@@ -624,8 +645,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError(f"--eval-only {args.eval_only}: no such artifact file")
     if args.val_tokens and args.val_docs:
         raise UsageError("--val-tokens and --val-docs both cut the validation set; give one")
-    if args.seconds <= 0 or args.nproc < 1:
-        raise UsageError("--seconds must be > 0 and --nproc >= 1")
+    if args.seconds <= 0 or args.nproc < 1 or args.concurrent < 1:
+        raise UsageError("--seconds must be > 0, --nproc >= 1 and --concurrent >= 1")
+    if args.concurrent > 1 and not args.train_tokens:
+        raise UsageError("--concurrent runs rows side by side, which slows each: only with --train-tokens, whose rows "
+                         "compute the same whatever their speed (a wall-clock row would train less)")
     return args
 
 
@@ -676,8 +700,9 @@ def open_table(args, settings: dict) -> tuple[dict, str]:
             raise UsageError(f"--append: no table at {path}; run once without --append to start it")
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
-        for key in ("protocol", "seconds", "nproc", "seed", "data_dir", "val_tokens", "val_docs", "tokenizer", "gpu", "train_tokens"):
-            if table.get(key) != settings[key]:
+        for key in ("protocol", "seconds", "nproc", "seed", "data_dir", "val_tokens", "val_docs", "tokenizer", "gpu", "train_tokens",
+                    "concurrent"):
+            if table.get(key, 1 if key == "concurrent" else None) != settings[key]:
                 raise UsageError(f"--append: {path} has {key}={table.get(key)!r} but this run has {settings[key]!r}; "
                                  "rows are only comparable under one setting, so start a new --name")
         return table, base
@@ -704,7 +729,8 @@ def main(argv: list[str]) -> dict:
     tokenizer = args.tokenizer if args.tokenizer == "bytes" else os.path.abspath(args.tokenizer)
     settings = {"date": datetime.date.today().isoformat(), "protocol": "eval-only" if args.eval_only else args.protocol,
                 "seconds": args.seconds, "nproc": args.nproc, "seed": args.seed, "data_dir": os.path.abspath(args.data_dir),
-                "val_tokens": args.val_tokens, "val_docs": args.val_docs, "train_tokens": args.train_tokens, "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": card_name(), "torch": torch.__version__}
+                "val_tokens": args.val_tokens, "val_docs": args.val_docs, "train_tokens": args.train_tokens,
+                "concurrent": args.concurrent, "tokenizer": tokenizer, "vocab_size": vocab_of(args.tokenizer), "gpu": card_name(), "torch": torch.__version__}
     if args.eval_only:
         settings["artifact"] = os.path.abspath(args.eval_only)
     work_root = tempfile.mkdtemp(prefix="bench_")
@@ -717,16 +743,24 @@ def main(argv: list[str]) -> dict:
         bench = Bench(args.protocol, args.seconds, args.nproc, args.seed,  # with --val-tokens, ours reads the subset too
                       peer_data if args.val_tokens or args.val_docs else settings["data_dir"], settings["tokenizer"],
                       settings["vocab_size"], peer_data, os.path.abspath(args.ours_script),
-                      args.row_timeout or args.seconds + 1200, work_root, out_dir, args.train_tokens)
+                      args.row_timeout or args.seconds + 1200, work_root, out_dir, args.train_tokens, args.concurrent)
         print(f"bench {table['name']}: {settings['protocol']}, {args.seconds:g} s per row, seed {args.seed}, "
               f"GPU {settings['gpu']}, data {settings['data_dir']} ({n_train} train / {n_val} val shards) -> {out_dir}",
               flush=True)
         if args.eval_only:
             table["rows"] = run_eval_rows(args, bench)
             save_table(table, out_dir)
-        for index, spec in enumerate(specs, len(table["rows"]) + 1):
-            table["rows"].append(run_row(spec, index, bench))
-            save_table(table, out_dir)  # after every row: a run cut short keeps what it measured
+        with concurrent.futures.ThreadPoolExecutor(args.concurrent) as pool:
+            futures = [pool.submit(run_row, spec, index, bench) for index, spec in enumerate(specs, len(table["rows"]) + 1)]
+            try:
+                for future in futures:  # in command-line order, whichever finishes first
+                    table["rows"].append(future.result())
+                    save_table(table, out_dir)  # after every row: a run cut short keeps what it measured
+            except BaseException:  # interrupted: no row outlives the bench, and none not yet begun starts
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in list(RUNNING):
+                    kill_group(proc)
+                raise
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
     text = save_table(table, out_dir)

@@ -52,12 +52,18 @@ print("final_int8_zlib_roundtrip_exact val_loss:2.00000000 val_bpb:1.50000000")
 
 # Our trainer's command line and output lines (SPEC.md), with --print-config for the eighth protocol.
 FAKE_OURS = '''
-import json, sys, time
+import json, os, sys, time
 keys = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
 if "--print-config" in sys.argv:
     print(json.dumps({"train_batch_tokens": int(keys.get("train_batch_tokens", 786432))}))
     sys.exit(0)
 print("keys " + json.dumps(keys))
+if "meet" in keys:  # a rendezvous: wait up to 20 s for `meet_rows` rows (this one too) to be running
+    open(os.path.join(keys["meet"], keys["run_name"]), "w").close()
+    deadline = time.time() + 20
+    while len(os.listdir(keys["meet"])) < int(keys["meet_rows"]) and time.time() < deadline:
+        time.sleep(0.05)
+    print("met" if len(os.listdir(keys["meet"])) >= int(keys["meet_rows"]) else "alone")
 iterations = int(keys.get("iterations", 20000))
 print("config " + json.dumps({"iterations": iterations}))
 start, step = time.perf_counter(), 0
@@ -206,6 +212,21 @@ def test_train_tokens_fails_a_row_the_budget_stops_first_or_that_cannot_split_th
     assert odd["status"] == "failed" and "not a whole number of this row's 98305-token steps" in odd["error"]
     with pytest.raises(bench.UsageError, match="caps our rows only"):
         bench.main(["--train-tokens", "98304", "--peer", str(tmp_path / "peer.py"), *common()])
+
+
+def test_concurrent_runs_rows_of_equal_tokens_side_by_side_and_tables_them_in_order(setup):
+    tmp_path, common = setup
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    rows = [arg for label in ("a", "b") for arg in ("--ours", f"{label}=record:meet={meet},meet_rows=2")]
+    table = bench.main(["--protocol", "eighth", "--train-tokens", str(98304 * 3), "--concurrent", "2", *rows,
+                        *common(seconds=60)])
+    assert [(row["label"], row["status"], row["steps"]) for row in table["rows"]] == [("a", "ok", 3), ("b", "ok", 3)]
+    assert all("\nmet\n" in log_of(table, row, tmp_path) for row in table["rows"])  # each found the other running
+    md = (tmp_path / "bench" / f"{table['date']}_{table['name']}" / "table.md").read_text()
+    assert "rows ran 2 at a time on the same GPU(s)" in md
+    with pytest.raises(bench.UsageError, match="only with --train-tokens"):
+        bench.main(["--concurrent", "2", "--ours", "record", *common()])
 
 
 def make_bench(tmp_path, protocol, seconds, nproc=1):
