@@ -10,8 +10,9 @@ environment variables) or `--ours [LABEL=]PRESET[:key=v,...]` (train_gpt.py with
 Overrides describe the real 8xH100, 10-minute configuration; the protocol then adapts batch and schedules
 exactly as it does for defaults. Rows run one after the other, in command-line order (with `--train-tokens`,
 `--concurrent K` runs K of them at once on the same GPUs: what such a row computes does not depend on its speed,
-and the compilation and scoring of one overlap the training of another). After every row the table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/, so a run cut
-short keeps what it measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU call).
+and the compilation and scoring of one overlap the training of another). After every row the table is rewritten
+(markdown + JSON) with every row's log under records/bench/<date>_<name>/, so a run cut short keeps what it
+measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU call).
 The first peer row that finished is the reference for the ratio columns. A row that crashes, times out or
 prints no score stays in the table as failed, with its last error line. A row whose bench was cut off before
 writing it up (the GPU lease ended) is added to its table from its log with `--recover`, marked as recovered.
@@ -498,7 +499,8 @@ def markdown(table: dict) -> str:
                          "whatever card ran them")
         if table.get("concurrent", 1) > 1:
             lines.append(f"- rows ran {table['concurrent']} at a time on the same GPU(s): their tokens/s, ms/step and eval s "
-                         "are shared-GPU figures, not speeds (the scores are what they would be alone)")
+                         "are shared-GPU figures, not speeds; the scores are what they would be alone, unless a row's notes name an "
+                         "eval budget step")
     val = (f"the first {table['val_tokens']:,} val tokens" if table.get("val_tokens") else
            f"the first {table['val_docs']:,} val documents" if table.get("val_docs") else "all val tokens")
     lines += [f"- data {table['data_dir']} ({val}); tokenizer {table['tokenizer']} (vocab {table['vocab_size']})",
