@@ -328,6 +328,8 @@ def run_row(spec: RowSpec, index: int, bench: Bench) -> dict:
         with open(os.path.join(bench.out_dir, log_name), "w", encoding="utf-8") as f:
             f.write(f"not started: {error}\n")
         return {**row, "status": "failed", "error": str(error), "notes": []}
+    if bench.concurrent > 1 and "OMP_NUM_THREADS" not in os.environ:  # rows sharing the cores: no spinning threads
+        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // bench.concurrent)), **env}
     code, lines, timed_out, wall_s = run_logged(cmd, env, workdir if spec.kind == "peer" else REPO,
                                                 os.path.join(bench.out_dir, log_name), bench.row_timeout,
                                                 f"[{spec.label}] " if bench.concurrent > 1 else "")
@@ -617,7 +619,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "(iterations = N / its batch; a row that --seconds stops first fails): rows of different machines "
                    "then compare at equal tokens")
     p.add_argument("--concurrent", type=int, default=1, metavar="K", help="with --train-tokens: run K rows at once on "
-                   "the same GPUs (give --seconds room for the sharing; a row the budget stops first still fails)")
+                   "the same GPUs, each with cores / K CPU threads (give --seconds room for the sharing; a row the budget "
+                   "stops first still fails)")
     p.add_argument("--name", default=None, help="table name (default: <protocol><seconds>s or eval)")
     p.add_argument("--out", default=os.path.join(REPO, "records", "bench"), help="parent folder of <date>_<name>/")
     p.add_argument("--append", action="store_true", help="add rows to today's table of this --name")

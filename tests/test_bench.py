@@ -214,8 +214,9 @@ def test_train_tokens_fails_a_row_the_budget_stops_first_or_that_cannot_split_th
         bench.main(["--train-tokens", "98304", "--peer", str(tmp_path / "peer.py"), *common()])
 
 
-def test_concurrent_runs_rows_of_equal_tokens_side_by_side_and_tables_them_in_order(setup):
+def test_concurrent_runs_rows_of_equal_tokens_side_by_side_and_tables_them_in_order(setup, monkeypatch):
     tmp_path, common = setup
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     meet = tmp_path / "meet"
     meet.mkdir()
     rows = [arg for label in ("a", "b") for arg in ("--ours", f"{label}=record:meet={meet},meet_rows=2")]
@@ -223,6 +224,9 @@ def test_concurrent_runs_rows_of_equal_tokens_side_by_side_and_tables_them_in_or
                         *common(seconds=60)])
     assert [(row["label"], row["status"], row["steps"]) for row in table["rows"]] == [("a", "ok", 3), ("b", "ok", 3)]
     assert all("\nmet\n" in log_of(table, row, tmp_path) for row in table["rows"])  # each found the other running
+    # each row gets its share of the cores: two rows of all-core thread pools would spin against each other
+    threads = max(1, os.cpu_count() // 2)
+    assert all(log_of(table, row, tmp_path).startswith(f"$ OMP_NUM_THREADS={threads} ") for row in table["rows"])
     md = (tmp_path / "bench" / f"{table['date']}_{table['name']}" / "table.md").read_text()
     assert "rows ran 2 at a time on the same GPU(s)" in md
     with pytest.raises(bench.UsageError, match="only with --train-tokens"):
