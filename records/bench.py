@@ -652,6 +652,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError("--val-tokens and --val-docs both cut the validation set; give one")
     if args.seconds <= 0 or args.nproc < 1 or args.concurrent < 1:
         raise UsageError("--seconds must be > 0, --nproc >= 1 and --concurrent >= 1")
+    if args.train_tokens < 0:
+        raise UsageError(f"--train-tokens {args.train_tokens}: a number of tokens is at least 1 (0 = no cap)")
+    if args.train_tokens and any(kind == "peer" for kind, _ in args.rows):
+        raise UsageError("--train-tokens caps our rows only (a peer's schedule is its own): bench peers in a table without it")
     if args.concurrent > 1 and not args.train_tokens:
         raise UsageError("--concurrent runs rows side by side, which slows each: only with --train-tokens, whose rows "
                          "compute the same whatever their speed (a wall-clock row would train less)")
@@ -725,10 +729,6 @@ def main(argv: list[str]) -> dict:
     if args.tokenizer != "bytes" and not os.path.isfile(args.tokenizer):
         raise UsageError(f"--tokenizer {args.tokenizer} does not exist; pass the .model the shards were made with (or bytes)")
     specs = [parse_row_spec(kind, text) for kind, text in args.rows]
-    if args.train_tokens < 0:
-        raise UsageError(f"--train-tokens {args.train_tokens}: a number of tokens is at least 1 (0 = no cap)")
-    if args.train_tokens and any(s.kind == "peer" for s in specs):
-        raise UsageError("--train-tokens caps our rows only (a peer's schedule is its own): bench peers in a table without it")
     if any(s.kind == "ours" for s in specs) and not os.path.isfile(args.ours_script):
         raise UsageError(f"our trainer {args.ours_script} is missing; pass --ours-script PATH")
     tokenizer = args.tokenizer if args.tokenizer == "bytes" else os.path.abspath(args.tokenizer)
