@@ -86,7 +86,7 @@ class Config:
     matrix_lr: float = opt(0.025, "Muon learning rate for block matrices")
     scalar_lr: float = opt(0.025, "AdamW learning rate for gains, scales and gates")
     embed_lr: float = opt(0.035, "AdamW learning rate for the tied embedding")
-    muon_momentum: float = opt(0.99, "Muon momentum after warm-up")
+    muon_momentum: float = opt(0.97, "Muon momentum after warm-up")
     muon_momentum_start: float = opt(0.92, "Muon momentum at step 0")
     muon_momentum_warmup: float = opt(0.25, "fraction of the budget over which Muon momentum warms up")
     muon_ns_steps: int = opt(5, "Newton-Schulz iterations")
@@ -193,14 +193,14 @@ BASELINE_SHAPE = dict(num_layers=9, num_heads=8, num_kv_heads=4, mlp_mult=2.0, m
 PRESETS: dict[str, dict] = {
     # The defaults (the 1.1063 record's ideas on our engine; README: presets). One H200, eighth, held-out packed bpb, at
     # 300 s: MLP 3.25x beat 2.75x and 12 blocks (records/bench/*recipe300s), value embeddings 9,10 + QK gain 5.25 -0.0035
-    # (*mixed300s), batch 786,432 -0.0033 vs 524,288 (*ab300s), warm-down 0.72 -0.0082 vs 0.5 (*warmdown300s); at 140 s:
-    # MuonEq-R -0.0077, Muon decay 0.09 -0.0024 (*screen140s_v3), 4 query / 2 kv heads of 128 -0.0059 (*screen140s_v4).
+    # (*mixed300s), batch 786,432 -0.0033 vs 524,288 (*ab300s), warm-down 0.72 -0.0082 (*warmdown300s), Muon momentum
+    # 0.97 -0.0050 (*momentum300s); 140 s (*screen140s_v3,_v4): MuonEq-R -0.0077, Muon decay 0.09 -0.0024, 4/2 heads -0.0059.
     "record": {},
     # The record until 2026-12-01: 9 blocks at MLP 3x, XSA on the last 4, pre-enrichment, quintic Newton-Schulz.
     "record_v1": dict(num_layers=9, mlp_mult=3.0, xsa_layers=4, pre_enrich=True, recur_layers="", parallel_start=0,
                       ln_scale=False, layer0_attention=True, muon_ns_coefficients="quintic", train_order="sequential",
                       mlp_quant_bits=5, quant_clip_sigmas=0.0, gptq_tokens=0, value_embed_layers="", qk_gain_init=1.5,
-                      muon_wd=0.04, muon_row_norm=False, num_heads=8, num_kv_heads=4, warmdown_frac=0.5),
+                      muon_wd=0.04, muon_row_norm=False, num_heads=8, num_kv_heads=4, warmdown_frac=0.5, muon_momentum=0.99),
     "smoke": dict(data_dir="data/local/sample_sp1024", seq_len=128, train_batch_tokens=4096, grad_accum_steps=1,
                   num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0, xsa_layers=1, recur_layers="1,2", value_embed_layers="3",
                   parallel_start=3, bigram_buckets=256, bigram_dim=16, enrich_hidden=96, max_wallclock_seconds=25.0,
