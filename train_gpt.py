@@ -11,17 +11,7 @@ artifact (with the regenerated random bases), checkpoint files, the record folde
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
-import difflib
-import glob
-import json
-import math
-import os
-import re
-import sys
-import time
+import contextlib, copy, dataclasses, difflib, glob, json, math, os, re, sys, time  # noqa: E401 (the 1,500-line cap)
 from dataclasses import dataclass, field
 
 import torch
@@ -110,6 +100,7 @@ class Config:
     device: str = opt("auto", "auto | cuda | cpu")
     compile: str = opt("auto", "torch.compile: auto (on for CUDA) | on | off")
     compile_warmup_steps: int = opt(10, "untimed steps to compile before the clock starts (state is restored)")
+    start_gate: str = opt("", "after compiling, wait for this file to exist before the clock starts (records/bench.py --overlap)")
     log_every: int = opt(50, "steps between progress lines")
     checkpoint_every_s: float = opt(0.0, "training seconds between rolling checkpoints (0 = off; a halt still leaves one)")
     checkpoint_dir: str = opt("", "folder of checkpoint_{current,prev,prev2}.pt (default: the run's record folder)")
@@ -1247,6 +1238,11 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
         if bad:
             halt(FloatingPointError(f"train loss was not finite, first at step {bad}"), stream_state)
 
+    waiting_since = time.perf_counter()
+    while cfg.start_gate and not os.path.exists(cfg.start_gate):  # another run still scoring on this GPU: not timed
+        time.sleep(0.2)
+    if cfg.start_gate:
+        log(f"start_gate waited_s={time.perf_counter() - waiting_since:.1f}")
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -474,3 +476,16 @@ def test_the_training_time_ngram_cache_is_packed_whole_and_primes_the_mixer(sp10
     cold = eval_ngram.score(unpacked, val, byte_tables, artifact_tables={}, **common)
     assert primed["val_loss"] < cold["val_loss"] - 0.02  # the counts of text like this one help from its first token
     assert primed["audit_count"] > 0 and primed["audit_max_err"] < 1e-6
+
+
+def test_the_clock_waits_at_the_start_gate_and_the_wait_is_not_training_time(sp1024_shards, sp1024_model, tmp_path):
+    gate = tmp_path / "row_before_ended"
+    cfg = tiny_config(f"data_dir={sp1024_shards}", f"tokenizer={sp1024_model}", "iterations=2",
+                      "max_wallclock_seconds=0", f"start_gate={gate}")
+    started, lines = time.perf_counter(), []
+    threading.Timer(2.5, gate.touch).start()  # the row before this one ends 2.5 s from now (this run alone takes ~1 s)
+    facts = train_gpt.train(cfg, train_gpt.GPT(cfg), eval_ngram.TrainStream(cfg.data_dir, cfg.vocab_size), lines.append, 0, 1,
+                            torch.device("cpu"))
+    assert time.perf_counter() - started >= 2.5 and gate.exists()
+    waited = [float(line.split("waited_s=")[1]) for line in lines if line.startswith("start_gate ")]
+    assert len(waited) == 1 and facts["train_time_s"] < waited[0]  # two tiny steps: the wait was not counted
