@@ -10,8 +10,9 @@ environment variables) or `--ours [LABEL=]PRESET[:key=v,...]` (train_gpt.py with
 Overrides describe the real 8xH100, 10-minute configuration; the protocol then adapts batch and schedules
 exactly as it does for defaults. Rows run one after the other, in command-line order (with `--train-tokens`,
 `--concurrent K` runs K of them at once on the same GPUs: what such a row computes does not depend on its speed,
-and the compilation and scoring of one overlap the training of another). After every row the table is rewritten
-(markdown + JSON) with every row's log under records/bench/<date>_<name>/, so a run cut short keeps what it
+and the compilation and scoring of one overlap the training of another; `--overlap` starts each row once the row
+before has trained, so its start-up overlaps that row's scoring while no two training clocks ever overlap).
+After every row the table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/, so a run cut short keeps what it
 measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU call).
 The first peer row that finished is the reference for the ratio columns. A row that crashes, times out or
 prints no score stays in the table as failed, with its last error line. A row whose bench was cut off before
@@ -166,6 +167,7 @@ class Bench:
     out_dir: str
     train_tokens: int = 0          # > 0: each of our rows trains exactly this many tokens (iterations = it / the row's batch)
     concurrent: int = 1            # rows running at once (> 1 only with train_tokens)
+    overlap: bool = False          # each row starts once the one before has trained (--overlap)
 
 
 def launcher(nproc: int) -> list[str]:
@@ -175,6 +177,29 @@ def launcher(nproc: int) -> list[str]:
 
 
 RUNNING: set[subprocess.Popen] = set()  # the rows' processes now running, for the bench to take down when it stops
+STOPPING = threading.Event()  # the bench is being taken down: rows still waiting for their turn never start
+# --overlap: the line after which a row's training is over, and a peer's timed steps (`train_time:` since its clock).
+TRAINED_LINE = {"ours": re.compile(r"^train_done "), "peer": re.compile(r"^(stopping_early:|peak memory allocated:)")}
+PEER_STEP_LINE = re.compile(r"^step:\d+/\d+ .*train_time:([\d.]+)ms")
+
+
+@dataclass
+class Turn:
+    """--overlap: what one row tells the next: when it has trained (the next may start) and when it has ended (the
+    next may start its clock)."""
+    ended_file: str                # created when the row's process has ended: the next row of ours waits for it
+    trained: threading.Event = field(default_factory=threading.Event)  # its end-of-training line, or its end
+    trained_by_line: bool = False  # set by that line: the next row started while this one was still packing and scoring
+    ended: threading.Event = field(default_factory=threading.Event)
+    ended_at: float = 0.0          # time.time() at its end
+
+
+def wait_for_turn(event: threading.Event) -> bool:
+    """Wait for event; False if the bench is being taken down meanwhile."""
+    while not event.wait(0.2):
+        if STOPPING.is_set():
+            return False
+    return not STOPPING.is_set()
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -186,9 +211,9 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_logged(cmd: list[str], env_updates: dict[str, str], cwd: str, log_path: str, timeout_s: float,
-               echo_prefix: str = "") -> tuple[int, list[str], bool, float]:
-    """Run cmd, streaming its output to the console (each line after echo_prefix) and to log_path; kill its
-    process group after timeout_s.
+               echo_prefix: str = "", watch=None) -> tuple[int, list[str], bool, float]:
+    """Run cmd, streaming its output to the console (each line after echo_prefix) and to log_path, each line also
+    to watch(line) if given; kill its process group after timeout_s.
 
     Returns (exit code, output lines, timed out, seconds).
     """
@@ -212,6 +237,8 @@ def run_logged(cmd: list[str], env_updates: dict[str, str], cwd: str, log_path: 
                 sys.stdout.write(echo_prefix + line)
                 log.write(line)
                 lines.append(line.rstrip("\n"))
+                if watch:
+                    watch(lines[-1])
             code = proc.wait()
         finally:
             timer.cancel()
@@ -317,7 +344,23 @@ def row_of(spec: RowSpec, index: int, ours_script: str) -> dict:
             "target": spec.target, "overrides": spec.overrides, "log": log_file_name(index, spec.label)}
 
 
-def run_row(spec: RowSpec, index: int, bench: Bench) -> dict:
+def run_row(spec: RowSpec, index: int, bench: Bench, turn: Turn | None = None, before: Turn | None = None) -> dict:
+    """Run one row and read its log. With --overlap, turn is this row's and before the previous row's: it starts once
+    that row has trained; a row of ours waits for that row's end before its clock starts (start_gate), a peer row
+    cannot be told to, so one whose clock started before that end fails."""
+    try:
+        if before and not wait_for_turn(before.trained):
+            return {**row_of(spec, index, bench.ours_script), "status": "failed", "error": "not started: the bench stopped", "notes": []}
+        return run_started_row(spec, index, bench, turn, before)
+    finally:
+        if turn:
+            turn.ended_at = time.time()
+            open(turn.ended_file, "w").close()
+            turn.ended.set()
+            turn.trained.set()
+
+
+def run_started_row(spec: RowSpec, index: int, bench: Bench, turn: Turn | None, before: Turn | None) -> dict:
     workdir = tempfile.mkdtemp(prefix=f"row{index}_", dir=bench.work_root)
     row = row_of(spec, index, bench.ours_script)
     log_name = row["log"]
@@ -330,12 +373,27 @@ def run_row(spec: RowSpec, index: int, bench: Bench) -> dict:
         return {**row, "status": "failed", "error": str(error), "notes": []}
     if bench.concurrent > 1 and "OMP_NUM_THREADS" not in os.environ:  # rows sharing the cores: no spinning threads
         env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // bench.concurrent)), **env}
+    if before and spec.kind == "ours":
+        cmd.append(f"start_gate={before.ended_file}")
+    if before:
+        notes.append(f"--overlap: started when row {index - 1} had trained (or ended), its clock once that row had ended")
+    clock_started = []  # a peer's: the time of its first timed step line, less the train_time it reports
+
+    def watch(line: str) -> None:
+        if turn and not turn.trained.is_set() and TRAINED_LINE[spec.kind].match(line):
+            turn.trained_by_line = True
+            turn.trained.set()
+        if before and not clock_started and (m := PEER_STEP_LINE.match(line)):
+            clock_started.append(time.time() - float(m[1]) / 1000)
     code, lines, timed_out, wall_s = run_logged(cmd, env, workdir if spec.kind == "peer" else REPO,
                                                 os.path.join(bench.out_dir, log_name), bench.row_timeout,
-                                                f"[{spec.label}] " if bench.concurrent > 1 else "")
+                                                f"[{spec.label}] " if bench.concurrent > 1 or bench.overlap else "", watch)
     metrics = LOG_PARSERS[spec.kind](lines)
     row.update(metrics, notes=notes, command=shlex.join(cmd), env=env, exit_code=code, wall_s=round(wall_s, 1))
-    if timed_out:
+    if before and clock_started and before.ended.wait() and clock_started[0] < before.ended_at:
+        row.update(status="failed", error=f"--overlap: its clock started {before.ended_at - clock_started[0]:.1f} s before "
+                   f"row {index - 1} ended, so its timing is not clean: rerun it without --overlap")
+    elif timed_out:
         row.update(status="failed", error=f"timed out after {bench.row_timeout:g} s (--row-timeout)")
     elif code != 0:
         row.update(status="failed", error=f"exit {code}: {last_error_line(lines)}")
@@ -621,6 +679,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrent", type=int, default=1, metavar="K", help="with --train-tokens: run K rows at once on "
                    "the same GPUs, each with cores / K CPU threads (give --seconds room for the sharing; a row the budget "
                    "stops first still fails)")
+    p.add_argument("--overlap", action="store_true", help="start each row once the row before has trained, so its "
+                   "start-up and compilation run while that row packs and scores (a lease holds more rows); a row of ours "
+                   "starts its clock only once that row has ended; a peer row whose clock started earlier fails")
     p.add_argument("--name", default=None, help="table name (default: <protocol><seconds>s or eval)")
     p.add_argument("--out", default=os.path.join(REPO, "records", "bench"), help="parent folder of <date>_<name>/")
     p.add_argument("--append", action="store_true", help="add rows to today's table of this --name")
@@ -656,6 +717,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError(f"--train-tokens {args.train_tokens}: a number of tokens is at least 1 (0 = no cap)")
     if args.train_tokens and any(kind == "peer" for kind, _ in args.rows):
         raise UsageError("--train-tokens caps our rows only (a peer's schedule is its own): bench peers in a table without it")
+    if args.overlap and (args.concurrent > 1 or args.eval_only):
+        raise UsageError("--overlap starts rows one after another: not with --concurrent or --eval-only")
     if args.concurrent > 1 and not args.train_tokens:
         raise UsageError("--concurrent runs rows side by side, which slows each: only with --train-tokens, whose rows "
                          "compute the same whatever their speed (a wall-clock row would train less)")
@@ -748,20 +811,29 @@ def main(argv: list[str]) -> dict:
         bench = Bench(args.protocol, args.seconds, args.nproc, args.seed,  # with --val-tokens, ours reads the subset too
                       peer_data if args.val_tokens or args.val_docs else settings["data_dir"], settings["tokenizer"],
                       settings["vocab_size"], peer_data, os.path.abspath(args.ours_script),
-                      args.row_timeout or args.seconds + 1200, work_root, out_dir, args.train_tokens, args.concurrent)
+                      args.row_timeout or args.seconds + 1200, work_root, out_dir, args.train_tokens, args.concurrent,
+                      args.overlap)
         print(f"bench {table['name']}: {settings['protocol']}, {args.seconds:g} s per row, seed {args.seed}, "
               f"GPU {settings['gpu']}, data {settings['data_dir']} ({n_train} train / {n_val} val shards) -> {out_dir}",
               flush=True)
         if args.eval_only:
             table["rows"] = run_eval_rows(args, bench)
             save_table(table, out_dir)
-        with concurrent.futures.ThreadPoolExecutor(args.concurrent) as pool:
-            futures = [pool.submit(run_row, spec, index, bench) for index, spec in enumerate(specs, len(table["rows"]) + 1)]
+        STOPPING.clear()
+        first = len(table["rows"]) + 1
+        turns = [Turn(os.path.join(work_root, f"ended_{index}")) for index in range(first, first + len(specs))] if args.overlap else []
+        with concurrent.futures.ThreadPoolExecutor(2 if args.overlap else args.concurrent) as pool:
+            futures = [pool.submit(run_row, spec, index, bench, *((turns[i], turns[i - 1] if i else None) if turns else ()))
+                       for i, (index, spec) in enumerate(enumerate(specs, first))]
             try:
-                for future in futures:  # in command-line order, whichever finishes first
+                for i, future in enumerate(futures):  # in command-line order, whichever finishes first
                     table["rows"].append(future.result())
+                    if i + 1 < len(turns) and turns[i].trained_by_line:
+                        table["rows"][-1]["notes"].append("--overlap: the next row started while this one packed and "
+                                                          "scored (its eval s is a shared-GPU figure)")
                     save_table(table, out_dir)  # after every row: a run cut short keeps what it measured
             except BaseException:  # interrupted: no row outlives the bench, and none not yet begun starts
+                STOPPING.set()
                 pool.shutdown(wait=False, cancel_futures=True)
                 for proc in list(RUNNING):
                     kill_group(proc)

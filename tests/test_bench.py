@@ -38,6 +38,7 @@ print(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps} warmdown_ite
 print(f"train_batch_tokens:{train_batch_tokens} train_seq_len:1024 iterations:20000")
 if os.environ.get("FAKE_CRASH"):
     raise RuntimeError("CUDA is required")
+time.sleep(float(os.environ.get("FAKE_COMPILE_S", 0)))  # start-up and compilation, before the clock
 start, step = time.perf_counter(), 0
 while time.perf_counter() - start < seconds:
     time.sleep(0.02)
@@ -45,6 +46,7 @@ while time.perf_counter() - start < seconds:
 ms = 1000 * (time.perf_counter() - start)
 print(f"step:{step}/20000 val_loss:2.0000 val_bpb:1.6000 train_time:{ms:.0f}ms step_avg:{ms / step:.2f}ms")
 print("peak memory allocated: 123 MiB reserved: 130 MiB")
+time.sleep(float(os.environ.get("FAKE_SCORE_S", 0)))  # packing and scoring
 print("Total submission size int8+zlib: 4567 bytes")
 print("final_int8_zlib_roundtrip val_loss:2.0000 val_bpb:1.5000 eval_time:250ms")
 print("final_int8_zlib_roundtrip_exact val_loss:2.00000000 val_bpb:1.50000000")
@@ -66,6 +68,12 @@ if "meet" in keys:  # a rendezvous: wait up to 20 s for `meet_rows` rows (this o
     print("met" if len(os.listdir(keys["meet"])) >= int(keys["meet_rows"]) else "alone")
 iterations = int(keys.get("iterations", 20000))
 print("config " + json.dumps({"iterations": iterations}))
+time.sleep(float(keys.get("compile_s", 0)))
+waiting_since = time.perf_counter()
+while keys.get("start_gate") and not os.path.exists(keys["start_gate"]):
+    time.sleep(0.02)
+if keys.get("start_gate"):
+    print(f"start_gate waited_s={time.perf_counter() - waiting_since:.1f}")
 start, step = time.perf_counter(), 0
 while time.perf_counter() - start < float(keys["max_wallclock_seconds"]) and step < iterations:
     time.sleep(0.01)
@@ -73,6 +81,7 @@ while time.perf_counter() - start < float(keys["max_wallclock_seconds"]) and ste
 s = time.perf_counter() - start
 print(f"step={step} train_loss=3.0000 tok_s={4096 * step / s:.0f} ms_step={1000 * s / step:.1f} mfu=n/a")
 print(f"train_done steps={step} peak_mem_mib=0 tok_s={4096 * step / s:.0f} ms_step={1000 * s / step:.1f} train_time_s={s:.1f}")
+time.sleep(float(keys.get("score_s", 0)))
 print(f"record: {keys['records_dir']}/smoke/run")
 print(f"final val_bpb=1.200000 val_loss=2.000000 bytes_total=3000 bytes_code=1000 train_time_s={s:.1f} eval_time_s=0.5")
 '''
@@ -231,6 +240,35 @@ def test_concurrent_runs_rows_of_equal_tokens_side_by_side_and_tables_them_in_or
     assert "rows ran 2 at a time on the same GPU(s)" in md
     with pytest.raises(bench.UsageError, match="only with --train-tokens"):
         bench.main(["--concurrent", "2", "--ours", "record", *common()])
+
+
+def test_overlap_starts_a_row_while_the_one_before_scores_and_never_overlaps_two_clocks(setup):
+    tmp_path, common = setup
+    peer = str(tmp_path / "peer.py")
+    # a scores for 1.5 s; p compiles for 2.5 s meanwhile, so its clock starts after a has ended; b compiles at once and
+    # waits at its gate until p has scored for 1.5 s and ended
+    started = time.time()
+    table = bench.main(["--overlap", "--ours", "a=record:score_s=1.5", "--peer", f"p={peer}:FAKE_COMPILE_S=2.5,FAKE_SCORE_S=1.5",
+                        "--ours", "b=record", *common()])
+    a, p, b = table["rows"]
+    assert [r["status"] for r in table["rows"]] == ["ok"] * 3
+    assert time.time() - started < a["wall_s"] + p["wall_s"] + b["wall_s"] - 2.5  # a's and p's scoring overlapped the next row
+    assert a["wall_s"] + p["wall_s"] + b["wall_s"] > 7.5 and "next row started while this one packed" in row_notes_of(a)
+    assert "next row started while this one packed" in row_notes_of(p) and "next row" not in row_notes_of(b)
+    waited = float(log_of(table, b, tmp_path).split("start_gate waited_s=")[1].split()[0])
+    assert waited >= 1.0  # b's clock waited for p's scoring
+    assert "start_gate" not in log_of(table, a, tmp_path)  # the first row has nothing to wait for
+
+    # a peer that compiles faster than the row before it scores starts its clock too early: its row fails
+    table = bench.main(["--overlap", "--ours", "a=record:score_s=2", "--peer", f"p={peer}", "--name", "early", *common()])
+    a, p = table["rows"]
+    assert a["status"] == "ok" and p["status"] == "failed" and "its clock started" in p["error"] and "rerun it without --overlap" in p["error"]
+    with pytest.raises(bench.UsageError, match="not with --concurrent"):
+        bench.main(["--overlap", "--concurrent", "2", "--train-tokens", "98304", "--ours", "record", *common()])
+
+
+def row_notes_of(row):
+    return "; ".join(row["notes"])
 
 
 def make_bench(tmp_path, protocol, seconds, nproc=1):

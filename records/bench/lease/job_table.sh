@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Issue 15's acceptance table in one lease, one GPU: the public 1.1194 script (TTT_ENABLED=1), the public 1.1063 script
+# (its record settings; 16 GPTQ calibration texts, as in eighth300s_v3/v4), then `record` with no overrides, eighth
+# protocol, SECONDS (default 300) of training each, seed 1337, ordered-tail proxy shards, first 524,288 val tokens.
+# --overlap: each row starts once the row before has trained (the 1.1063 script compiles ~280 s while the 1.1194 one
+# scores ~75 s; ours compiles while the 1.1063 one calibrates and scores, then its clock waits for that row's end),
+# which brings the three from ~1,850 s to ~1,650 s of device time at 300 s. Start it detached from the first call:
+#     bash .devdata/lease_start.sh "job_table.sh 300" 560      then, each within 30 s:  bash .devdata/lease_wait.sh 585
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
+cd "$(dirname "$0")/.."
+seconds=${1:-300}
+bash .devdata/prep_ordered.sh
+T=.devdata/tokenizers/fineweb_1024_bpe.model; P=.devdata/peers/parameter-golf
+S="BIGRAM_DIM=112,MIXED_QUANT=1,N_INT6_LAYERS=32,NUM_LAYERS=11,RECUR_LAYERS=4,5,RECUR_START_STEP=3000,REPEAT_UNTIE_MLP=full,REPEAT_UNTIE_MLP_LAYERS=4,5,DISABLE_LAYER0_ATTN=1,PARALLEL_RESIDUAL=1,PARALLEL_START_LAYER=7,POST_GPTQ_EVAL_ONLY=0,GPTQ_CALIB_SAMPLES=16,TORCHINDUCTOR_MIX_ORDER_REDUCTION=0"
+mkdir -p /tmp/jobout
+python records/bench.py --overlap --peer "1.1194=$P/record_1.1194_leakyrelu_ttt_train_gpt.py:TTT_ENABLED=1" \
+    --peer "1.1063=$P/record_1.1063_parallel_residuals_recurrence_train_gpt.py:$S" --ours record \
+    --protocol eighth --seconds "$seconds" --val-tokens 524288 --data-dir /tmp/shards_ordered --tokenizer $T \
+    --out /tmp/jobout --name "table${seconds}s" --row-timeout 1200
