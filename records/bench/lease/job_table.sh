@@ -6,6 +6,7 @@
 # scores ~75 s; ours compiles while the 1.1063 one calibrates and scores, then its clock waits for that row's end),
 # which brings the three from ~1,850 s to ~1,650 s of device time at 300 s. Start it detached from the first call:
 #     bash .devdata/lease_start.sh "job_table.sh 300" 560      then, each within 30 s:  bash .devdata/lease_wait.sh 585
+# Further rows after SECONDS (e.g. `--ours LABEL=record:KEY=V`) join the same table, after `record` (job_ablation.sh).
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
 cd "$(dirname "$0")/.."
 seconds=${1:-300}
@@ -16,4 +17,4 @@ mkdir -p /tmp/jobout
 python records/bench.py --overlap --peer "1.1194=$P/record_1.1194_leakyrelu_ttt_train_gpt.py:TTT_ENABLED=1" \
     --peer "1.1063=$P/record_1.1063_parallel_residuals_recurrence_train_gpt.py:$S" --ours record \
     --protocol eighth --seconds "$seconds" --val-tokens 524288 --data-dir /tmp/shards_ordered --tokenizer $T \
-    --out /tmp/jobout --name "table${seconds}s" --row-timeout 1200
+    --out /tmp/jobout --name "table${seconds}s" --row-timeout 1200 "${@:2}"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 15's ablation table at 140 s, one part per lease (each part with its own `record` control, so a row compares
+# with the control of its own card): every switch the issue added, off, from today's `record`. Eighth protocol, seed
+# 1337, ordered-tail proxy shards, first 524,288 val tokens, --overlap (a row compiles while the one before scores; its
+# clock waits for that row's end). Part 1 then scores its control's artifact on the held-out tail with and without
+# the n-gram mixer and TTT (records/tune_mix.py; val never opened). Part 3 runs with the 140 s acceptance table:
+#     bash .devdata/lease_start.sh "job_ablation.sh 1" 560     then, each within 30 s:  bash .devdata/lease_wait.sh 585
+#     bash .devdata/lease_start.sh "job_table.sh 140 --ours wd004=record:muon_wd=0.04 --ours wd50=record:warmdown_frac=0.5 --ours mom99=record:muon_momentum=0.99" 560
+# Switches with an earlier A/B of their own are not repeated here: MLP 3.25x (recipe300s), training order
+# (eighth300s_h200), GPTQ and the SDClip grid (quant_real_weights_cpu), partial RoPE and the rest of record_v1.
+export PYTHONUNBUFFERED=1
+cd "$(dirname "$0")/.."
+part=$1
+case $part in
+  1) rows=(--ours "record=record:records_dir=/tmp/keep" --ours "no_recur=record:recur_layers=" --ours "no_lanes=record:parallel_start=0"
+           --ours "xsa_last4=record:xsa_layers=4" --ours "layer0_attn=record:layer0_attention=true" --ours "no_ve=record:value_embed_layers=") ;;
+  2) rows=(--ours record --ours "heads8_4=record:num_heads=8,num_kv_heads=4" --ours "no_ln_scale=record:ln_scale=false"
+           --ours "qk1.5=record:qk_gain_init=1.5" --ours "no_ema=record:ema=false" --ours "quintic=record:muon_ns_coefficients=quintic"
+           --ours "no_row_norm=record:muon_row_norm=false") ;;
+  *) echo "usage: job_ablation.sh 1|2 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
+esac
+bash .devdata/prep_ordered.sh
+T=.devdata/tokenizers/fineweb_1024_bpe.model
+mkdir -p /tmp/jobout
+python records/bench.py --overlap "${rows[@]}" --protocol eighth --seconds 140 --val-tokens 524288 \
+    --data-dir /tmp/shards_ordered --tokenizer $T --out /tmp/jobout --name "ablation140s_part$part" --row-timeout 900
+if [ "$part" = 1 ]; then
+    A=$(find /tmp/keep -name artifact.pgolf | head -1)
+    timeout 240 python records/tune_mix.py $A --data-dir /tmp/shards_ordered --tokenizer $T --holdout-tokens 262144 \
+        --grid ngram_order=7 --grid ttt_steps=0,2 --grid gate_bias=-7 --out /tmp/jobout/eval_ablation > /tmp/jobout/eval_ablation.log 2>&1
+    tail -12 /tmp/jobout/eval_ablation.log
+fi
