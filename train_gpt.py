@@ -121,7 +121,7 @@ class Config:
     eval_compile: bool = opt(False, "evaluation forward as one compiled graph (batches padded to eval_batch_windows; compile time counts as eval time)")
     eval_max_tokens: int = opt(0, "score only the first N validation tokens (0 = all)")
     train_holdout_tokens: int = opt(262_144, "last N training tokens never trained on: the run reports its packing loss on them, records/tune_mix.py tunes the mixer on them")
-    ngram_order: int = opt(7, "n-gram mixture order at evaluation (0 = neural only)")
+    ngram_order: int = opt(9, "n-gram mixture order at evaluation (0 = neural only)")
     ngram_cache_bytes: int = opt(0, "bytes of training-time n-gram counts (order ngram_order) packed into the artifact; 0 = off")
     eval_audit: int = opt(64, "positions at which the evaluation checks that the scoring distribution sums to 1")
     lora_quant_bits: int = opt(8, "bits per weight for LoRA adapters in the artifact (per-row int8, entropy-coded)")

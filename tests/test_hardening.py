@@ -81,7 +81,7 @@ def test_disk_and_memory_failures_are_user_errors_but_bugs_keep_their_traceback(
     ("num_kv_heads=3", "num_heads=4 num_kv_heads=3"),
     ("ngram_order=1", "ngram_order=1"),
     ("train_holdout_tokens=1", "train_holdout_tokens=1: needs each 0 or >= 2"),  # was found after training, no record
-    ("ngram_cache_bytes=100", None),  # fine: the record preset's ngram_order is 7
+    ("ngram_cache_bytes=100", None),  # fine: the record preset's ngram_order is 9
     ("egt_band_low=0.7", "egt_band_low=0.7 egt_band_high=0.6"),
     ("mlp_act=swish", "mlp_act='swish': choose one of leaky_relu2, relu2, gelu"),
     ("device=tpu", "device='tpu': choose one of"),

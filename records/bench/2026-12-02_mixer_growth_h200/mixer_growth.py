@@ -1,13 +1,13 @@
 """GPU: the n-gram mixer's per-chunk cost as its tables grow toward FineWeb's val size (62M tokens), rank 0 of 8
 (scores 1/8 of each chunk, observes all of it), random model side. Stand-in tokens: the proxy's training shard.
-    python mixer_growth.py MODULE_PATH SECONDS"""
+    python mixer_growth.py MODULE_PATH SECONDS [ORDER]   (ORDER: the n-gram order, 7 by default)"""
 import importlib.util, sys, time, glob, torch
 spec = importlib.util.spec_from_file_location("en", sys.argv[1]); e = importlib.util.module_from_spec(spec)
 sys.path.insert(0, "."); spec.loader.exec_module(e)
 limit = float(sys.argv[2])
 tokens = torch.from_numpy(e.read_shard(glob.glob("/tmp/shards_ordered/*_train_*.bin")[0]).astype("int64"))[:62_000_000].cuda()
 n, world, dev = len(tokens), 8, torch.device("cuda")
-mixer = e.NGramMixer(tokens, 7, 1024, dev, recent=1.0)
+mixer = e.NGramMixer(tokens, int(sys.argv[3]) if len(sys.argv) > 3 else 7, 1024, dev, recent=1.0)
 g = torch.Generator(device=dev).manual_seed(0)
 logp, entropy = -torch.rand(n, generator=g, device=dev) * 5, torch.rand(n, generator=g, device=dev) * 4
 torch.cuda.synchronize(); started = last = time.perf_counter(); total = 0.0; t_obs = 0.0

@@ -3,7 +3,7 @@
 # with the control of its own card): every switch the issue added, off, from today's `record`. Eighth protocol, seed
 # 1337, ordered-tail proxy shards, first 524,288 val tokens, --overlap (a row compiles while the one before scores; its
 # clock waits for that row's end). Part 1 then scores its control's artifact on the held-out tail with and without
-# the n-gram mixer and TTT (records/tune_mix.py; val never opened). Part 3 runs with the 140 s acceptance table:
+# the n-gram mixer (orders 7 and 9) and TTT (records/tune_mix.py; val never opened). Part 3 joins the 140 s table:
 #     bash .devdata/lease_start.sh "job_ablation.sh 1" 560     then, each within 30 s:  bash .devdata/lease_wait.sh 585
 #     bash .devdata/lease_start.sh "job_table.sh 140 --ours wd004=record:muon_wd=0.04 --ours wd50=record:warmdown_frac=0.5 --ours mom99=record:muon_momentum=0.99" 560
 # Switches with an earlier A/B of their own are not repeated here: MLP 3.25x (recipe300s), training order
@@ -27,6 +27,6 @@ python records/bench.py --overlap "${rows[@]}" --protocol eighth --seconds 140 -
 if [ "$part" = 1 ]; then
     A=$(find /tmp/keep -name artifact.pgolf | head -1)
     timeout 240 python records/tune_mix.py $A --data-dir /tmp/shards_ordered --tokenizer $T --holdout-tokens 262144 \
-        --grid ngram_order=7 --grid ttt_steps=0,2 --grid gate_bias=-7 --out /tmp/jobout/eval_ablation > /tmp/jobout/eval_ablation.log 2>&1
+        --grid ngram_order=7,9 --grid ttt_steps=0,2 --grid gate_bias=-7 --out /tmp/jobout/eval_ablation > /tmp/jobout/eval_ablation.log 2>&1
     tail -12 /tmp/jobout/eval_ablation.log
 fi
