@@ -18,3 +18,7 @@ python records/bench.py --overlap --peer "1.1194=$P/record_1.1194_leakyrelu_ttt_
     --peer "1.1063=$P/record_1.1063_parallel_residuals_recurrence_train_gpt.py:$S" --ours record \
     --protocol eighth --seconds "$seconds" --val-tokens 524288 --data-dir /tmp/shards_ordered --tokenizer $T \
     --out /tmp/jobout --name "table${seconds}s" --row-timeout 1200 "${@:2}"
+# Then, if the lease lasts (the table is already written): the n-gram mixer at order 9 over FineWeb-sized text as rank 0
+# of 8, the GPU check of records/bench/2026-12-02_order9_cpu's ~410-430 s evaluation estimate (order 7 took ~51 s).
+timeout 90 python records/bench/2026-12-02_mixer_growth_h200/mixer_growth.py eval_ngram.py 60 9 > /tmp/jobout/mixer_growth_order9.log 2>&1
+tail -3 /tmp/jobout/mixer_growth_order9.log
