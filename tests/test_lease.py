@@ -1,0 +1,44 @@
+"""records/bench/lease/: the device-side scripts. A broken one costs a whole 30-minute lease, so before any lease:
+every script parses as bash, and every row of ours a job names resolves to a valid configuration of our trainer."""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "records"))
+import bench
+import train_gpt
+
+LEASE = os.path.join(REPO, "records", "bench", "lease")
+SCRIPTS = sorted(glob.glob(os.path.join(LEASE, "*.sh")))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
+def test_every_lease_script_parses(script):
+    assert subprocess.run(["bash", "-n", script], capture_output=True, text=True).returncode == 0
+
+
+def ours_rows(text: str) -> list[str]:
+    """The --ours specs a script passes, in its lines and in its usage comments (none holds a space)."""
+    return [row for row in re.findall(r'--ours\s+"?([^\s"]+)"?', text) if "KEY=V" not in row]  # not a placeholder
+
+
+@pytest.mark.parametrize("name", ["job_ablation.sh", "job_table.sh"])
+def test_every_row_of_ours_a_job_names_is_a_valid_config(name):
+    rows = ours_rows(open(os.path.join(LEASE, name)).read())
+    assert len(rows) == (16 if name == "job_ablation.sh" else 1)  # parts 1 and 2, part 3 in its usage line; the table's record
+    for text in rows:
+        spec = bench.parse_row_spec("ours", text)
+        cfg, _ = train_gpt.resolve_config(spec.target, [f"{k}={v}" for k, v in spec.overrides.items()])
+        for key, value in spec.overrides.items():  # each override took: a misspelt key or value would fail above
+            assert str(getattr(cfg, key)).lower() == value.lower() or getattr(cfg, key) == type(getattr(cfg, key))(value), (text, key)
+
+
+def test_the_scripts_a_job_calls_are_all_here():
+    for script in SCRIPTS:
+        for called in re.findall(r"\.devdata/(\w+\.sh)", open(script).read()):
+            assert os.path.isfile(os.path.join(LEASE, called)), (os.path.basename(script), called)
