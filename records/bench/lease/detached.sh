@@ -9,5 +9,5 @@ case $verb in
   start) setsid nohup bash -c "$*; echo \$? > /tmp/$name.rc" > /tmp/$name.log 2>&1 < /dev/null & echo "started $name" ;;
   wait) [ -f /tmp/$name.log ] || { echo "no job $name on this machine: a fresh one (the last call was over 30 s ago?)"; echo "rc=lost"; exit 3; }
         end=$((SECONDS + $1)); while [ ! -f /tmp/$name.rc ] && [ $SECONDS -lt $end ]; do sleep 5; done
-        grep -v "^step" /tmp/$name.log | tail -25; echo "rc=$(cat /tmp/$name.rc 2>/dev/null || echo running)" ;;
+        grep -v "^\(\[[^]]*\] \)\?\(step\|config\)" /tmp/$name.log | tail -25; echo "rc=$(cat /tmp/$name.rc 2>/dev/null || echo running)" ;;
 esac
