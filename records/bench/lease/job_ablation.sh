@@ -6,6 +6,8 @@
 # the n-gram mixer (orders 7 and 9) and TTT (records/tune_mix.py; val never opened). Part 3 joins the 140 s table:
 #     bash .devdata/lease_start.sh "job_ablation.sh 1" 560     then, each within 30 s:  bash .devdata/lease_wait.sh 585
 #     bash .devdata/lease_start.sh "job_table.sh 140 --ours wd004=record:muon_wd=0.04 --ours wd50=record:warmdown_frac=0.5 --ours mom99=record:muon_momentum=0.99" 560
+# Part 4 turns on the switches `record` leaves off (a shorter sequence for the first 30%, an LR floor, untied MLPs for
+# the recurrence, QAT from 85%; then per-document TTT and a longer scoring window on its control's artifact).
 # Switches with an earlier A/B of their own are not repeated here: MLP 3.25x (recipe300s), training order
 # (eighth300s_h200), GPTQ and the SDClip grid (quant_real_weights_cpu), partial RoPE and the rest of record_v1.
 export PYTHONUNBUFFERED=1
@@ -17,13 +19,22 @@ case $part in
   2) rows=(--ours record --ours "heads8_4=record:num_heads=8,num_kv_heads=4" --ours "no_ln_scale=record:ln_scale=false"
            --ours "qk1.5=record:qk_gain_init=1.5" --ours "no_ema=record:ema=false" --ours "quintic=record:muon_ns_coefficients=quintic"
            --ours "no_row_norm=record:muon_row_norm=false") ;;
-  *) echo "usage: job_ablation.sh 1|2 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
+  4) rows=(--ours "record=record:records_dir=/tmp/keep" --ours "seq1024=record:seq_len_schedule=1024:0.3"
+           --ours "floor10=record:lr_floor=0.1" --ours "untie_mlp=record:recur_untie=mlp" --ours "qat85=record:qat_start=0.85") ;;
+  *) echo "usage: job_ablation.sh 1|2|4 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
 esac
 bash .devdata/prep_ordered.sh
 T=.devdata/tokenizers/fineweb_1024_bpe.model
 mkdir -p /tmp/jobout
 python records/bench.py --overlap "${rows[@]}" --protocol eighth --seconds 140 --val-tokens 524288 \
     --data-dir /tmp/shards_ordered --tokenizer $T --out /tmp/jobout --name "ablation140s_part$part" --row-timeout 900
+if [ "$part" = 4 ]; then  # the evaluation's switches that are off: per-document TTT, a 4,096-token scoring window
+    A=$(find /tmp/keep -name artifact.pgolf | head -1)
+    timeout 300 python records/tune_mix.py $A --data-dir /tmp/shards_ordered --tokenizer $T --holdout-tokens 262144 \
+        --grid ttt_doc_chunk=0,256 --grid eval_seq_len=0,4096 --grid ttt_steps=2 --grid gate_bias=-7 \
+        --out /tmp/jobout/eval_switches > /tmp/jobout/eval_switches.log 2>&1
+    tail -12 /tmp/jobout/eval_switches.log
+fi
 if [ "$part" = 1 ]; then
     A=$(find /tmp/keep -name artifact.pgolf | head -1)
     timeout 240 python records/tune_mix.py $A --data-dir /tmp/shards_ordered --tokenizer $T --holdout-tokens 262144 \
