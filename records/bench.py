@@ -168,6 +168,7 @@ class Bench:
     train_tokens: int = 0          # > 0: each of our rows trains exactly this many tokens (iterations = it / the row's batch)
     concurrent: int = 1            # rows running at once (> 1 only with train_tokens)
     overlap: bool = False          # each row starts once the one before has trained (--overlap)
+    keep_records: str = ""         # our rows' record folders go here instead of work_root (--keep-records)
 
 
 def launcher(nproc: int) -> list[str]:
@@ -361,7 +362,10 @@ def run_row(spec: RowSpec, index: int, bench: Bench, turn: Turn | None = None, b
 
 
 def run_started_row(spec: RowSpec, index: int, bench: Bench, turn: Turn | None, before: Turn | None) -> dict:
-    workdir = tempfile.mkdtemp(prefix=f"row{index}_", dir=bench.work_root)
+    keep = bench.keep_records and spec.kind == "ours"
+    if keep:
+        os.makedirs(bench.keep_records, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix=f"row{index}_", dir=bench.keep_records if keep else bench.work_root)
     row = row_of(spec, index, bench.ours_script)
     log_name = row["log"]
     print(f"\n=== row {index}: {spec.label} ({spec.kind}) ===", flush=True)
@@ -389,6 +393,8 @@ def run_started_row(spec: RowSpec, index: int, bench: Bench, turn: Turn | None, 
                                                 os.path.join(bench.out_dir, log_name), bench.row_timeout,
                                                 f"[{spec.label}] " if bench.concurrent > 1 or bench.overlap else "", watch)
     metrics = LOG_PARSERS[spec.kind](lines)
+    if keep and metrics.get("record_dir"):
+        notes.append(f"record folder kept: {metrics['record_dir']}")
     row.update(metrics, notes=notes, command=shlex.join(cmd), env=env, exit_code=code, wall_s=round(wall_s, 1))
     if before and clock_started and before.ended.wait() and clock_started[0] < before.ended_at:
         row.update(status="failed", error=f"--overlap: its clock started {before.ended_at - clock_started[0]:.1f} s before "
@@ -491,6 +497,8 @@ def parse_ours_log(lines: list[str]) -> dict:
                 out.update(heldout_bpb=float(kv["bpb_packed"]), heldout_bpb_trained=float(kv["bpb_trained"]))
             elif line.startswith("eval budget: "):  # the evaluation was made cheaper to end in time: say so in the row
                 out["eval_budget_steps"].append(line.removeprefix("eval budget: "))
+            elif line.startswith("record: "):  # the run's record folder (artifact, config, log)
+                out["record_dir"] = line.removeprefix("record: ").strip()
             elif line.startswith("final "):
                 kv = key_values(line)
                 out.update(val_bpb=float(kv["val_bpb"]), val_loss=float(kv["val_loss"]), artifact_bytes=int(kv["bytes_total"]),
@@ -682,6 +690,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--overlap", action="store_true", help="start each row once the row before has trained, so its "
                    "start-up and compilation run while that row packs and scores (a lease holds more rows); a row of ours "
                    "starts its clock only once that row has ended; a peer row whose clock started earlier fails")
+    p.add_argument("--keep-records", default="", metavar="DIR", help="keep our rows' record folders (artifact, config, "
+                   "log) under DIR; by default they are temporary and deleted with the bench's other scratch files")
     p.add_argument("--name", default=None, help="table name (default: <protocol><seconds>s or eval)")
     p.add_argument("--out", default=os.path.join(REPO, "records", "bench"), help="parent folder of <date>_<name>/")
     p.add_argument("--append", action="store_true", help="add rows to today's table of this --name")
@@ -812,7 +822,7 @@ def main(argv: list[str]) -> dict:
                       peer_data if args.val_tokens or args.val_docs else settings["data_dir"], settings["tokenizer"],
                       settings["vocab_size"], peer_data, os.path.abspath(args.ours_script),
                       args.row_timeout or args.seconds + 1200, work_root, out_dir, args.train_tokens, args.concurrent,
-                      args.overlap)
+                      args.overlap, os.path.abspath(args.keep_records) if args.keep_records else "")
         print(f"bench {table['name']}: {settings['protocol']}, {args.seconds:g} s per row, seed {args.seed}, "
               f"GPU {settings['gpu']}, data {settings['data_dir']} ({n_train} train / {n_val} val shards) -> {out_dir}",
               flush=True)

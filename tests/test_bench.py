@@ -267,6 +267,17 @@ def test_overlap_starts_a_row_while_the_one_before_scores_and_never_overlaps_two
         bench.main(["--overlap", "--concurrent", "2", "--train-tokens", "98304", "--ours", "record", *common()])
 
 
+def test_keep_records_keeps_our_rows_record_folders_where_asked(setup):
+    tmp_path, common = setup
+    keep = tmp_path / "keep"
+    table = bench.main(["--keep-records", str(keep), "--ours", "a=record", "--peer", str(tmp_path / "peer.py"), *common()])
+    ours, peer = table["rows"]
+    assert ours["record_dir"].startswith(str(keep)) and os.path.isdir(os.path.dirname(os.path.dirname(ours["record_dir"])))
+    assert f"record folder kept: {ours['record_dir']}" in row_notes_of(ours) and "record_dir" not in peer
+    table = bench.main(["--ours", "a=record", "--name", "temporary", *common()])  # without it: a scratch folder, deleted
+    assert not os.path.exists(os.path.dirname(os.path.dirname(table["rows"][0]["record_dir"])))
+
+
 def row_notes_of(row):
     return "; ".join(row["notes"])
 
