@@ -1238,10 +1238,10 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
         if bad:
             halt(FloatingPointError(f"train loss was not finite, first at step {bad}"), stream_state)
 
-    waiting_since = time.perf_counter()
-    while cfg.start_gate and not os.path.exists(cfg.start_gate):  # another run still scoring on this GPU: not timed
-        time.sleep(0.2)
-    if cfg.start_gate:
+    if cfg.start_gate:  # another run still scoring on this GPU: its end, not ours, starts this clock
+        waiting_since = time.perf_counter()
+        while not os.path.exists(cfg.start_gate):
+            time.sleep(0.2)
         log(f"start_gate waited_s={time.perf_counter() - waiting_since:.1f}")
     if device.type == "cuda":
         torch.cuda.synchronize()

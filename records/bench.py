@@ -12,8 +12,9 @@ exactly as it does for defaults. Rows run one after the other, in command-line o
 `--concurrent K` runs K of them at once on the same GPUs: what such a row computes does not depend on its speed,
 and the compilation and scoring of one overlap the training of another; `--overlap` starts each row once the row
 before has trained, so its start-up overlaps that row's scoring while no two training clocks ever overlap).
-After every row the table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/, so a run cut short keeps what it
-measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU call).
+After every row the table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/,
+so a run cut short keeps what it measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU
+call).
 The first peer row that finished is the reference for the ratio columns. A row that crashes, times out or
 prints no score stays in the table as failed, with its last error line. A row whose bench was cut off before
 writing it up (the GPU lease ended) is added to its table from its log with `--recover`, marked as recovered.
@@ -831,14 +832,15 @@ def main(argv: list[str]) -> dict:
             save_table(table, out_dir)
         STOPPING.clear()
         first = len(table["rows"]) + 1
-        turns = [Turn(os.path.join(work_root, f"ended_{index}")) for index in range(first, first + len(specs))] if args.overlap else []
+        turns = [Turn(os.path.join(work_root, f"ended_{index}")) if args.overlap else None
+                 for index in range(first, first + len(specs))]
         with concurrent.futures.ThreadPoolExecutor(2 if args.overlap else args.concurrent) as pool:
-            futures = [pool.submit(run_row, spec, index, bench, *((turns[i], turns[i - 1] if i else None) if turns else ()))
-                       for i, (index, spec) in enumerate(enumerate(specs, first))]
+            futures = [pool.submit(run_row, spec, first + i, bench, turns[i], turns[i - 1] if i else None)
+                       for i, spec in enumerate(specs)]
             try:
                 for i, future in enumerate(futures):  # in command-line order, whichever finishes first
                     table["rows"].append(future.result())
-                    if i + 1 < len(turns) and turns[i].trained_by_line:
+                    if i + 1 < len(specs) and turns[i] and turns[i].trained_by_line:
                         table["rows"][-1]["notes"].append("--overlap: the next row started while this one packed and "
                                                           "scored (its eval s is a shared-GPU figure)")
                     save_table(table, out_dir)  # after every row: a run cut short keeps what it measured

@@ -15,12 +15,15 @@ cd "$(dirname "$0")/.."
 part=$1
 case $part in
   1) rows=(--ours "record=record:records_dir=/tmp/keep" --ours "no_recur=record:recur_layers=" --ours "no_lanes=record:parallel_start=0"
-           --ours "xsa_last4=record:xsa_layers=4" --ours "layer0_attn=record:layer0_attention=true" --ours "no_ve=record:value_embed_layers=") ;;
+           --ours "xsa_last4=record:xsa_layers=4" --ours "layer0_attn=record:layer0_attention=true" --ours "no_ve=record:value_embed_layers=")
+     evals=(--grid ngram_order=7,9 --grid ttt_steps=0,2) evals_s=240 ;;  # the n-gram mixer (and its order) and TTT, each off
   2) rows=(--ours record --ours "heads8_4=record:num_heads=8,num_kv_heads=4" --ours "no_ln_scale=record:ln_scale=false"
            --ours "qk1.5=record:qk_gain_init=1.5" --ours "no_ema=record:ema=false" --ours "quintic=record:muon_ns_coefficients=quintic"
-           --ours "no_row_norm=record:muon_row_norm=false") ;;
+           --ours "no_row_norm=record:muon_row_norm=false")
+     evals=() ;;
   4) rows=(--ours "record=record:records_dir=/tmp/keep" --ours "seq1024=record:seq_len_schedule=1024:0.3"
-           --ours "floor10=record:lr_floor=0.1" --ours "untie_mlp=record:recur_untie=mlp" --ours "qat85=record:qat_start=0.85") ;;
+           --ours "floor10=record:lr_floor=0.1" --ours "untie_mlp=record:recur_untie=mlp" --ours "qat85=record:qat_start=0.85")
+     evals=(--grid ttt_doc_chunk=0,256 --grid eval_seq_len=0,4096 --grid ttt_steps=2) evals_s=300 ;;  # per-document TTT, a longer window
   *) echo "usage: job_ablation.sh 1|2|4 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
 esac
 bash .devdata/prep_ordered.sh
@@ -28,16 +31,9 @@ T=.devdata/tokenizers/fineweb_1024_bpe.model
 mkdir -p /tmp/jobout
 python records/bench.py --overlap "${rows[@]}" --protocol eighth --seconds 140 --val-tokens 524288 \
     --data-dir /tmp/shards_ordered --tokenizer $T --out /tmp/jobout --name "ablation140s_part$part" --row-timeout 900
-if [ "$part" = 4 ]; then  # the evaluation's switches that are off: per-document TTT, a 4,096-token scoring window
+if [ ${#evals[@]} -gt 0 ]; then  # the control's artifact on the held-out tail (records/tune_mix.py; val never opened)
     A=$(find /tmp/keep -name artifact.pgolf | head -1)
-    timeout 300 python records/tune_mix.py $A --data-dir /tmp/shards_ordered --tokenizer $T --holdout-tokens 262144 \
-        --grid ttt_doc_chunk=0,256 --grid eval_seq_len=0,4096 --grid ttt_steps=2 --grid gate_bias=-7 \
-        --out /tmp/jobout/eval_switches > /tmp/jobout/eval_switches.log 2>&1
-    tail -12 /tmp/jobout/eval_switches.log
-fi
-if [ "$part" = 1 ]; then
-    A=$(find /tmp/keep -name artifact.pgolf | head -1)
-    timeout 240 python records/tune_mix.py $A --data-dir /tmp/shards_ordered --tokenizer $T --holdout-tokens 262144 \
-        --grid ngram_order=7,9 --grid ttt_steps=0,2 --grid gate_bias=-7 --out /tmp/jobout/eval_ablation > /tmp/jobout/eval_ablation.log 2>&1
-    tail -12 /tmp/jobout/eval_ablation.log
+    timeout $evals_s python records/tune_mix.py $A --data-dir /tmp/shards_ordered --tokenizer $T --holdout-tokens 262144 \
+        "${evals[@]}" --grid gate_bias=-7 --out /tmp/jobout/evals_part$part > /tmp/jobout/evals_part$part.log 2>&1
+    tail -12 /tmp/jobout/evals_part$part.log
 fi
