@@ -6,11 +6,13 @@
 # packs and scores (its LZMA packing, then 64 s of evaluation) and its clock waits for that row's end; the
 # 1.1063 script, which cannot wait, compiles (~150-280 s: two graphs) while ours scores (~50 s), so its clock starts
 # well after. (The 1.1063 script right after the 1.1194 one could start its clock while that one still scores.) One
-# after the other the three took ~1,790-1,850 s of device time at 300 s; overlapped, ~1,450-1,670 s is expected.
+# after the other the three took ~1,790-1,850 s of device time at 300 s; overlapped, the job took ~1,570 s
+# (../2026-12-02_table300s/, 1,752 s held with the machine's start and an order-9 mixer check).
 # Start it detached from the first call (carry .devdata and .whl, the brotli wheel):
 #     bash .devdata/lease_start.sh "job_table.sh 300" 560      then, each within 30 s:  bash .devdata/lease_wait.sh 585
-# Further rows after SECONDS (e.g. `--ours LABEL=record:KEY=V`) join the same table after the 1.1063 row; ours wait
-# at their gate, so none of them can overlap a clock (job_ablation.sh part 3).
+# Our rows keep their record folders (--keep-records /tmp/keep). Further rows after SECONDS
+# (e.g. `--ours LABEL=record:KEY=V`) join the same table after the 1.1063 row; ours wait at their gate, so none of
+# them can overlap a clock (job_ablation.sh part 3).
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site
 cd "$(dirname "$0")/.."
 seconds=${1:-300}
@@ -21,8 +23,7 @@ mkdir -p /tmp/jobout
 python records/bench.py --overlap --peer "1.1194=$P/record_1.1194_leakyrelu_ttt_train_gpt.py:TTT_ENABLED=1" --ours record \
     --peer "1.1063=$P/record_1.1063_parallel_residuals_recurrence_train_gpt.py:$S" \
     --protocol eighth --seconds "$seconds" --val-tokens 524288 --data-dir /tmp/shards_ordered --tokenizer $T \
-    --out /tmp/jobout --name "table${seconds}s" --row-timeout 1200 "${@:2}"
-# Then, if the lease lasts (the table is already written): the n-gram mixer at order 9 over FineWeb-sized text as rank 0
-# of 8, the GPU check of records/bench/2026-12-02_order9_cpu's ~410-430 s evaluation estimate (order 7 took ~51 s).
-timeout 90 python records/bench/2026-12-02_mixer_growth_h200/mixer_growth.py eval_ngram.py 60 9 > /tmp/jobout/mixer_growth_order9.log 2>&1
-tail -3 /tmp/jobout/mixer_growth_order9.log
+    --out /tmp/jobout --name "table${seconds}s" --row-timeout 1200 --keep-records /tmp/keep "${@:2}"
+# Our rows' record folders come back without their artifacts (~15 MB each: too large to return; /tmp/keep keeps them
+# for later calls on the warm machine) or their code: README, submission.json, config.json, train log, loss curve.
+(cd /tmp/keep && find . -type f ! -name artifact.pgolf ! -name '*.py' -exec cp --parents {} /tmp/jobout/ \;)
