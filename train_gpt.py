@@ -1240,6 +1240,7 @@ def train(cfg: Config, model: GPT, stream: eval_ngram.TrainStream, log, rank: in
 
     if cfg.start_gate:  # another run still scoring on this GPU: its end, not ours, starts this clock
         waiting_since = time.perf_counter()
+        log(f"start_gate waiting path={cfg.start_gate}")  # compiled and ready: records/bench.py --prewarm stops here
         while not os.path.exists(cfg.start_gate):
             time.sleep(0.2)
         log(f"start_gate waited_s={time.perf_counter() - waiting_since:.1f}")

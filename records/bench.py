@@ -11,7 +11,8 @@ Overrides describe the real 8xH100, 10-minute configuration; the protocol then a
 exactly as it does for defaults. Rows run one after the other, in command-line order (with `--train-tokens`,
 `--concurrent K` runs K of them at once on the same GPUs: what such a row computes does not depend on its speed,
 and the compilation and scoring of one overlap the training of another; `--overlap` starts each row once the row
-before has trained, so its start-up overlaps that row's scoring while no two training clocks ever overlap).
+before has trained, so its start-up overlaps that row's scoring while no two training clocks ever overlap;
+`--prewarm K` first compiles every distinct row of ours, K at a time, so rows of new shapes compile from the cache).
 After every row the table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/,
 so a run cut short keeps what it measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU
 call).
@@ -213,9 +214,9 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_logged(cmd: list[str], env_updates: dict[str, str], cwd: str, log_path: str, timeout_s: float,
-               echo_prefix: str = "", watch=None) -> tuple[int, list[str], bool, float]:
+               echo_prefix: str = "", watch=None, until: re.Pattern | None = None) -> tuple[int, list[str], bool, float]:
     """Run cmd, streaming its output to the console (each line after echo_prefix) and to log_path, each line also
-    to watch(line) if given; kill its process group after timeout_s.
+    to watch(line) if given; kill its process group after timeout_s, or once a line matches until (all it was run for).
 
     Returns (exit code, output lines, timed out, seconds).
     """
@@ -241,6 +242,9 @@ def run_logged(cmd: list[str], env_updates: dict[str, str], cwd: str, log_path: 
                 lines.append(line.rstrip("\n"))
                 if watch:
                     watch(lines[-1])
+                if until and until.match(lines[-1]):
+                    kill_group(proc)
+                    break
             code = proc.wait()
         finally:
             timer.cancel()
@@ -414,6 +418,58 @@ def run_started_row(spec: RowSpec, index: int, bench: Bench, turn: Turn | None, 
     return row
 
 
+def stop_everything(pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    """Interrupted: no process outlives the bench, and none not yet begun starts."""
+    STOPPING.set()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list(RUNNING):
+        kill_group(proc)
+
+
+# --prewarm: our trainer announces its start gate once every graph it will train with is compiled (train_gpt.py)
+GATE_REACHED_LINE = re.compile(r"^start_gate waiting ")
+WARMUP_LINE = re.compile(r"^warmup compile_steps=\d+ seconds=([\d.]+)")
+
+
+def prewarm(specs: list[RowSpec], bench: Bench, at_once: int) -> dict:
+    """--prewarm K: before any row starts, run each distinct row of ours up to its start gate, K at a time on the same
+    GPUs, and stop it there (the gate never opens): its compile warm-up has filled the on-disk compile cache, so the
+    row itself compiles in seconds instead of ~100 s on an H200, and rows of new shapes no longer compile one after
+    the other. Nothing is timed while they compile. Returns what the table says of it."""
+    runs = {}  # rows that differ only in name and record folder compile the same graphs: once
+    for spec in specs:
+        if spec.kind == "ours":
+            try:
+                cmd, _, _ = plan_ours(spec, bench, bench.work_root)
+            except UsageError:
+                continue  # the row fails with this error in its turn
+            runs.setdefault(tuple(a for a in cmd if not a.startswith(("run_name=", "records_dir="))), (spec.label, cmd))
+    never = os.path.join(bench.work_root, "prewarm_gate_never_opens")
+    print(f"\n=== prewarm: {len(runs)} configuration(s) of ours, {at_once} at a time ===", flush=True)
+
+    def warm(numbered: tuple[int, tuple[str, list[str]]]) -> tuple[str, float | None]:
+        number, (label, cmd) = numbered
+        _, lines, _, _ = run_logged(cmd + [f"start_gate={never}"], {}, REPO, os.path.join(bench.out_dir, f"prewarm_{log_file_name(number, label)}"),
+                                    bench.row_timeout, f"[prewarm {label}] ", until=GATE_REACHED_LINE)
+        if not lines or not GATE_REACHED_LINE.match(lines[-1]):
+            return label, None
+        return label, next((float(m[1]) for line in lines if (m := WARMUP_LINE.match(line))), 0.0)
+
+    started = time.time()
+    with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
+        try:
+            warmed = list(pool.map(warm, enumerate(runs.values(), 1)))
+        except BaseException:
+            stop_everything(pool)
+            raise
+    failed = [label for label, seconds in warmed if seconds is None]
+    summary = {"at_once": at_once, "configurations": len(warmed), "seconds": round(time.time() - started, 1),
+               "warmup_s": {label: seconds for label, seconds in warmed if seconds is not None}, "failed": failed}
+    print(f"prewarm: {len(warmed)} configuration(s) compiled in {summary['seconds']:g} s"
+          + (f"; never reached its gate (its row will show why): {', '.join(failed)}" if failed else ""), flush=True)
+    return summary
+
+
 # ============================================================================ reading logs
 # A peer's best-documented score after packing, most specific first; the row names the line it used.
 PEER_SCORE_LINES = ("legal_ttt_exact", "final_int6_sliding_window_exact", "final_int8_zlib_roundtrip_exact sliding",
@@ -566,6 +622,9 @@ def markdown(table: dict) -> str:
             lines.append(f"- each of our rows trains exactly {table['train_tokens']:,} tokens (`iterations` = tokens / its "
                          "batch; the wall-clock only bounds it): rows of other tables with the same tokens compare too, "
                          "whatever card ran them")
+        for warmed in table.get("prewarm", []):
+            lines.append(f"- `--prewarm {warmed['at_once']}`: {warmed['configurations']} configuration(s) of ours compiled "
+                         f"beforehand in {warmed['seconds']:g} s, {warmed['at_once']} at a time; their rows compiled from that cache")
         if table.get("concurrent", 1) > 1:
             lines.append(f"- rows ran {table['concurrent']} at a time on the same GPU(s): their tokens/s, ms/step and eval s "
                          "are shared-GPU figures, not speeds; the scores are what they would be alone, unless a row's notes name an "
@@ -691,6 +750,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--overlap", action="store_true", help="start each row once the row before has trained, so its "
                    "start-up and compilation run while that row packs and scores (a lease holds more rows); a row of ours "
                    "starts its clock only once that row has ended; a peer row whose clock started earlier fails")
+    p.add_argument("--prewarm", type=int, default=0, metavar="K", help="first compile every distinct row of ours, K at a "
+                   "time on the same GPUs (each run stopped at its start gate), so that each row then compiles from the "
+                   "cache in seconds (each needs its training memory while it compiles: mind K)")
     p.add_argument("--keep-records", default="", metavar="DIR", help="keep our rows' record folders (artifact, config, "
                    "log) under DIR; by default they are temporary and deleted with the bench's other scratch files")
     p.add_argument("--name", default=None, help="table name (default: <protocol><seconds>s or eval)")
@@ -728,6 +790,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError(f"--train-tokens {args.train_tokens}: a number of tokens is at least 1 (0 = no cap)")
     if args.train_tokens and any(kind == "peer" for kind, _ in args.rows):
         raise UsageError("--train-tokens caps our rows only (a peer's schedule is its own): bench peers in a table without it")
+    if args.prewarm < 0 or (args.prewarm and not any(kind == "ours" for kind, _ in args.rows)):
+        raise UsageError(f"--prewarm {args.prewarm}: compiles rows of ours beforehand, K >= 1 at a time: give K >= 1 and an --ours row")
     if args.overlap and (args.concurrent > 1 or args.eval_only):
         raise UsageError("--overlap starts rows one after another: not with --concurrent or --eval-only")
     if args.concurrent > 1 and not args.train_tokens:
@@ -831,6 +895,8 @@ def main(argv: list[str]) -> dict:
             table["rows"] = run_eval_rows(args, bench)
             save_table(table, out_dir)
         STOPPING.clear()
+        if args.prewarm:
+            table.setdefault("prewarm", []).append(prewarm(specs, bench, args.prewarm))
         first = len(table["rows"]) + 1
         turns = [Turn(os.path.join(work_root, f"ended_{index}")) if args.overlap else None
                  for index in range(first, first + len(specs))]
@@ -844,11 +910,8 @@ def main(argv: list[str]) -> dict:
                         table["rows"][-1]["notes"].append("--overlap: the next row started while this one packed and "
                                                           "scored (its eval s is a shared-GPU figure)")
                     save_table(table, out_dir)  # after every row: a run cut short keeps what it measured
-            except BaseException:  # interrupted: no row outlives the bench, and none not yet begun starts
-                STOPPING.set()
-                pool.shutdown(wait=False, cancel_futures=True)
-                for proc in list(RUNNING):
-                    kill_group(proc)
+            except BaseException:
+                stop_everything(pool)
                 raise
     finally:
         shutil.rmtree(work_root, ignore_errors=True)

@@ -68,8 +68,13 @@ if "meet" in keys:  # a rendezvous: wait up to 20 s for `meet_rows` rows (this o
     print("met" if len(os.listdir(keys["meet"])) >= int(keys["meet_rows"]) else "alone")
 iterations = int(keys.get("iterations", 20000))
 print("config " + json.dumps({"iterations": iterations}))
+if "crash" in keys:
+    raise RuntimeError("CUDA out of memory")
 time.sleep(float(keys.get("compile_s", 0)))
+print(f"warmup compile_steps=10 seconds={float(keys.get('compile_s', 0)):.1f} (not counted)")
 waiting_since = time.perf_counter()
+if keys.get("start_gate"):
+    print(f"start_gate waiting path={keys['start_gate']}")
 while keys.get("start_gate") and not os.path.exists(keys["start_gate"]):
     time.sleep(0.02)
 if keys.get("start_gate"):
@@ -276,6 +281,32 @@ def test_keep_records_keeps_our_rows_record_folders_where_asked(setup):
     assert f"record folder kept: {ours['record_dir']}" in row_notes_of(ours) and "record_dir" not in peer
     table = bench.main(["--ours", "a=record", "--name", "temporary", *common()])  # without it: a scratch folder, deleted
     assert not os.path.exists(os.path.dirname(os.path.dirname(table["rows"][0]["record_dir"])))
+
+
+def test_prewarm_compiles_each_distinct_row_of_ours_beforehand_and_stops_it_at_its_gate(setup, capsys):
+    tmp_path, common = setup
+    # a and a2 differ only in name: one compile; a and b compile side by side (2 at a time), 1.5 s each
+    started = time.time()
+    table = bench.main(["--prewarm", "2", "--ours", "a=record:compile_s=1.5", "--ours", "a2=record:compile_s=1.5",
+                        "--ours", "b=record:compile_s=1.5,seed_like=1", "--peer", str(tmp_path / "peer.py"), *common()])
+    assert [row["status"] for row in table["rows"]] == ["ok"] * 4
+    (warmed,) = table["prewarm"]
+    assert (warmed["at_once"], warmed["configurations"], warmed["failed"]) == (2, 2, [])
+    assert warmed["warmup_s"] == {"a": 1.5, "b": 1.5} and 1.5 <= warmed["seconds"] < 2.9  # side by side, not 3 s
+    folder = tmp_path / "bench" / f"{table['date']}_{table['name']}"
+    logs = sorted(p.name for p in folder.glob("prewarm_*.log"))
+    assert logs == ["prewarm_1_a.log", "prewarm_2_b.log"]
+    for name in logs:  # stopped at its gate: it never trained, scored or wrote a record
+        text = (folder / name).read_text()
+        assert text.rstrip().splitlines()[-1].startswith("start_gate waiting path=") and "train_done" not in text
+    assert time.time() - started >= 1.5 + 3 * 1.5  # then every row still compiled (a stand-in has no cache)
+    assert "`--prewarm 2`: 2 configuration(s) of ours compiled beforehand" in (folder / "table.md").read_text()
+    assert "=== prewarm: 2 configuration(s) of ours, 2 at a time ===" in capsys.readouterr().out
+    # a configuration that never reaches its gate is named, and its row still runs (and fails) in its turn
+    table = bench.main(["--prewarm", "1", "--ours", "bad=record:crash=1", "--name", "bad", *common()])
+    assert table["prewarm"][0]["failed"] == ["bad"] and table["rows"][0]["status"] == "failed"
+    with pytest.raises(bench.UsageError, match="an --ours row"):
+        bench.main(["--prewarm", "2", "--peer", str(tmp_path / "peer.py"), *common()])
 
 
 def row_notes_of(row):

@@ -8,6 +8,9 @@
 #     bash .devdata/lease_start.sh "job_table.sh 140 --ours wd004=record:muon_wd=0.04 --ours wd50=record:warmdown_frac=0.5 --ours mom99=record:muon_momentum=0.99" 560
 # Part 4 turns on the switches `record` leaves off (a shorter sequence for the first 30%, an LR floor, untied MLPs for
 # the recurrence, QAT from 85%; then per-document TTT and a longer scoring window on its control's artifact).
+# --prewarm 3: every row's graphs are compiled first, three at a time (~31 GiB each while they compile), so rows of new
+# shapes no longer compile one after the other (~100 s each, of which only the row before's ~40 s of scoring was
+# hidden); rows that change no compiled graph come after the first three and compile from the cache in seconds.
 # Switches with an earlier A/B of their own are not repeated here: MLP 3.25x (recipe300s), training order
 # (eighth300s_h200), GPTQ and the SDClip grid (quant_real_weights_cpu), partial RoPE and the rest of record_v1.
 export PYTHONUNBUFFERED=1
@@ -22,14 +25,14 @@ case $part in
            --ours "no_row_norm=record:muon_row_norm=false")
      evals=() ;;
   4) rows=(--ours "record=record:records_dir=/tmp/keep" --ours "seq1024=record:seq_len_schedule=1024:0.3"
-           --ours "floor10=record:lr_floor=0.1" --ours "untie_mlp=record:recur_untie=mlp" --ours "qat85=record:qat_start=0.85")
+           --ours "untie_mlp=record:recur_untie=mlp" --ours "qat85=record:qat_start=0.85" --ours "floor10=record:lr_floor=0.1")
      evals=(--grid ttt_doc_chunk=0,256 --grid eval_seq_len=0,4096 --grid ttt_steps=2) evals_s=300 ;;  # per-document TTT, a longer window
   *) echo "usage: job_ablation.sh 1|2|4 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
 esac
 bash .devdata/prep_ordered.sh
 T=.devdata/tokenizers/fineweb_1024_bpe.model
 mkdir -p /tmp/jobout
-python records/bench.py --overlap "${rows[@]}" --protocol eighth --seconds 140 --val-tokens 524288 \
+python records/bench.py --overlap --prewarm 3 "${rows[@]}" --protocol eighth --seconds 140 --val-tokens 524288 \
     --data-dir /tmp/shards_ordered --tokenizer $T --out /tmp/jobout --name "ablation140s_part$part" --row-timeout 900
 if [ ${#evals[@]} -gt 0 ]; then  # the control's artifact on the held-out tail (records/tune_mix.py; val never opened)
     A=$(find /tmp/keep -name artifact.pgolf | head -1)
