@@ -458,7 +458,8 @@ def prewarm(specs: list[RowSpec], bench: Bench, at_once: int) -> dict:
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
         try:
-            warmed = list(pool.map(warm, enumerate(runs.values(), 1)))
+            earlier = sum(name.startswith("prewarm_") for name in os.listdir(bench.out_dir))  # --append: logs numbered on
+            warmed = list(pool.map(warm, enumerate(runs.values(), earlier + 1)))
         except BaseException:
             stop_everything(pool)
             raise
