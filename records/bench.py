@@ -625,7 +625,8 @@ def markdown(table: dict) -> str:
                          "whatever card ran them")
         for warmed in table.get("prewarm", []):
             lines.append(f"- `--prewarm {warmed['at_once']}`: {warmed['configurations']} configuration(s) of ours compiled "
-                         f"beforehand in {warmed['seconds']:g} s, {warmed['at_once']} at a time; their rows compiled from that cache")
+                         f"beforehand in {warmed['seconds']:g} s, {warmed['at_once']} at a time; their rows compiled from that cache"
+                         + (f" (never reached its gate: {', '.join(warmed['failed'])})" if warmed["failed"] else ""))
         if table.get("concurrent", 1) > 1:
             lines.append(f"- rows ran {table['concurrent']} at a time on the same GPU(s): their tokens/s, ms/step and eval s "
                          "are shared-GPU figures, not speeds; the scores are what they would be alone, unless a row's notes name an "

@@ -305,6 +305,7 @@ def test_prewarm_compiles_each_distinct_row_of_ours_beforehand_and_stops_it_at_i
     # a configuration that never reaches its gate is named, and its row still runs (and fails) in its turn
     table = bench.main(["--prewarm", "1", "--ours", "bad=record:crash=1", "--name", "bad", *common()])
     assert table["prewarm"][0]["failed"] == ["bad"] and table["rows"][0]["status"] == "failed"
+    assert "(never reached its gate: bad)" in bench.markdown(table)
     table = bench.main(["--prewarm", "1", "--append", "--ours", "c=record", *common()])  # a later call's logs: numbered on
     assert len(table["prewarm"]) == 2 and (folder / "prewarm_3_c.log").exists() and (folder / "prewarm_1_a.log").exists()
     with pytest.raises(bench.UsageError, match="an --ours row"):
