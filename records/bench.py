@@ -436,29 +436,30 @@ def prewarm(specs: list[RowSpec], bench: Bench, at_once: int) -> dict:
     GPUs, and stop it there (the gate never opens): its compile warm-up has filled the on-disk compile cache, so the
     row itself compiles in seconds instead of ~100 s on an H200, and rows of new shapes no longer compile one after
     the other. Nothing is timed while they compile. Returns what the table says of it."""
-    runs = {}  # rows that differ only in name and record folder compile the same graphs: once
+    runs = {}  # rows that differ only in record folder (and label) run the same command: compiled once
     for spec in specs:
         if spec.kind == "ours":
-            try:
-                cmd, _, _ = plan_ours(spec, bench, bench.work_root)
-            except UsageError:
-                continue  # the row fails with this error in its turn
-            runs.setdefault(tuple(a for a in cmd if not a.startswith(("run_name=", "records_dir="))), (spec.label, cmd))
+            same = {k: v for k, v in spec.overrides.items() if k != "records_dir"}
+            runs.setdefault((spec.target, tuple(sorted(same.items()))), spec)
     never = os.path.join(bench.work_root, "prewarm_gate_never_opens")
     print(f"\n=== prewarm: {len(runs)} configuration(s) of ours, {at_once} at a time ===", flush=True)
 
-    def warm(numbered: tuple[int, tuple[str, list[str]]]) -> tuple[str, float | None]:
-        number, (label, cmd) = numbered
-        _, lines, _, _ = run_logged(cmd + [f"start_gate={never}"], {}, REPO, os.path.join(bench.out_dir, f"prewarm_{log_file_name(number, label)}"),
-                                    bench.row_timeout, f"[prewarm {label}] ", until=GATE_REACHED_LINE)
+    def warm(numbered: tuple[int, RowSpec]) -> tuple[str, float | None]:
+        number, spec = numbered
+        try:
+            cmd, _, _ = plan_ours(spec, bench, bench.work_root)
+        except UsageError:
+            return spec.label, None  # its row fails with this error in its turn
+        _, lines, _, _ = run_logged(cmd + [f"start_gate={never}"], {}, REPO, os.path.join(bench.out_dir, f"prewarm_{log_file_name(number, spec.label)}"),
+                                    bench.row_timeout, f"[prewarm {spec.label}] ", until=GATE_REACHED_LINE)
         if not lines or not GATE_REACHED_LINE.match(lines[-1]):
-            return label, None
-        return label, next((float(m[1]) for line in lines if (m := WARMUP_LINE.match(line))), 0.0)
+            return spec.label, None
+        return spec.label, next((float(m[1]) for line in lines if (m := WARMUP_LINE.match(line))), 0.0)
 
     started = time.time()
+    earlier = sum(name.startswith("prewarm_") for name in os.listdir(bench.out_dir))  # --append: logs numbered on
     with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
         try:
-            earlier = sum(name.startswith("prewarm_") for name in os.listdir(bench.out_dir))  # --append: logs numbered on
             warmed = list(pool.map(warm, enumerate(runs.values(), earlier + 1)))
         except BaseException:
             stop_everything(pool)
