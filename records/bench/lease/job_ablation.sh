@@ -4,7 +4,7 @@
 # 1337, ordered-tail proxy shards, first 524,288 val tokens, --overlap (a row compiles while the one before scores; its
 # clock waits for that row's end). Part 1 then scores its control's artifact on the held-out tail with and without
 # the n-gram mixer (orders 7 and 9) and TTT (records/tune_mix.py; val never opened). Part 3 joins the 140 s table:
-#     bash .devdata/lease_start.sh "job_ablation.sh 1" 560     then, each within 30 s:  bash .devdata/lease_wait.sh 585
+#     bash .devdata/lease_start.sh "job_ablation.sh 1" 560     then, in the same block of calls: bash .devdata/lease_wait.sh 585 (x2)
 #     bash .devdata/lease_start.sh "job_table.sh 140 --ours wd004=record:muon_wd=0.04 --ours wd50=record:warmdown_frac=0.5 --ours mom99=record:muon_momentum=0.99" 560
 # Part 4 turns on the switches `record` leaves off (a shorter sequence for the first 30%, an LR floor, untied MLPs for
 # the recurrence, QAT from 85%; then per-document TTT and a longer scoring window on its control's artifact).

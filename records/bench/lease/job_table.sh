@@ -9,7 +9,7 @@
 # after the other the three took ~1,790-1,850 s of device time at 300 s; overlapped, the job took ~1,570 s
 # (../2026-12-02_table300s/, 1,752 s held with the machine's start and an order-9 mixer check).
 # Start it detached from the first call (carry .devdata and .whl, the brotli wheel):
-#     bash .devdata/lease_start.sh "job_table.sh 300" 560      then, each within 30 s:  bash .devdata/lease_wait.sh 585
+#     bash .devdata/lease_start.sh "job_table.sh 300" 560      then, in the same block of calls: bash .devdata/lease_wait.sh 585 (x2)
 # Our rows keep their record folders (--keep-records /tmp/keep). Further rows after SECONDS
 # (e.g. `--ours LABEL=record:KEY=V`) join the same table after the 1.1063 row; ours wait at their gate, so none of
 # them can overlap a clock (job_ablation.sh part 3).
