@@ -9,10 +9,9 @@ bring_back() {
     [ -d /tmp/jobout ] && tar czf $OUT/.jobout.tgz -C /tmp jobout && mv $OUT/.jobout.tgz $OUT/jobout.tgz
     cp /tmp/job.log $OUT/.job.log && mv $OUT/.job.log $OUT/job.log
 }
-end=$((SECONDS + $1)); next=0
-while [ ! -f /tmp/job.rc ] && [ $SECONDS -lt $end ]; do
-    [ $SECONDS -ge $next ] && { bring_back; next=$((SECONDS + 60)); }
-    sleep 5
+end=$((SECONDS + $1))
+until bash .devdata/detached.sh wait job $((end - SECONDS < 60 ? end - SECONDS : 60)) | grep -q "^rc=[0-9]" || [ $SECONDS -ge $end ]; do
+    bring_back
 done
 bring_back
 bash .devdata/detached.sh wait job 0 | grep -v "warmup_step\|chunk" | tail -25
