@@ -108,10 +108,10 @@ def tune(model, tokens, tables, artifact_tables: dict, grid: dict[str, list[floa
     return sorted(rows, key=lambda row: row["val_bpb"])
 
 
-def arguments(row: dict, base: dict[str, float]) -> str:
-    """The eval_ngram.py arguments that select a row's setting (only what differs from the defaults)."""
+def arguments(row: dict, base: dict[str, float], same: str = "(defaults)") -> str:
+    """The eval_ngram.py arguments that select a row's setting (only what differs from base; `same` where nothing does)."""
     return " ".join([f"{SETTINGS[k][2]} {v:g}" for k, v in row["settings"].items() if v != base[k]] +
-                    [f"--mix {k}={v:g}" for k, v in row["mix"].items() if v != base[k]]) or "(defaults)"
+                    [f"--mix {k}={v:g}" for k, v in row["mix"].items() if v != base[k]]) or same
 
 
 def table(rows: list[dict], header: str) -> str:
@@ -181,7 +181,9 @@ def main(argv: list[str]) -> int:
               f"(ngram_order={cfg.ngram_order}, ttt_steps={cfg.ttt_steps}, ttt_weights={cfg.ttt_weights}, stride={cfg.eval_stride}), best first:")
     text = table(rows, header)
     best = rows[0]
-    text += (f"\nbest as eval_ngram.py arguments: {arguments(best, defaults(artifact_cfg))}\nbest as MIX_DEFAULTS: {best['mix']}\n"
+    # eval_ngram.py scores with the artifact's own settings unless told otherwise (its TTT too, where --ttt-steps is 0 here)
+    as_packed = arguments(best, defaults(artifact_cfg), same="none (the artifact's own settings)")
+    text += (f"\nbest as eval_ngram.py arguments: {as_packed}\nbest as MIX_DEFAULTS: {best['mix']}\n"
              f"best as config keys: {' '.join(f'{k}={v:g}' for k, v in best['settings'].items())}\n")
     print(text, end="")
     if args.out:
