@@ -6,6 +6,7 @@
 # the n-gram mixer (orders 7 and 9) and TTT (records/tune_mix.py; val never opened). Part 3 joins the 140 s table:
 #     bash .devdata/lease_start.sh "job_ablation.sh 1" 560     then, in the same block of calls: bash .devdata/lease_wait.sh 585 (x2)
 #     bash .devdata/lease_start.sh "job_table.sh 140 --ours wd004=record:muon_wd=0.04 --ours wd50=record:warmdown_frac=0.5 --ours mom99=record:muon_momentum=0.99" 560
+# Part recur300: `record` against no recurrence and a recurrence from 70% at 300 s (~1,100 s; one lease).
 # Part 4 turns on the switches `record` leaves off (a shorter sequence for the first 30%, an LR floor, untied MLPs for
 # the recurrence, QAT from 85%; then per-document TTT and a longer scoring window on its control's artifact).
 # --prewarm 3: every row's graphs are compiled first, three at a time (~31 GiB each while they compile), so rows of new
@@ -27,13 +28,16 @@ case $part in
   4) rows=(--ours "record=record:records_dir=/tmp/keep" --ours "seq1024=record:seq_len_schedule=1024:0.3"
            --ours "untie_mlp=record:recur_untie=mlp" --ours "qat85=record:qat_start=0.85" --ours "floor10=record:lr_floor=0.1")
      evals=(--grid ttt_doc_chunk=0,256 --grid eval_seq_len=0,4096 --grid ttt_steps=2) evals_s=300 ;;  # per-document TTT, a longer window
-  *) echo "usage: job_ablation.sh 1|2|4 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
+  recur300) seconds=300  # part 1's no_recur won at 140 s; `record` is chosen for 600 s, so the band is weighed at 300 s
+     rows=(--ours record --ours "no_recur=record:recur_layers=" --ours "recur70=record:recur_start=0.7")
+     evals=() ;;
+  *) echo "usage: job_ablation.sh 1|2|4|recur300 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
 esac
 bash .devdata/prep_ordered.sh
 T=.devdata/tokenizers/fineweb_1024_bpe.model
 mkdir -p /tmp/jobout
-python records/bench.py --overlap --prewarm 3 "${rows[@]}" --protocol eighth --seconds 140 --val-tokens 524288 \
-    --data-dir /tmp/shards_ordered --tokenizer $T --out /tmp/jobout --name "ablation140s_part$part" --row-timeout 900
+python records/bench.py --overlap --prewarm 3 "${rows[@]}" --protocol eighth --seconds ${seconds:-140} --val-tokens 524288 \
+    --data-dir /tmp/shards_ordered --tokenizer $T --out /tmp/jobout --name "ablation${seconds:-140}s_part$part" --row-timeout 900
 if [ ${#evals[@]} -gt 0 ]; then  # the control's artifact on the held-out tail (records/tune_mix.py; val never opened)
     A=$(find /tmp/keep -name artifact.pgolf | head -1)
     timeout $evals_s python records/tune_mix.py $A --data-dir /tmp/shards_ordered --tokenizer $T --holdout-tokens 262144 \
