@@ -16,9 +16,10 @@ before has trained, so its start-up overlaps that row's scoring while no two tra
 After every row the table is rewritten (markdown + JSON) with every row's log under records/bench/<date>_<name>/,
 so a run cut short keeps what it measured and `--append` can add rows to it later (e.g. one row per 10-minute GPU
 call).
-The first peer row that finished is the reference for the ratio columns. A row that crashes, times out or
-prints no score stays in the table as failed, with its last error line. A row whose bench was cut off before
-writing it up (the GPU lease ended) is added to its table from its log with `--recover`, marked as recovered.
+The first peer row that finished is the reference for the ratio columns; the first of our rows that finished is
+the control that every row's held-out bpb is compared with (an ablation's gains and costs). A row that crashes,
+times out or prints no score stays in the table as failed, with its last error line. A row whose bench was cut off
+before writing it up (the GPU lease ended) is added to its table from its log with `--recover`, marked as recovered.
 
 Read top to bottom: protocols, row specs, running a row, reading logs, the table, eval-only, main.
 """
@@ -581,6 +582,16 @@ def add_ratios(rows: list[dict], reference_kind: str) -> str | None:
     return reference["label"] if reference else None
 
 
+def add_heldout_deltas(rows: list[dict]) -> str | None:
+    """Each row's held-out bpb minus the first finished row's that has one (an ablation's control: peers report none);
+    returns that row's label."""
+    control = next((r for r in rows if r["status"] == "ok" and r.get("heldout_bpb") is not None), None)
+    for row in rows:
+        ok = control is not None and row["status"] == "ok" and row.get("heldout_bpb") is not None
+        row["heldout_delta"] = row["heldout_bpb"] - control["heldout_bpb"] if ok else None
+    return control["label"] if control else None
+
+
 def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -601,7 +612,8 @@ def row_notes(row: dict) -> str:
 TRAIN_COLUMNS = [("row", lambda r: r["label"]), ("script", lambda r: r["script"]), ("protocol notes", row_notes),
                  ("tokens/s", lambda r: fmt(r.get("tok_s"), ",.0f")), ("ms/step", lambda r: fmt(r.get("ms_step"), ".1f")),
                  ("steps", lambda r: fmt(r.get("steps"), "d")), ("peak MiB", lambda r: fmt(r.get("peak_mem_mib"), ",.0f")),
-                 ("held-out bpb", lambda r: fmt(r.get("heldout_bpb"), ".4f")), ("val_bpb", lambda r: fmt(r.get("val_bpb"), ".4f")),
+                 ("held-out bpb", lambda r: fmt(r.get("heldout_bpb"), ".4f")),
+                 ("held-out vs control", lambda r: fmt(r.get("heldout_delta"), "+.4f")), ("val_bpb", lambda r: fmt(r.get("val_bpb"), ".4f")),
                  ("artifact bytes", lambda r: fmt(r.get("artifact_bytes"), ",d")),
                  ("eval s", lambda r: fmt(r.get("eval_time_s"), ".1f")),
                  ("tok/s ratio", lambda r: fmt_ratio(r.get("ratio_tok_s"))), ("bpb ratio", lambda r: fmt_ratio(r.get("ratio_bpb")))]
@@ -639,7 +651,8 @@ def markdown(table: dict) -> str:
               f"- ratios: each row / {table['reference'] or '(no reference row finished)'}"]
     if not eval_only:
         lines.append("- held-out bpb: our rows' packed model on the last training tokens, which the run never trained on "
-                     "(`train_holdout_tokens`): choose settings on it, never on val_bpb")
+                     "(`train_holdout_tokens`): choose settings on it, never on val_bpb; held-out vs control: each row's minus "
+                     f"{table.get('control') or '(no row of ours finished)'}'s, the first of our rows that finished")
     lines.append("")
     columns = EVAL_COLUMNS if eval_only else TRAIN_COLUMNS
     lines.append("| " + " | ".join(name for name, _ in columns) + " |")
@@ -651,6 +664,7 @@ def markdown(table: dict) -> str:
 
 def save_table(table: dict, out_dir: str) -> str:
     table["reference"] = add_ratios(table["rows"], "eval" if table["protocol"] == "eval-only" else "peer")
+    table["control"] = add_heldout_deltas(table["rows"])
     text = markdown(table)
     with open(os.path.join(out_dir, "table.json"), "w", encoding="utf-8") as f:
         json.dump(table, f, indent=2)

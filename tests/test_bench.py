@@ -136,7 +136,7 @@ def test_peer_and_ours_rows_make_one_table(setup, capsys):
     folder = tmp_path / "bench" / f"{table['date']}_t"
     md = (folder / "table.md").read_text()
     assert json.loads((folder / "table.json").read_text())["rows"][1]["val_bpb"] == 1.2
-    assert "| row | script | protocol notes | tokens/s | ms/step | steps | peak MiB | held-out bpb | val_bpb |" in md
+    assert "| peak MiB | held-out bpb | held-out vs control | val_bpb |" in md
     assert "protocol `wall`" in md and "seed 1337" in md and "GPU " in md
     assert capsys.readouterr().out.endswith(md)
 
@@ -577,6 +577,23 @@ def test_recover_adds_the_row_a_cut_off_bench_never_wrote_from_its_log(setup, tm
         bench.main(["--recover", str(tmp_path), str(tail), "--ours", "record"])
     with pytest.raises(bench.UsageError, match="exactly one"):
         bench.main(["--recover", str(folder), str(tail), "--ours", "record", "--ours", "smoke"])
+
+
+def test_an_ablation_table_gives_each_row_its_held_out_bpb_against_the_first_of_ours_that_finished():
+    rows = [{"label": "1.1194", "status": "ok", "val_bpb": 1.2282},  # a peer: no held-out bpb
+            {"label": "crashed", "status": "failed", "error": "boom", "heldout_bpb": 1.1},
+            {"label": "record", "status": "ok", "heldout_bpb": 1.2361, "val_bpb": 1.1510},
+            {"label": "no_recur", "status": "ok", "heldout_bpb": 1.2330, "val_bpb": 1.1474}]
+    rows = [{"script": "s", **row} for row in rows]
+    assert bench.add_heldout_deltas(rows) == "record"
+    assert [row["heldout_delta"] for row in rows] == [None, None, 0.0, pytest.approx(-0.0031)]
+    table = {"name": "a", "date": "d", "protocol": "eighth", "seconds": 140, "nproc": 1, "seed": 1337, "data_dir": "D",
+             "tokenizer": "T", "vocab_size": 1024, "gpu": "cpu", "torch": "t", "reference": None, "control": "record", "rows": rows}
+    header, _, *lines = [line.split(" | ") for line in bench.markdown(table).splitlines() if line.startswith("|")]
+    column = header.index("held-out vs control")
+    assert [line[column] for line in lines] == ["-", "-", "+0.0000", "-0.0031"]
+    assert "each row's minus record's" in bench.markdown(table)
+    assert bench.add_heldout_deltas(rows[:2]) is None and rows[1]["heldout_delta"] is None
 
 
 def test_a_row_says_when_its_evaluation_was_made_cheaper_and_a_cut_line_is_skipped():
