@@ -6,7 +6,8 @@
 # the n-gram mixer (orders 7 and 9) and TTT (records/tune_mix.py; val never opened). Part 3 joins the 140 s table:
 #     bash .devdata/lease_start.sh "job_ablation.sh 1" 560     then, in the same block of calls: bash .devdata/lease_wait.sh 585 (x2)
 #     bash .devdata/lease_start.sh "job_table.sh 140 --ours wd004=record:muon_wd=0.04 --ours wd50=record:warmdown_frac=0.5 --ours mom99=record:muon_momentum=0.99" 560
-# Part recur300: `record` against no recurrence and a recurrence from 70% at 300 s (~1,100 s; one lease).
+# Part recur300: `record` against no recurrence and a recurrence from 70% at 300 s (~1,100 s; one lease); part
+# recur600: `record` against no recurrence at 600 s, the length `record` is chosen for (~1,400 s; one lease).
 # Part 4 turns on the switches `record` leaves off (a shorter sequence for the first 30%, an LR floor, untied MLPs for
 # the recurrence, QAT from 85%; then per-document TTT and a longer scoring window on its control's artifact).
 # --prewarm 3: every row's graphs are compiled first, three at a time (~31 GiB each while they compile), so rows of new
@@ -31,7 +32,10 @@ case $part in
   recur300) seconds=300  # part 1's no_recur won at 140 s; `record` is chosen for 600 s, so the band is weighed at 300 s
      rows=(--ours record --ours "no_recur=record:recur_layers=" --ours "recur70=record:recur_start=0.7")
      evals=() ;;
-  *) echo "usage: job_ablation.sh 1|2|4|recur300 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
+  recur600) seconds=600  # the real run's length (8 GPUs x 600 s = this protocol at 600 s): the band has 300 s to pay back
+     rows=(--ours record --ours "no_recur=record:recur_layers=")
+     evals=() ;;
+  *) echo "usage: job_ablation.sh 1|2|4|recur300|recur600 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
 esac
 bash .devdata/prep_ordered.sh
 T=.devdata/tokenizers/fineweb_1024_bpe.model
