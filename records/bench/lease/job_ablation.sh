@@ -17,31 +17,28 @@
 # (eighth300s_h200), GPTQ and the SDClip grid (quant_real_weights_cpu), partial RoPE and the rest of record_v1.
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
-part=$1
+part=$1 seconds=140 evals=()  # unless a part says otherwise: 140 s rows, no evaluations after them
 case $part in
   1) rows=(--ours "record=record:records_dir=/tmp/keep" --ours "no_recur=record:recur_layers=" --ours "no_lanes=record:parallel_start=0"
            --ours "xsa_last4=record:xsa_layers=4" --ours "layer0_attn=record:layer0_attention=true" --ours "no_ve=record:value_embed_layers=")
      evals=(--grid ngram_order=7,9 --grid ttt_steps=0,2) evals_s=240 ;;  # the n-gram mixer (and its order) and TTT, each off
   2) rows=(--ours record --ours "heads8_4=record:num_heads=8,num_kv_heads=4" --ours "no_ln_scale=record:ln_scale=false"
            --ours "qk1.5=record:qk_gain_init=1.5" --ours "no_ema=record:ema=false" --ours "quintic=record:muon_ns_coefficients=quintic"
-           --ours "no_row_norm=record:muon_row_norm=false")
-     evals=() ;;
+           --ours "no_row_norm=record:muon_row_norm=false") ;;
   4) rows=(--ours "record=record:records_dir=/tmp/keep" --ours "seq1024=record:seq_len_schedule=1024:0.3"
            --ours "untie_mlp=record:recur_untie=mlp" --ours "qat85=record:qat_start=0.85" --ours "floor10=record:lr_floor=0.1")
      evals=(--grid ttt_doc_chunk=0,256 --grid eval_seq_len=0,4096 --grid ttt_steps=2) evals_s=300 ;;  # per-document TTT, a longer window
   recur300) seconds=300  # part 1's no_recur won at 140 s; `record` is chosen for 600 s, so the band is weighed at 300 s
-     rows=(--ours record --ours "no_recur=record:recur_layers=" --ours "recur70=record:recur_start=0.7")
-     evals=() ;;
+     rows=(--ours record --ours "no_recur=record:recur_layers=" --ours "recur70=record:recur_start=0.7") ;;
   recur600) seconds=600  # the real run's length (8 GPUs x 600 s = this protocol at 600 s): the band has 300 s to pay back
-     rows=(--ours record --ours "no_recur=record:recur_layers=")
-     evals=() ;;
+     rows=(--ours record --ours "no_recur=record:recur_layers=") ;;
   *) echo "usage: job_ablation.sh 1|2|4|recur300|recur600 (part 3: job_table.sh 140 with its extra rows, see above)"; exit 2 ;;
 esac
 bash .devdata/prep_ordered.sh
 T=.devdata/tokenizers/fineweb_1024_bpe.model
 mkdir -p /tmp/jobout
-python records/bench.py --overlap --prewarm 3 "${rows[@]}" --protocol eighth --seconds ${seconds:-140} --val-tokens 524288 \
-    --data-dir /tmp/shards_ordered --tokenizer $T --out /tmp/jobout --name "ablation${seconds:-140}s_part$part" --row-timeout 900
+python records/bench.py --overlap --prewarm 3 "${rows[@]}" --protocol eighth --seconds $seconds --val-tokens 524288 \
+    --data-dir /tmp/shards_ordered --tokenizer $T --out /tmp/jobout --name "ablation${seconds}s_part$part" --row-timeout 900
 if [ ${#evals[@]} -gt 0 ]; then  # the control's artifact on the held-out tail (records/tune_mix.py; val never opened)
     A=$(find /tmp/keep -name artifact.pgolf | head -1)
     timeout $evals_s python records/tune_mix.py $A --data-dir /tmp/shards_ordered --tokenizer $T --holdout-tokens 262144 \
