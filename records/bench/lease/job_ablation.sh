@@ -6,8 +6,9 @@
 # the n-gram mixer (orders 7 and 9) and TTT (records/tune_mix.py; val never opened). Part 3 joins the 140 s table:
 #     bash .devdata/lease_start.sh "job_ablation.sh 1" 560     then, in the same block of calls: bash .devdata/lease_wait.sh 585 (x2)
 #     bash .devdata/lease_start.sh "job_table.sh 140 --ours wd004=record:muon_wd=0.04 --ours wd50=record:warmdown_frac=0.5 --ours mom99=record:muon_momentum=0.99" 560
-# Part recur300: `record` against no recurrence and a recurrence from 70% at 300 s (~1,100 s; one lease); part
-# recur600: `record` against no recurrence at 600 s, the length `record` is chosen for (~1,400 s; one lease).
+# Part recur600: `record` against no recurrence at 600 s, the length `record` is chosen for (1,403 s of calls; the band
+# paid 0.0049 there, ../2026-12-03_ablation600s_partrecur600/); part recur300 (`record`, no recurrence and the band
+# from 70% at 300 s, ~1,100 s) would place the turn between part 1's 140 s and 600 s.
 # Part 4 turns on the switches `record` leaves off (a shorter sequence for the first 30%, an LR floor, untied MLPs for
 # the recurrence, QAT from 85%; then per-document TTT and a longer scoring window on its control's artifact).
 # --prewarm 3: every row's graphs are compiled first, three at a time (~31 GiB each while they compile), so rows of new
