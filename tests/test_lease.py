@@ -1,5 +1,6 @@
 """records/bench/lease/: the device-side scripts. A broken one costs a whole 30-minute lease, so before any lease:
-every script parses as bash, and every row of ours a job names resolves to a valid configuration of our trainer."""
+every script parses as bash, every row of ours a job names resolves to a valid configuration of our trainer, and every
+evaluation grid a job hands records/tune_mix.py is one it accepts."""
 import glob
 import os
 import re
@@ -12,6 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "records"))
 import bench
 import train_gpt
+import tune_mix
 
 LEASE = os.path.join(REPO, "records", "bench", "lease")
 SCRIPTS = sorted(glob.glob(os.path.join(LEASE, "*.sh")))
@@ -42,3 +44,15 @@ def test_the_scripts_a_job_calls_are_all_here():
     for script in SCRIPTS:
         for called in re.findall(r"\.devdata/(\w+\.sh)", open(script).read()):
             assert os.path.isfile(os.path.join(LEASE, called)), (os.path.basename(script), called)
+
+
+def test_every_evaluation_grid_a_job_names_is_one_tune_mix_accepts():
+    """Each part's evals=(...) with the --grid items the tune_mix line adds to all of them (a grid tune_mix refuses
+    would end a part's evaluations after its whole lease of training)."""
+    text = open(os.path.join(LEASE, "job_ablation.sh")).read()
+    grids = [re.findall(r"--grid\s+(\S+)", body) for body in re.findall(r"evals=\(([^)]*)\)", text)]
+    command = re.search(r"python records/tune_mix\.py .*\\\n.*", text).group()  # its line and the one it continues on
+    shared = re.findall(r"--grid\s+([^\s\"]+)", command)
+    assert [len(g) for g in grids] == [0, 2, 3] and shared == ["gate_bias=-7"]  # the default, parts 1 and 4; all parts
+    for items in grids[1:]:
+        assert set(tune_mix.parse_grid(items + shared)) == {item.split("=")[0] for item in items + shared}
