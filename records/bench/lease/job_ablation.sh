@@ -6,7 +6,7 @@
 # the n-gram mixer (orders 7 and 9) and TTT (records/tune_mix.py; val never opened). Part 3 joins the 140 s table:
 #     bash .devdata/lease_start.sh "job_ablation.sh 1" 560     then, in the same block of calls: bash .devdata/lease_wait.sh 585 (x2)
 #     bash .devdata/lease_start.sh "job_table.sh 140 --ours mom99=record:muon_momentum=0.99" 560
-# (Muon decay 0.09 and the 72% warm-down have A/Bs of their own: ../2026-12-02_screen140s_v3/, ../2026-12-02_warmdown300s/.)
+# (Muon weight decay 0.09 and the 72% warm-down have A/Bs of their own: ../2026-12-02_screen140s_v3/, ../2026-12-02_warmdown300s/.)
 # Part recur600: `record` against no recurrence at 600 s, the length `record` is chosen for (1,403 s of calls; the band
 # paid 0.0049 there, ../2026-12-03_ablation600s_partrecur600/); part recur300 (`record`, no recurrence and the band
 # from 70% at 300 s, ~1,100 s) would place the turn between part 1's 140 s and 600 s.
